@@ -1,0 +1,137 @@
+"""Loading and validating the seed's dataset format: a JSON list of {text, entities}.
+
+Every error names the file and, where there is one, the record index, and says what to fix.
+Problems that may be legitimate (paraphrased entity text) are warnings with a count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.textnorm import find_spans
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message is one complete line."""
+
+
+@dataclass(frozen=True)
+class Entity:
+    label: str
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"label": self.label, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Record:
+    text: str
+    entities: tuple[Entity, ...]
+
+
+@dataclass
+class Dataset:
+    path: str
+    records: list[Record]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.records:
+            for e in r.entities:
+                seen.setdefault(e.label, None)
+        return list(seen)
+
+
+def _decode(path: Path) -> Any:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; check the path") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory; give the path of a .json file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                        "re-save the file as UTF-8") from None
+    if not text.strip():
+        raise DataError(f"{path}: file is empty; it must hold a JSON list of "
+                        "{\"text\", \"entities\"} records")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                        f"{exc.msg}") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply; records are flat objects") from None
+
+
+def parse_records(data: Any, where: str) -> list[Record]:
+    if not isinstance(data, list):
+        raise DataError(f"{where}: top level is a JSON {type(data).__name__ if data is not None else 'null'}"
+                        ", expected a list of {\"text\", \"entities\"} records")
+    if not data:
+        raise DataError(f"{where}: the dataset is empty (a list with no records)")
+    records = []
+    for i, rec in enumerate(data):
+        at = f"{where}: record {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{at}: expected an object with 'text' and 'entities', "
+                            f"got {_kind(rec)}")
+        missing = [k for k in ("text", "entities") if k not in rec]
+        if missing:
+            raise DataError(f"{at}: missing key {', '.join(repr(m) for m in missing)} "
+                            f"(each record needs 'text' and 'entities'; it has "
+                            f"{', '.join(map(repr, rec)) or 'no keys'})")
+        if not isinstance(rec["text"], str):
+            raise DataError(f"{at}: 'text' must be a string, got {_kind(rec['text'])}")
+        if not rec["text"].strip():
+            raise DataError(f"{at}: 'text' is empty")
+        ents = rec["entities"]
+        if not isinstance(ents, list):
+            raise DataError(f"{at}: 'entities' must be a list, got {_kind(ents)}")
+        parsed = []
+        for j, ent in enumerate(ents):
+            eat = f"{at}, entity {j}"
+            if not isinstance(ent, dict):
+                raise DataError(f"{eat}: expected an object with 'label' and 'text', "
+                                f"got {_kind(ent)}")
+            for key in ("label", "text"):
+                if key not in ent:
+                    raise DataError(f"{eat}: missing key {key!r} (entities need 'label' and "
+                                    "'text')")
+                if not isinstance(ent[key], str):
+                    raise DataError(f"{eat}: {key!r} must be a string, got {_kind(ent[key])}")
+                if not ent[key].strip():
+                    raise DataError(f"{eat}: {key!r} is empty")
+            parsed.append(Entity(ent["label"].strip(), ent["text"]))
+        records.append(Record(rec["text"], tuple(parsed)))
+    return records
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Load and validate a dataset file; raise DataError on the first structural problem."""
+    p = Path(path)
+    records = parse_records(_decode(p), str(p))
+    ds = Dataset(str(p), records)
+    missing = sum(1 for r in records for e in r.entities if not find_spans(r.text, e.text))
+    if missing:
+        total = sum(len(r.entities) for r in records)
+        ds.warnings.append(f"{p}: {missing} of {total} entity texts do not occur in their "
+                           "record's text (paraphrased or mis-annotated); they are kept")
+    return ds

@@ -1,0 +1,149 @@
+"""Entity-level metrics with one-to-one matching.
+
+Per example, gold and predicted entities are matched by a maximum bipartite matching under the
+metric's predicate, so one prediction can match at most one gold entity and vice versa (the
+seed's ``relaxed`` let one prediction match many). Predicates, on normalised text:
+
+- exact:   same label and same text
+- relaxed: same label and overlapping text
+- overlap: overlapping text, any label
+
+Two texts overlap when an occurrence of one in the source intersects an occurrence of the other;
+where either cannot be located in the source, when they share a word token that is not a
+stopword. One shared character is never enough.
+
+>>> from core.data import Entity as E
+>>> s = score([[E("Disease", "breast cancer")]], [[E("Disease", "cancer")]],
+...           texts=["History of breast cancer."])
+>>> s["total"]["exact"]["f1"], s["total"]["relaxed"]["f1"]
+(0.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+from core.data import Entity
+from core.textnorm import content_tokens, find_spans, normalise
+
+Predicate = Callable[[Entity, Entity], bool]
+
+
+def _texts_overlap(a: str, b: str, source: str | None) -> bool:
+    na, nb = normalise(a), normalise(b)
+    if na == nb:
+        return True
+    if source is not None:
+        sa, sb = find_spans(source, a), find_spans(source, b)
+        if sa and sb:
+            return any(x0 < y1 and y0 < x1 for x0, x1 in sa for y0, y1 in sb)
+    return bool(content_tokens(a) & content_tokens(b))
+
+
+def predicate(metric: str, source: str | None) -> Predicate:
+    if metric == "exact":
+        return lambda g, p: g.label == p.label and normalise(g.text) == normalise(p.text)
+    if metric == "relaxed":
+        return lambda g, p: g.label == p.label and _texts_overlap(g.text, p.text, source)
+    if metric == "overlap":
+        return lambda g, p: _texts_overlap(g.text, p.text, source)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def max_matching(gold: Sequence[Entity], pred: Sequence[Entity], ok: Predicate
+                 ) -> list[tuple[int, int]]:
+    """Maximum bipartite matching (Kuhn's augmenting paths); returns (gold_i, pred_j) pairs."""
+    adj = [[j for j, p in enumerate(pred) if ok(g, p)] for g in gold]
+    match_of_pred: dict[int, int] = {}
+
+    def augment(i: int, seen: set[int]) -> bool:
+        for j in adj[i]:
+            if j in seen:
+                continue
+            seen.add(j)
+            if j not in match_of_pred or augment(match_of_pred[j], seen):
+                match_of_pred[j] = i
+                return True
+        return False
+
+    # Gold entities with fewer candidates first: same maximum, fewer augmentations.
+    for i in sorted(range(len(gold)), key=lambda k: len(adj[k])):
+        if adj[i]:
+            augment(i, set())
+    return sorted((i, j) for j, i in match_of_pred.items())
+
+
+def dedupe(ents: Iterable[Entity]) -> list[Entity]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in ents:
+        key = (e.label, normalise(e.text))
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+def _prf(n_pred: int, n_gold: int, tp_pred: int, tp_gold: int) -> dict[str, float | int]:
+    p = tp_pred / n_pred if n_pred else 0.0
+    r = tp_gold / n_gold if n_gold else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"p": p, "r": r, "f1": f1, "tp": tp_gold, "fp": n_pred - tp_pred,
+            "fn": n_gold - tp_gold, "support": n_gold}
+
+
+def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
+          texts: Sequence[str] | None = None, metrics: Sequence[str] = ("exact", "relaxed",
+                                                                        "overlap"),
+          unique: bool = True) -> dict[str, dict]:
+    """Micro, per-label and macro P/R/F1 for each metric.
+
+    Returns {"total": {metric: prf}, "labels": {label: {metric: prf}}, "macro": {metric: prf}}.
+    Per label, precision counts the label's predictions that were matched and recall its gold
+    entities that were matched; labels seen only in predictions are included (recall 0).
+    """
+    if len(gold) != len(pred) or (texts is not None and len(texts) != len(gold)):
+        raise ValueError(f"lengths differ: {len(gold)} gold, {len(pred)} predicted"
+                         + (f", {len(texts)} texts" if texts is not None else ""))
+    labels: dict[str, None] = {}
+    for ents in (*gold, *pred):
+        for e in ents:
+            labels.setdefault(e.label, None)
+    result: dict[str, dict] = {"total": {}, "labels": {lab: {} for lab in labels}, "macro": {}}
+    for metric in metrics:
+        n_pred = dict.fromkeys(labels, 0)
+        n_gold = dict.fromkeys(labels, 0)
+        tp_pred = dict.fromkeys(labels, 0)
+        tp_gold = dict.fromkeys(labels, 0)
+        for k, (g_ents, p_ents) in enumerate(zip(gold, pred)):
+            g = dedupe(g_ents) if unique else list(g_ents)
+            p = dedupe(p_ents) if unique else list(p_ents)
+            for e in g:
+                n_gold[e.label] += 1
+            for e in p:
+                n_pred[e.label] += 1
+            src = texts[k] if texts is not None else None
+            for i, j in max_matching(g, p, predicate(metric, src)):
+                tp_gold[g[i].label] += 1
+                tp_pred[p[j].label] += 1
+        result["total"][metric] = _prf(sum(n_pred.values()), sum(n_gold.values()),
+                                       sum(tp_pred.values()), sum(tp_gold.values()))
+        per = {lab: _prf(n_pred[lab], n_gold[lab], tp_pred[lab], tp_gold[lab]) for lab in labels}
+        for lab, prf in per.items():
+            result["labels"][lab][metric] = prf
+        n = len(per)
+        result["macro"][metric] = {
+            k: (sum(float(v[k]) for v in per.values()) / n if n else 0.0) for k in ("p", "r", "f1")
+        }
+    return result
+
+
+def hallucination_rate(pred: Sequence[Sequence[Entity]], texts: Sequence[str]) -> float:
+    """Share of predicted entities whose text does not occur in the input."""
+    total = absent = 0
+    for ents, text in zip(pred, texts):
+        for e in ents:
+            total += 1
+            if not find_spans(text, e.text):
+                absent += 1
+    return absent / total if total else 0.0

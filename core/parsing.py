@@ -1,0 +1,88 @@
+"""Parsing a model's answer into entities, tolerant of what generation really produces.
+
+>>> parse_output('```json\\n[{"label": "Disease", "text": "flu"}]\\n``` done').entities
+[Entity(label='Disease', text='flu')]
+>>> parse_output('[{"label": "Disease", "text": "flu"}, {"label": "Dis').status
+'salvaged'
+>>> parse_output('no idea').status
+'failed'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.data import Entity
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.S)
+_OBJECT = re.compile(r"\{[^{}\[\]]*\}")
+_DECODER = json.JSONDecoder()
+
+OK, SALVAGED, FAILED = "ok", "salvaged", "failed"
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    entities: list[Entity]
+    status: str
+    """ok: a JSON list was decoded; salvaged: complete objects recovered from broken or
+    truncated JSON; failed: nothing usable."""
+    invalid_items: int = 0
+    """Items of the list that were not {label, text} objects (dropped)."""
+
+
+def _entities_from(items: list[Any]) -> tuple[list[Entity], int]:
+    out, bad = [], 0
+    for item in items:
+        if (isinstance(item, dict) and isinstance(item.get("label"), str)
+                and isinstance(item.get("text"), str) and item["text"].strip()):
+            out.append(Entity(item["label"].strip(), item["text"]))
+        else:
+            bad += 1
+    return out, bad
+
+
+def _first_json(text: str) -> Any:
+    """Decode the first JSON list or object in text, ignoring what precedes or follows it."""
+    for i, ch in enumerate(text):
+        if ch in "[{":
+            try:
+                value, _ = _DECODER.raw_decode(text, i)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict) and "entities" not in value and ch == "{":
+                # A lone entity object inside a broken list: not the answer as a whole.
+                if {"label", "text"} <= set(value):
+                    continue
+            return value
+    raise ValueError("no JSON value")
+
+
+def parse_output(raw: str) -> ParseResult:
+    body = raw.strip()
+    fence = _FENCE.search(body)
+    candidates = [fence.group(1), body] if fence else [body]
+    for cand in candidates:
+        try:
+            value = _first_json(cand)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("entities"), list):
+            value = value["entities"]
+        if isinstance(value, list):
+            ents, bad = _entities_from(value)
+            return ParseResult(ents, OK, bad)
+    # Truncated or otherwise broken: keep the complete {label, text} objects.
+    objs = []
+    for m in _OBJECT.finditer(body):
+        try:
+            objs.append(json.loads(m.group(0)))
+        except json.JSONDecodeError:
+            continue
+    ents, bad = _entities_from(objs)
+    if ents:
+        return ParseResult(ents, SALVAGED, bad)
+    return ParseResult([], FAILED, 0)

@@ -1,0 +1,56 @@
+"""Chat formatting of records: the messages a model sees and the JSON answer it must give.
+
+Pure functions; the tokenizer's chat template turns messages into text in jobs/.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+from core.data import Entity, Record
+from core.textnorm import find_spans, normalise
+
+INSTRUCTION = "Extract medical entities from: {text}"
+
+
+def target_entities(record: Record, unique: bool = True) -> list[Entity]:
+    """Entities in order of first appearance in the text; deduplicated on (label, text) if asked.
+
+    Entities that cannot be located keep their relative order after the located ones. The
+    sort is stable, so the result is a pure function of the record.
+    """
+    ents: Iterable[Entity] = record.entities
+    if unique:
+        seen: set[tuple[str, str]] = set()
+        kept = []
+        for e in ents:
+            key = (e.label, normalise(e.text))
+            if key not in seen:
+                seen.add(key)
+                kept.append(e)
+        ents = kept
+    positions = []
+    for idx, e in enumerate(ents):
+        spans = find_spans(record.text, e.text)
+        positions.append(((spans[0][0] if spans else len(record.text) + 1), idx, e))
+    return [e for _, _, e in sorted(positions, key=lambda t: (t[0], t[1]))]
+
+
+def target_json(record: Record, unique: bool = True) -> str:
+    return json.dumps([e.to_dict() for e in target_entities(record, unique)], ensure_ascii=False)
+
+
+def prompt_messages(text: str, system_prompt: str) -> list[dict[str, str]]:
+    msgs = []
+    if system_prompt:
+        msgs.append({"role": "system", "content": system_prompt})
+    msgs.append({"role": "user", "content": INSTRUCTION.format(text=text)})
+    return msgs
+
+
+def training_messages(record: Record, system_prompt: str, unique: bool = True
+                      ) -> list[dict[str, str]]:
+    return prompt_messages(record.text, system_prompt) + [
+        {"role": "assistant", "content": target_json(record, unique)}
+    ]

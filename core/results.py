@@ -1,0 +1,93 @@
+"""Result files and their versioned schema: what evaluate writes and leaderboard reads.
+
+``performance.json`` keeps the seed's keys (``num_examples``, ``avg_inference_time``,
+``metrics.total.<metric>.{p,r,f1}`` and ``metrics.<label>.<metric>``) and adds what a
+leaderboard needs without opening anything else.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from core.data import Entity
+
+SCHEMA_VERSION = 1
+PERFORMANCE = "performance.json"
+TRUE_PRED = "true_pred_entities.json"
+TRAIN_SUMMARY = "medsweep_train.json"
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int, "num_examples": int, "avg_inference_time": (int, float),
+    "metrics": dict, "macro": dict, "parse": dict, "config": dict,
+}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def performance_doc(scores: dict[str, Any], *, num_examples: int, avg_inference_time: float,
+                    parse: dict[str, Any], hallucination_rate: float | None,
+                    config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"total": scores["total"]}
+    metrics.update(scores["labels"])
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": now_iso(),
+        "num_examples": num_examples,
+        "avg_inference_time": avg_inference_time,
+        "metrics": metrics,
+        "macro": scores["macro"],
+        "parse": parse,
+        "hallucination_rate": hallucination_rate,
+        "config": config,
+    }
+    doc.update(extra)
+    return doc
+
+
+def check_performance(doc: Any) -> list[str]:
+    """Problems that make a performance.json unusable (empty list: fine)."""
+    if not isinstance(doc, dict):
+        return ["top level is not an object"]
+    errs = []
+    for key, typ in _REQUIRED.items():
+        if key not in doc:
+            errs.append(f"missing key {key!r}")
+        elif not isinstance(doc[key], typ) or isinstance(doc[key], bool):
+            errs.append(f"key {key!r} has the wrong type")
+    if not errs and doc["schema_version"] > SCHEMA_VERSION:
+        errs.append(f"schema_version {doc['schema_version']} is newer than this medsweep "
+                    f"({SCHEMA_VERSION}); upgrade medsweep")
+    if not errs and not isinstance(doc["metrics"].get("total"), dict):
+        errs.append("missing metrics.total")
+    return errs
+
+
+def true_pred_doc(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
+                  texts: Sequence[str], raw: Sequence[str]) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "true_ents": [[e.to_dict() for e in g] for g in gold],
+        "pred_ents": [[e.to_dict() for e in p] for p in pred],
+        "texts": list(texts),
+        "raw_outputs": list(raw),
+    }
+
+
+def environment_info() -> dict[str, Any]:
+    """Python, OS and package versions (no torch import: callers add device facts)."""
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("medsweep", "unsloth", "unsloth_zoo", "torch", "transformers", "trl", "peft",
+                "datasets", "bitsandbytes", "accelerate", "submitit"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            "hostname": platform.node(), "versions": versions}

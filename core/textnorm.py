@@ -1,0 +1,44 @@
+"""Text normalisation shared by targets, metrics and hallucination checks.
+
+Both gold and predicted texts go through the same function (the seed's tool lower-cased gold
+only, so a correct prediction in the original case never matched).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+_WS = re.compile(r"\s+")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+# Function words that must not make two entity texts "overlap" on their own.
+STOPWORDS = frozenset("""
+a an the of and or in on at to for from by with without into onto as is are was were be been
+being this that these those it its their his her our your my no not nor than then so such via
+per vs versus de la le et
+""".split())
+
+
+@lru_cache(maxsize=65536)
+def normalise(text: str) -> str:
+    """NFKC, case-folded, whitespace collapsed and stripped."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def find_spans(source: str, needle: str) -> list[tuple[int, int]]:
+    """Every (start, end) of the normalised needle in the normalised source."""
+    src, ndl = normalise(source), normalise(needle)
+    if not ndl:
+        return []
+    out = []
+    start = src.find(ndl)
+    while start != -1:
+        out.append((start, start + len(ndl)))
+        start = src.find(ndl, start + 1)
+    return out
+
+
+def content_tokens(text: str) -> frozenset[str]:
+    return frozenset(t for t in _WORD.findall(normalise(text)) if t not in STOPWORDS)

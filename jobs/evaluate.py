@@ -1,0 +1,239 @@
+"""Generate, parse and score: ``python -m jobs.evaluate`` (every seed flag).
+
+Batched generation with left padding over examples sorted by prompt length, greedy by default
+(reproducible); ``--eval-generation model-presets`` uses the seed's per-family sampling with a
+fixed seed. Writes ``true_pred_entities.json`` and ``performance.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from core.cliargs import add_config_flags, config_from_args
+from core.config import ConfigError, RunConfig, config_from_dict, parse_metrics
+from core.data import DataError, Entity, load_dataset
+from core.families import detect_family
+from core.fileio import atomic_write_json, file_sha256, read_json
+from core.metrics import hallucination_rate, score
+from core.parsing import FAILED, OK, SALVAGED, ParseResult, parse_output
+from core.prompts import prompt_messages, target_entities, target_json
+from core.results import (PERFORMANCE, TRAIN_SUMMARY, TRUE_PRED, environment_info,
+                          performance_doc, true_pred_doc)
+
+EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4bit",
+             "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",
+             "eval.batch_size", "eval.unique_entities", "eval.metrics", "eval.generation",
+             "eval.max_new_tokens", "eval.seed", "eval.max_examples"]
+
+
+class EvalError(RuntimeError):
+    """An evaluation that cannot proceed; the message says what to change."""
+
+
+def saved_config(model_dir: Path) -> RunConfig | None:
+    """The config a model was trained with (so eval reuses its prompt and family)."""
+    summary = model_dir / TRAIN_SUMMARY
+    if not summary.is_file():
+        return None
+    ident = dict(read_json(summary).get("identity", {}))
+    ident.get("data", {}).pop("train_sha256", None)
+    try:
+        return config_from_dict(ident, str(summary))
+    except ConfigError:
+        return None
+
+
+def parse_stats(results: Sequence[ParseResult], too_long: int) -> dict[str, Any]:
+    n = len(results)
+    counts = {s: sum(1 for r in results if r.status == s) for s in (OK, SALVAGED, FAILED)}
+    return {**counts, "too_long": too_long, "invalid_items": sum(r.invalid_items
+                                                                  for r in results),
+            "failure_rate": (counts[FAILED] + counts[SALVAGED]) / n if n else 0.0}
+
+
+def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunConfig,
+                 max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None
+                 ) -> tuple[list[str], int]:
+    """Outputs in input order, generated in length-sorted left-padded batches."""
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
+    generated_tokens = 0
+    bs = cfg.eval.batch_size
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+        tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    for b in range(0, len(order), bs):
+        idx = order[b:b + bs]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            seq = prompts[i]
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                 **gen_kwargs)
+        new = out[:, width:]
+        for row, i in enumerate(idx):
+            toks = new[row].tolist()
+            stops = set(gen_kwargs.get("eos_token_id", []))
+            cut = next((k for k, t in enumerate(toks) if t in stops), len(toks))
+            generated_tokens += cut
+            outputs[i] = tokenizer.decode(toks[:cut], skip_special_tokens=True)
+        if progress is not None:
+            progress.update(min(b + bs, len(order)), len(order))
+    return outputs, generated_tokens
+
+
+def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
+             progress_path: Path | None = None) -> dict[str, Any]:
+    from jobs import modeling
+    from jobs.progress import ProgressWriter
+
+    metrics = parse_metrics(cfg.eval.metrics)
+    ds = load_dataset(cfg.data.eval_dataset_file)
+    for w in ds.warnings:
+        modeling.log(f"warning: {w}")
+    records = ds.records[:cfg.eval.max_examples] if cfg.eval.max_examples else ds.records
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise EvalError(f"--model-dir {model_dir}: not a folder; give the --output-dir of "
+                        "jobs.train")
+    t0 = time.time()
+    model, tokenizer = modeling.load_model(str(model_dir), cfg, for_training=False)
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(model)
+    load_s = time.time() - t0
+    tokenizer.padding_side = "left"
+
+    prompts, too_long_idx = [], set()
+    answer_lens = [len(tokenizer(target_json(r, cfg.eval.unique_entities),
+                                 add_special_tokens=False)["input_ids"]) for r in records]
+    budget = cfg.eval.max_new_tokens or max(64, int(1.5 * max(answer_lens)) + 8)
+    for i, r in enumerate(records):
+        text = tokenizer.apply_chat_template(prompt_messages(r.text, cfg.model.system_prompt),
+                                             tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) + budget > cfg.model.max_seq_length:
+            too_long_idx.add(i)
+        prompts.append(ids)
+    if too_long_idx:
+        modeling.log(f"warning: {len(too_long_idx)} prompts leave no room for a "
+                     f"{budget}-token answer within --model-max-seq-length "
+                     f"{cfg.model.max_seq_length}; they are scored as empty predictions")
+
+    family = detect_family(str(model_dir), cfg.model.family)
+    gen_kwargs: dict[str, Any] = {"eos_token_id": modeling.stop_token_ids(tokenizer)}
+    if cfg.eval.generation == "model-presets" and family.generation_preset:
+        gen_kwargs.update(family.generation_preset)
+    else:
+        gen_kwargs["do_sample"] = False
+    import torch
+
+    torch.manual_seed(cfg.eval.seed)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    keep = [i for i in range(len(records)) if i not in too_long_idx]
+    writer = ProgressWriter(progress_path, "evaluate")
+    t1 = time.time()
+    outs, gen_tokens = generate_all(model, tokenizer, [prompts[i] for i in keep], cfg, budget,
+                                    gen_kwargs, writer)
+    eval_s = time.time() - t1
+    raw = [""] * len(records)
+    for i, o in zip(keep, outs):
+        raw[i] = o
+    parsed = [parse_output(raw[i]) for i in keep]
+    pred: list[list[Entity]] = [[] for _ in records]
+    for i, pr in zip(keep, parsed):
+        pred[i] = pr.entities
+    gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
+            else list(r.entities) for r in records]
+    texts = [r.text for r in records]
+    scores = score(gold, pred, texts, metrics, unique=cfg.eval.unique_entities)
+
+    facts = modeling.device_facts()
+    train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
+        model_dir / TRAIN_SUMMARY).is_file() else None
+    n = len(records)
+    doc = performance_doc(
+        scores, num_examples=n, avg_inference_time=eval_s / n if n else 0.0,
+        parse=parse_stats(parsed, len(too_long_idx)),
+        hallucination_rate=hallucination_rate(pred, texts),
+        config=cfg.to_dict(),
+        extra={
+            "model_dir": str(model_dir),
+            "family": family.name,
+            "data": {"eval_file": str(cfg.data.eval_dataset_file),
+                     "eval_sha256": file_sha256(cfg.data.eval_dataset_file),
+                     "eval_records": n,
+                     "train_file": cfg.data.train_dataset_file or None,
+                     "train_sha256": (train_summary or {}).get("identity", {}).get(
+                         "data", {}).get("train_sha256")},
+            "generation": {"mode": cfg.eval.generation, "max_new_tokens": budget,
+                           **{k: v for k, v in gen_kwargs.items() if k != "eos_token_id"}},
+            "timings": {"load_s": round(load_s, 2), "eval_s": round(eval_s, 3),
+                        "s_per_example": eval_s / n if n else 0.0,
+                        "records_per_s": n / eval_s if eval_s else None,
+                        "generated_tokens": gen_tokens,
+                        "generated_tokens_per_s": gen_tokens / eval_s if eval_s else None,
+                        "train_s": (train_summary or {}).get("train_s")},
+            "training": {k: v for k, v in (train_summary or {}).items()
+                         if k not in ("identity", "environment", "device")} or None,
+            "peak_vram_gb": max(facts["peak_vram_gb"],
+                                float((train_summary or {}).get("peak_vram_gb") or 0.0)),
+            "hardware": facts,
+            "environment": environment_info(),
+        })
+    results_dir = Path(results_dir)
+    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(gold, pred, texts, raw))
+    atomic_write_json(results_dir / PERFORMANCE, doc)
+    return doc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.evaluate",
+        description="Evaluate a fine-tuned model on a dataset: generate, parse and score. "
+                    "Flags not given default to the values the model was trained with, else "
+                    "to the seed's defaults.")
+    p.add_argument("--results-dir", required=True, help="Where the result files go.")
+    p.add_argument("--model-dir", required=True, help="The --output-dir of jobs.train.")
+    add_config_flags(p, EVAL_KEYS, required=("data.eval_dataset_file",))
+    return p
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    for m, prf in doc["metrics"]["total"].items():
+        lines.append(f"{m:8s} P={prf['p']:.3f} R={prf['r']:.3f} F1={prf['f1']:.3f}")
+    lines.append(f"parse failures {doc['parse']['failure_rate']:.1%}, hallucinated "
+                 f"{(doc.get('hallucination_rate') or 0):.1%}, "
+                 f"{doc['avg_inference_time']:.3f} s/example")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        base = saved_config(Path(args.model_dir))
+        cfg = config_from_args(args, base)
+        doc = evaluate(cfg, Path(args.model_dir), Path(args.results_dir))
+    except (ConfigError, DataError, EvalError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in summary_lines(doc):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

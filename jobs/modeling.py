@@ -1,0 +1,145 @@
+"""Model loading through Unsloth, shared by train and evaluate. Heavy imports stay inside.
+
+``import unsloth`` must precede transformers / trl / peft so its patches apply; every entry
+point here imports it first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.config import RunConfig
+from core.families import Family, detect_family
+
+ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MLP_MODULES = ["gate_proj", "up_proj", "down_proj"]
+
+
+def log(msg: str) -> None:
+    print(f"[medsweep] {msg}", file=sys.stderr, flush=True)
+
+
+def setup_environment() -> None:
+    """Quiet, offline-friendly defaults; a cluster profile may set them differently first."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::SyntaxWarning")
+
+
+def hf_token(cfg: RunConfig) -> str | None:
+    """The token from the flag, else HF_TOKEN; never stored, logged or returned in results."""
+    return cfg.model.hf_token or os.environ.get("HF_TOKEN") or None
+
+
+def device_map() -> Any:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        log(f"{torch.cuda.device_count()} GPUs visible: device_map='balanced'")
+        return "balanced"
+    return None
+
+
+def target_modules(cfg: RunConfig) -> list[str]:
+    mods = []
+    if cfg.peft.ft_attention_modules:
+        mods += ATTENTION_MODULES
+    if cfg.peft.ft_mlp_modules:
+        mods += MLP_MODULES
+    return mods
+
+
+def ensure_chat_template(tokenizer: Any, family: Family) -> Any:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer
+    from unsloth.chat_templates import get_chat_template
+
+    log(f"tokenizer has no chat template: using Unsloth's {family.unsloth_template!r}")
+    return get_chat_template(tokenizer, chat_template=family.unsloth_template)
+
+
+def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool) -> tuple[Any, Any]:
+    setup_environment()
+    import unsloth  # noqa: F401  (patches transformers / trl / peft)
+    from unsloth import FastLanguageModel, FastModel
+
+    family = detect_family(name_or_path, cfg.model.family)
+    kwargs: dict[str, Any] = dict(
+        max_seq_length=cfg.model.max_seq_length,
+        load_in_4bit=cfg.model.load_in_4bit,
+        load_in_8bit=cfg.model.load_in_8bit,
+        full_finetuning=cfg.model.full_finetuning and for_training,
+        token=hf_token(cfg),
+    )
+    dm = device_map()
+    if dm is not None:
+        kwargs["device_map"] = dm
+    loader = FastModel if (cfg.peft.ft_vision_layers and family.vision) else FastLanguageModel
+    model, tokenizer = loader.from_pretrained(name_or_path, **kwargs)
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # processors wrap the tokenizer
+    return model, ensure_chat_template(tokenizer, family)
+
+
+def apply_lora(model: Any, cfg: RunConfig) -> Any:
+    from unsloth import FastLanguageModel, FastModel
+
+    p = cfg.peft
+    common = dict(r=p.rank, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                  bias="lora_only" if p.lora_bias else "none",
+                  use_gradient_checkpointing="unsloth", random_state=cfg.train.seed)
+    family = detect_family(cfg.model.name_or_path, cfg.model.family)
+    if p.ft_vision_layers and family.vision:
+        return FastModel.get_peft_model(
+            model, finetune_vision_layers=p.ft_vision_layers,
+            finetune_language_layers=p.ft_language_layers,
+            finetune_attention_modules=p.ft_attention_modules,
+            finetune_mlp_modules=p.ft_mlp_modules, **common)
+    return FastLanguageModel.get_peft_model(model, target_modules=target_modules(cfg), **common)
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """EOS plus each family's end-of-turn token present in the vocabulary."""
+    ids = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    for tok in ("<|eot_id|>", "<end_of_turn>", "<|im_end|>", "</s>", "<|end_of_text|>"):
+        if tok in vocab and vocab[tok] not in ids:
+            ids.append(int(vocab[tok]))
+    return ids
+
+
+def device_facts() -> dict[str, Any]:
+    import torch
+
+    facts: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(n)]
+        facts["gpu_count"] = n
+        facts["peak_vram_gb"] = round(
+            sum(torch.cuda.max_memory_allocated(i) for i in range(n)) / 2**30, 3)
+        facts["peak_vram_reserved_gb"] = round(
+            sum(torch.cuda.max_memory_reserved(i) for i in range(n)) / 2**30, 3)
+    else:
+        facts["gpus"] = []
+        facts["gpu_count"] = 0
+        facts["peak_vram_gb"] = 0.0
+        facts["cpu_threads"] = torch.get_num_threads()
+    return facts
+
+
+def is_scratch(name: str) -> bool:
+    return name.lower().startswith("scratch:")
+
+
+def resolve_scratch(cfg: RunConfig, corpus: list[str], default_dir: Path) -> str:
+    """Build (or reuse) the scratch model of cfg; MEDSWEEP_SCRATCH_DIR shares them."""
+    from jobs.scratch import build_scratch
+
+    where = Path(os.environ.get("MEDSWEEP_SCRATCH_DIR") or default_dir)
+    return str(build_scratch(cfg.model.name_or_path, corpus, where, seed=cfg.train.seed))

@@ -1,0 +1,269 @@
+"""Fine-tune one model with Unsloth + TRL SFT: ``python -m jobs.train`` (every seed flag).
+
+Loss is on the answer only: each record is tokenised as the chat prompt (with the generation
+prompt) followed by the answer, and the prompt's labels are -100. Records longer than
+``--model-max-seq-length`` are left out and counted, never truncated into broken JSON targets.
+Checkpoints go to ``checkpoints/`` and a restart on the same folder resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from core.cliargs import add_config_flags, config_from_args, keys_of
+from core.config import ConfigError, RunConfig
+from core.data import DataError, Dataset, Record, load_dataset
+from core.fileio import atomic_write_json, file_sha256, read_json
+from core.prompts import prompt_messages, target_json
+from core.results import TRAIN_SUMMARY, environment_info, now_iso
+
+TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
+                                                   "data.unique_entities"]
+
+
+class TrainError(RuntimeError):
+    """A training run that cannot proceed; the message says what to change."""
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bool) -> Encoded:
+    """Prompt tokens (masked) + answer tokens (trained), split where generation will start."""
+    msgs = prompt_messages(record.text, system_prompt)
+    answer = target_json(record, unique)
+    prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(
+        msgs + [{"role": "assistant", "content": answer}], tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise TrainError("the chat template does not render the prompt as a prefix of the "
+                         "conversation; set --model-family to one of the known families")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+    return Encoded(prompt_ids + answer_ids, [-100] * len(prompt_ids) + list(answer_ids))
+
+
+def encode_dataset(tokenizer: Any, ds: Dataset, cfg: RunConfig) -> tuple[list[Encoded], int]:
+    """Encoded examples that fit max_seq_length, and the count of those that did not."""
+    kept, too_long = [], 0
+    for i, rec in enumerate(ds.records):
+        enc = encode_record(tokenizer, rec, cfg.model.system_prompt, cfg.data.unique_entities)
+        if len(enc.input_ids) > cfg.model.max_seq_length:
+            too_long += 1
+            continue
+        if not any(label != -100 for label in enc.labels):
+            raise TrainError(f"{ds.path}: record {i}: no answer tokens carry loss; check the "
+                             "chat template (--model-family)")
+        kept.append(enc)
+    if not kept:
+        raise TrainError(f"{ds.path}: every record is longer than --model-max-seq-length "
+                         f"{cfg.model.max_seq_length}; raise it")
+    return kept, too_long
+
+
+def training_identity(cfg: RunConfig, data_sha: str) -> dict[str, Any]:
+    """What must match for a restart to resume (the eval section may differ)."""
+    d = cfg.to_dict()
+    d.pop("eval")
+    d["data"].pop("eval_dataset_file", None)
+    d["data"]["train_sha256"] = data_sha
+    return d
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    if not ckpt_dir.is_dir():
+        return None
+    cks = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+           and (p / "trainer_state.json").is_file()]
+    return max(cks, key=lambda p: int(p.name.split("-")[-1])) if cks else None
+
+
+def _optim(cfg: RunConfig, cuda: bool) -> str:
+    if cfg.train.optim != "auto":
+        return cfg.train.optim
+    return "adamw_8bit" if cuda else "adamw_torch"
+
+
+def _padding_free(cfg: RunConfig) -> bool:
+    if cfg.train.padding == "padding-free":
+        return True
+    if cfg.train.padding == "padded":
+        return False
+    # auto: padding-free only pays off with flash-attn varlen kernels (measured 2x slower
+    # than padded batches without them on an H100: shared/gpu/short-records.md).
+    try:
+        import flash_attn  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
+          progress_path: Path | None = None) -> dict[str, Any]:
+    """Train (or resume, or recognise as done) and return the training summary."""
+    from jobs import modeling
+    from jobs.progress import ProgressWriter, trainer_callback
+
+    output_dir = Path(output_dir)
+    checkpoint_dir = Path(checkpoint_dir or output_dir / "checkpoints")
+    ds = load_dataset(cfg.data.train_dataset_file)
+    for w in ds.warnings:
+        modeling.log(f"warning: {w}")
+    data_sha = file_sha256(cfg.data.train_dataset_file)
+    identity = training_identity(cfg, data_sha)
+
+    summary_path = output_dir / TRAIN_SUMMARY
+    if summary_path.is_file():
+        done = read_json(summary_path)
+        if done.get("identity") == identity:
+            modeling.log(f"{output_dir} already holds this trained model; nothing to do")
+            return dict(done)
+        raise TrainError(f"{output_dir} holds a model trained with a different configuration; "
+                         "use a new --output-dir")
+    started = read_json(output_dir / "medsweep_train_started.json") if (
+        output_dir / "medsweep_train_started.json").is_file() else None
+    if started is not None and started.get("identity") != identity:
+        raise TrainError(f"{output_dir} holds checkpoints of a different configuration; use a "
+                         "new --output-dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(output_dir / "medsweep_train_started.json",
+                      {"identity": identity, "started_at": now_iso()})
+
+    t0 = time.time()
+    model_name = cfg.model.name_or_path
+    if modeling.is_scratch(model_name):
+        corpus = [r.text for r in ds.records] + [target_json(r) for r in ds.records] + [
+            cfg.model.system_prompt]
+        model_name = modeling.resolve_scratch(cfg, corpus, output_dir / "scratch_base")
+    model, tokenizer = modeling.load_model(model_name, cfg, for_training=True)
+    load_s = time.time() - t0
+
+    import torch
+    from datasets import Dataset as HFDataset
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    examples, too_long = encode_dataset(tokenizer, ds, cfg)
+    if too_long:
+        modeling.log(f"warning: {too_long} of {len(ds.records)} records are longer than "
+                     f"--model-max-seq-length {cfg.model.max_seq_length} tokens and are left "
+                     "out of training (not truncated)")
+    if not cfg.model.full_finetuning:
+        model = modeling.apply_lora(model, cfg)
+    tokenizer.padding_side = "right"
+    train_ds = HFDataset.from_dict({"input_ids": [e.input_ids for e in examples],
+                                    "labels": [e.labels for e in examples]})
+
+    steps_per_epoch = max(1, -(-len(examples) // (cfg.train.per_device_batch_size
+                                                  * cfg.train.gradient_accumulation_steps)))
+    total_steps = (cfg.train.max_steps if cfg.train.max_steps > 0
+                   else max(1, int(round(steps_per_epoch * cfg.train.num_epochs))))
+    save_steps = cfg.train.save_steps or max(1, total_steps // 10)
+    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    args = SFTConfig(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=cfg.train.per_device_batch_size,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        num_train_epochs=cfg.train.num_epochs,
+        max_steps=cfg.train.max_steps,
+        learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay,
+        warmup_steps=cfg.train.warmup_steps,
+        lr_scheduler_type=cfg.train.lr_scheduler_type,
+        seed=cfg.train.seed,
+        data_seed=cfg.train.seed,
+        optim=_optim(cfg, cuda),
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=cfg.train.save_total_limit,
+        report_to=cfg.train.report_to,
+        bf16=bf16,
+        fp16=bool(cuda and not bf16),
+        max_length=cfg.model.max_seq_length,
+        padding_free=_padding_free(cfg),
+        train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
+        disable_tqdm=not sys.stderr.isatty(),
+        dataset_num_proc=1,
+    )
+    writer = ProgressWriter(progress_path, "train")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds,
+                         processing_class=tokenizer, callbacks=[trainer_callback(writer)])
+    resume = _last_checkpoint(checkpoint_dir)
+    if resume is not None:
+        modeling.log(f"resuming from {resume.name}")
+        hist = read_json(progress_path) if progress_path and progress_path.is_file() else {}
+        writer.history = [h for h in hist.get("history", [])
+                          if h.get("step", 0) <= int(resume.name.split("-")[-1])]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t1 = time.time()
+    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_s = time.time() - t1
+
+    model.save_pretrained(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    facts = modeling.device_facts()
+    losses = [h["loss"] for h in writer.history]
+    summary = {
+        "identity": identity,
+        "finished_at": now_iso(),
+        "resumed_from": resume.name if resume else None,
+        "base_model": model_name,
+        "examples": len(examples),
+        "skipped_too_long": too_long,
+        "global_step": int(out.global_step),
+        "train_loss": float(out.training_loss),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_s": round(train_s, 2),
+        "load_s": round(load_s, 2),
+        "examples_per_s": round(len(examples) * cfg.train.num_epochs / train_s, 3)
+        if cfg.train.max_steps < 0 and train_s > 0 else None,
+        "peak_vram_gb": facts["peak_vram_gb"],
+        "device": facts,
+        "padding_free": args.padding_free,
+        "optim": args.optim,
+        "environment": environment_info(),
+    }
+    atomic_write_json(summary_path, summary)
+    writer.update(int(out.global_step), int(out.global_step), loss=summary["final_loss"],
+                  done=True)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.train",
+        description="Fine-tune an instruction LLM with Unsloth to extract medical entities as "
+                    "JSON. Booleans take true/false. Defaults follow the seed's tables.")
+    p.add_argument("--output-dir", required=True,
+                   help="Where the adapter (or full model), tokenizer, config and checkpoints go.")
+    add_config_flags(p, TRAIN_KEYS, required=("model.name_or_path", "data.train_dataset_file"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        summary = train(cfg, Path(args.output_dir))
+    except (ConfigError, DataError, TrainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("global_step", "train_loss", "final_loss",
+                                              "train_s", "examples", "skipped_too_long")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
