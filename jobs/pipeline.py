@@ -1,0 +1,66 @@
+"""What one sweep job runs: train then evaluate into its run folder.
+
+``PipelineJob`` is a submitit ``Checkpointable``: on a time limit (submitit's USR2 warning) it
+asks to be requeued with itself, and the restarted job resumes from the trainer's last
+checkpoint in ``checkpoints/``. Failures leave ``error.json`` (one line a user can act on) so
+``launcher status`` can show it without parsing logs.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.config import config_from_dict
+from core.fileio import atomic_write_json
+from core.results import PERFORMANCE, now_iso
+from core.rundir import ERROR_FILE, RunDir
+
+
+def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume) then evaluate the run in run_dir; returns the performance summary."""
+    rd = RunDir(Path(run_dir))
+    try:
+        cfg = config_from_dict(yaml.safe_load(rd.config.read_text(encoding="utf-8")),
+                               str(rd.config))
+        from jobs.evaluate import evaluate
+        from jobs.train import train
+
+        if rd.error.exists():
+            rd.error.unlink()
+        train(cfg, rd.adapter, checkpoint_dir=rd.checkpoints, progress_path=rd.progress)
+        doc = evaluate(cfg, rd.adapter, rd.results, progress_path=rd.progress)
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            atomic_write_json(rd.error, {
+                "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                "at": now_iso(), "traceback": traceback.format_exc()[-4000:]})
+        raise
+    return {"run_dir": str(rd.path), "f1": {m: v["f1"] for m, v in
+                                            doc["metrics"]["total"].items()},
+            "performance": str(rd.results / PERFORMANCE)}
+
+
+class PipelineJob:
+    """Callable submitted per run; requeued on time limit, resumed from checkpoints."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+
+    def __call__(self) -> dict[str, Any]:
+        return run_pipeline(self.run_dir)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        # The trainer checkpoints on its own schedule; resubmitting ourselves is enough.
+        import submitit
+
+        print(f"[medsweep] {self.run_dir}: requeued, will resume from the last checkpoint",
+              file=sys.stderr, flush=True)
+        return submitit.helpers.DelayedSubmission(PipelineJob(self.run_dir))
+
+
+__all__ = ["PipelineJob", "run_pipeline", "ERROR_FILE"]

@@ -1,0 +1,32 @@
+"""``python -m launcher <command>``: a thin dispatcher; each command lives in commands/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from launcher.commands import cancel, leaderboard, resubmit, status, submit
+
+COMMANDS = {"submit": submit, "status": status, "leaderboard": leaderboard, "cancel": cancel,
+            "resubmit": resubmit}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m launcher",
+        description="Run sweeps of Unsloth fine-tuning + evaluation runs, one job per "
+                    "configuration, on Slurm or this machine, and rank the results.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, mod in COMMANDS.items():
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command].run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,54 @@
+"""``leaderboard [SWEEP...] [--sort exact.f1] [--format github|csv|json]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.fileio import atomic_write_text
+from launcher.commands.common import add_sweep_arg, sweep_folders
+from launcher.leaderboard import collect, render, sort_rows, table_columns
+from launcher.yamlio import YamlError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("leaderboard", help="rank every finished run by a metric",
+                       description="One row per run with results; also written to each sweep "
+                       "folder as leaderboard.md and leaderboard.csv.")
+    add_sweep_arg(p)
+    p.add_argument("--sort", default="exact.f1",
+                   help="Column to sort by, e.g. exact.f1, relaxed.f1, overlap.r, train_s.")
+    p.add_argument("--format", default="github", choices=("github", "csv", "json"))
+    p.add_argument("--pr", action="store_true", help="Show precision and recall too.")
+
+
+def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
+                write: bool) -> int:
+    board = collect(folders)
+    board.rows = sort_rows(board.rows, sort)
+    cols = table_columns(board, with_pr)
+    if sort not in cols and board.rows and sort not in board.rows[0]:
+        print(f"error: --sort {sort}: no such column; choose from {', '.join(cols)}",
+              file=sys.stderr)
+        return 2
+    print(render(board, cols, fmt))
+    if fmt != "json":
+        if board.pending:
+            print(f"\n{board.pending} run(s) without results yet")
+        for prob in board.problems:
+            print(f"unreadable: {prob}")
+    if write and len(folders) == 1:
+        atomic_write_text(folders[0] / "leaderboard.md", render(board, cols, "github") + "\n")
+        atomic_write_text(folders[0] / "leaderboard.csv", render(board, cols, "csv"))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        folders = sweep_folders(args)
+    except YamlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return print_board(folders, sort=args.sort, fmt=args.format, with_pr=args.pr, write=True)

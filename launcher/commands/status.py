@@ -1,0 +1,83 @@
+"""``status [SWEEP...] [--watch]``: one sacct call, a table per run, counts per state."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from launcher.commands.common import add_sweep_arg, sweep_folders
+from launcher.state import RETRYABLE, RunState, run_states
+from launcher.yamlio import YamlError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("status", help="state of every run of a sweep",
+                       description="One sacct round trip for the whole sweep; exit code 1 "
+                       "when any run failed, 0 otherwise.")
+    add_sweep_arg(p)
+    p.add_argument("--watch", nargs="?", const=10.0, type=float, metavar="SECONDS",
+                   help="Refresh every SECONDS (default 10) until every run has ended.")
+
+
+def _progress(st: RunState) -> str:
+    pr = st.progress or {}
+    if st.state == "COMPLETED":
+        return "done"
+    if not pr.get("total"):
+        return ""
+    frac = min(1.0, pr.get("step", 0) / pr["total"])
+    bar = "#" * int(frac * 10) + "." * (10 - int(frac * 10))
+    eta = pr.get("eta_s")
+    return (f"{pr.get('phase', '')} [{bar}] {pr.get('step')}/{pr['total']}"
+            + (f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""))
+
+
+def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
+    from tabulate import tabulate
+
+    keys: list[str] = []
+    for s in states:
+        for k in s.varied:
+            if k not in keys:
+                keys.append(k)
+    rows = []
+    for s in states:
+        loss = (s.progress or {}).get("loss")
+        rows.append([s.run_id, *[s.varied.get(k, "") for k in keys], s.state, s.job_id or "",
+                     _progress(s), f"{loss:.3f}" if isinstance(loss, float) else "",
+                     s.elapsed, s.error[:100]])
+    headers = ["run_id", *[k.split(".", 1)[1] for k in keys], "state", "job", "progress",
+               "loss", "elapsed", "error"]
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    return tabulate(rows, headers=headers, tablefmt="github"), counts
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        folders = sweep_folders(args)
+    except YamlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    while True:
+        any_failed = False
+        active = False
+        out = []
+        for folder in folders:
+            states = run_states(folder)
+            table, counts = render(states)
+            out.append(f"sweep {folder.name} ({folder})")
+            out.append(table)
+            out.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+            any_failed |= any(s in RETRYABLE for s in counts)
+            active |= any(s not in RETRYABLE and s not in ("COMPLETED", "NOT_SUBMITTED")
+                          for s in counts)
+        if args.watch:
+            print("\033[2J\033[H" if sys.stdout.isatty() else "", end="")
+        print("\n".join(out), flush=True)
+        if not args.watch or not active:
+            return 1 if any_failed else 0
+        time.sleep(args.watch)

@@ -1,0 +1,105 @@
+"""``submit SWEEP [--env ENV] [--dry-run]``: validate, plan and submit a sweep."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from launcher.envs import load_env
+from launcher.plan import sbatch_parameters
+from launcher.submit import SubmitError, plan_sweep, submit_sweep, sweep_dir
+from launcher.sweep import load_sweep
+from launcher.yamlio import YamlError
+
+DEFAULT_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "demo.yaml"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("submit", help="submit every run of a sweep (skips finished ones)",
+                       description="Validate and expand a sweep, plan each run's resources and "
+                       "submit one job per run (one array per resource group). With the local "
+                       "env the runs execute here and a leaderboard is printed at the end.")
+    p.add_argument("sweep", nargs="?", default=str(DEFAULT_SWEEP),
+                   help="Sweep YAML (default: the bundled demo sweep, sweeps/demo.yaml).")
+    p.add_argument("--env", help="Env profile name (envs/<name>.yaml) or path; overrides the "
+                   "sweep's env.")
+    p.add_argument("--dry-run", action="store_true",
+                   help="Print every run with its resources and sbatch parameters; submit "
+                   "nothing.")
+    p.add_argument("--runs-dir", help="Override the env's runs folder.")
+
+
+def sbatch_flags(params: dict[str, Any]) -> str:
+    names = {"slurm_partition": "--partition", "cpus_per_task": "--cpus-per-task",
+             "slurm_gres": "--gres", "gpus_per_node": "--gpus-per-node",
+             "slurm_account": "--account", "slurm_qos": "--qos"}
+    out = []
+    for k, flag in names.items():
+        if k in params:
+            out.append(f"{flag}={params[k]}")
+    if "mem_gb" in params:
+        out.append(f"--mem={params['mem_gb']}G")
+    if "timeout_min" in params:
+        out.append(f"--time={params['timeout_min']}")
+    for k, v in params.get("slurm_additional_parameters", {}).items():
+        out.append(f"--{k}={v}")
+    if "slurm_signal_delay_s" in params:
+        out.append(f"--signal=USR2@{params['slurm_signal_delay_s']}")
+    return " ".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        sweep = load_sweep(args.sweep)
+        env = load_env(args.env or sweep.env)
+        if args.dry_run:
+            planned = plan_sweep(sweep, env)
+            return _print_dry_run(sweep, env, planned)
+        t0 = time.time()
+        planned = submit_sweep(sweep, env, runs_dir=args.runs_dir,
+                               on_event=lambda m: print(f"  {m}", flush=True))
+    except (YamlError, SubmitError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts: dict[str, int] = {}
+    for p in planned:
+        counts[p.action] = counts.get(p.action, 0) + 1
+    folder = sweep_dir(sweep, env, args.runs_dir)
+    print(f"sweep {sweep.name}: {len(planned)} runs; "
+          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; folder {folder}")
+    if env.executor == "local":
+        from launcher.commands import leaderboard
+
+        print(f"finished in {time.time() - t0:.0f} s")
+        return leaderboard.print_board([folder], sort="exact.f1", fmt="github", with_pr=False,
+                                       write=True)
+    print(f"follow with: python -m launcher status {sweep.name}")
+    return 0
+
+
+def _print_dry_run(sweep: Any, env: Any, planned: list[Any]) -> int:
+    from tabulate import tabulate
+
+    rows = []
+    for p in planned:
+        r = p.resources
+        gpus = f"{r.gpus} x {r.gpu_type} ({r.vram_per_gpu_gb:g} GB)" if r.gpus else "cpu/local"
+        rows.append([p.run.run_id, p.run.config.model.name_or_path,
+                     f"{p.need_gb:.1f}", r.partition, gpus, r.time_min])
+    print(f"sweep {sweep.name} on env {env.name} ({env.executor}): {len(planned)} runs "
+          "(dry run: nothing submitted)")
+    print(tabulate(rows, headers=["run_id", "model", "est. GB", "partition", "gpus",
+                                  "time min"], tablefmt="github"))
+    if env.executor == "slurm":
+        groups: dict[Any, list[Any]] = {}
+        for p in planned:
+            groups.setdefault(p.resources.key(), []).append(p)
+        print(f"\n{len(groups)} job array(s):")
+        for members in groups.values():
+            params = sbatch_parameters(members[0].resources, env)
+            print(f"  {len(members)} run(s): sbatch {sbatch_flags(params)} "
+                  f"--array=0-{len(members) - 1}%{env.max_parallel}")
+    return 0

@@ -1,0 +1,165 @@
+"""Execution-environment profiles (envs/*.yaml): where and how a sweep's jobs run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.yamlio import YamlError, load_yaml_mapping
+
+ENVS_DIR = Path(__file__).resolve().parent.parent / "envs"
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str = field(metadata={"help": "Slurm partition name."})
+    gpu_type: str = field(metadata={"help": "GRES type of its GPUs (h100, a100, ...)."})
+    vram_gb: float = field(metadata={"help": "Memory per GPU in GB."})
+    gpus_per_node: int = field(default=1, metadata={"help": "GPUs on one node."})
+    constraint: str = field(default="", metadata={"help": "--constraint to add (e.g. a "
+                                                          "node feature such as vram80g)."})
+    max_time_min: int = field(default=0, metadata={"help": "The partition's time limit "
+                                                           "(0: none)."})
+
+
+@dataclass(frozen=True)
+class EnvProfile:
+    name: str = field(default="local", metadata={"help": "Profile name."})
+    executor: str = field(default="local", metadata={
+        "help": "local (this machine, no cluster) or slurm."})
+    max_parallel: int = field(default=1, metadata={
+        "help": "local: runs at a time; slurm: array parallelism per job array."})
+    runs_dir: str = field(default="runs", metadata={
+        "help": "Where run folders go (relative to the current directory)."})
+    partitions: tuple[Partition, ...] = field(default=(), metadata={
+        "help": "GPU partitions (slurm): name, gpu_type, vram_gb, gpus_per_node, constraint."})
+    account: str = field(default="", metadata={"help": "Slurm --account."})
+    qos: str = field(default="", metadata={"help": "Slurm --qos."})
+    time_limit_min: int = field(default=240, metadata={"help": "Job time limit in minutes."})
+    cpus_per_gpu: int = field(default=4, metadata={"help": "CPUs per GPU requested."})
+    mem_gb_per_gpu: int = field(default=32, metadata={"help": "Host memory per GPU (GB)."})
+    gres_style: str = field(default="gres", metadata={
+        "help": "gres: --gres=gpu:<type>:<n>; gpus: --gpus-per-node=<n> plus constraint."})
+    vram_margin: float = field(default=0.9, metadata={
+        "help": "Share of a card's memory a run may plan to use."})
+    setup: tuple[str, ...] = field(default=(), metadata={
+        "help": "Shell lines run before each job (module load, venv activation)."})
+    env_vars: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "Environment for the jobs (HF_HOME, HF_HUB_OFFLINE, compile caches)."})
+    signal_delay_s: int = field(default=120, metadata={
+        "help": "Seconds before the time limit at which the job checkpoints and requeues."})
+    max_requeues: int = field(default=3, metadata={
+        "help": "Requeues after time limits / preemption before a run fails."})
+
+
+ENV_KEYS = {f.name for f in dataclasses.fields(EnvProfile)}
+PARTITION_KEYS = {f.name for f in dataclasses.fields(Partition)}
+
+
+def _check_scalar(errors: list[str], where: str, key: str, value: Any, typ: type) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
+        errors.append(f"{where}: {key}: expected {typ.__name__}, got {value!r}")
+        return None
+    return value
+
+
+def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
+    errors: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in ENV_KEYS:
+            errors.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(ENV_KEYS))}")
+            continue
+        if key == "partitions":
+            kwargs[key] = tuple(_parse_partitions(value, where, errors))
+        elif key == "setup":
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                errors.append(f"{where}: setup: expected a list of shell lines")
+            else:
+                kwargs[key] = tuple(value)
+        elif key == "env_vars":
+            if not isinstance(value, dict):
+                errors.append(f"{where}: env_vars: expected a mapping NAME: value")
+            else:
+                bad = [k for k in value if k.upper() in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")]
+                if bad:
+                    errors.append(f"{where}: env_vars: {bad[0]} must not be written in a "
+                                  "profile; export it in your shell (the job reads it from "
+                                  "the environment)")
+                kwargs[key] = {str(k): str(v) for k, v in value.items()}
+        else:
+            typ = type(getattr(EnvProfile(), key))
+            v = _check_scalar(errors, where, key, value, typ)
+            if v is not None:
+                kwargs[key] = v
+    env = EnvProfile(**{k: v for k, v in kwargs.items() if v is not None})
+    if env.executor not in ("local", "slurm"):
+        errors.append(f"{where}: executor: {env.executor!r} is not one of local, slurm")
+    if env.executor == "slurm" and not env.partitions:
+        errors.append(f"{where}: partitions: a slurm profile needs at least one partition")
+    if env.gres_style not in ("gres", "gpus"):
+        errors.append(f"{where}: gres_style: {env.gres_style!r} is not one of gres, gpus")
+    if env.max_parallel < 1:
+        errors.append(f"{where}: max_parallel must be >= 1")
+    if env.time_limit_min < 1:
+        errors.append(f"{where}: time_limit_min must be >= 1")
+    if not 0.1 <= env.vram_margin <= 1.0:
+        errors.append(f"{where}: vram_margin must be between 0.1 and 1.0")
+    if errors:
+        raise YamlError("\n".join(errors))
+    return env
+
+
+def _parse_partitions(value: Any, where: str, errors: list[str]) -> list[Partition]:
+    if not isinstance(value, list):
+        errors.append(f"{where}: partitions: expected a list of partitions")
+        return []
+    out = []
+    for i, item in enumerate(value):
+        at = f"{where}: partitions[{i}]"
+        if not isinstance(item, dict):
+            errors.append(f"{at}: expected a mapping with name, gpu_type, vram_gb")
+            continue
+        unknown = set(item) - PARTITION_KEYS
+        if unknown:
+            errors.append(f"{at}: unknown key {sorted(unknown)[0]!r}; valid keys: "
+                          f"{', '.join(sorted(PARTITION_KEYS))}")
+            continue
+        missing = {"name", "gpu_type", "vram_gb"} - set(item)
+        if missing:
+            errors.append(f"{at}: missing {', '.join(sorted(missing))}")
+            continue
+        kw = {}
+        for f in dataclasses.fields(Partition):
+            if f.name in item:
+                typ = {"name": str, "gpu_type": str, "vram_gb": float, "gpus_per_node": int,
+                       "constraint": str, "max_time_min": int}[f.name]
+                v = _check_scalar(errors, at, f.name, item[f.name], typ)
+                if v is not None:
+                    kw[f.name] = v
+        if len(kw) == len([k for k in item]):
+            p = Partition(**kw)
+            if p.vram_gb <= 0 or p.gpus_per_node < 1:
+                errors.append(f"{at}: vram_gb and gpus_per_node must be positive")
+            out.append(p)
+    return out
+
+
+def resolve_env_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return p
+    return ENVS_DIR / f"{name_or_path}.yaml"
+
+
+def load_env(name_or_path: str) -> EnvProfile:
+    path = resolve_env_path(name_or_path)
+    if not path.is_file():
+        known = sorted(p.stem for p in ENVS_DIR.glob("*.yaml"))
+        raise YamlError(f"env {name_or_path!r}: no such profile ({path}); known profiles: "
+                        f"{', '.join(known)}, or give a path to a .yaml file")
+    return parse_env(load_yaml_mapping(path), str(path))

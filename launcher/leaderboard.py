@@ -1,0 +1,146 @@
+"""Leaderboard rows from every results/performance.json of one or more sweeps.
+
+Reads files only. Missing or corrupt result files are returned as problems, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.fileio import read_json
+from core.results import check_performance
+from core.rundir import RunDir
+
+METRIC_NAMES = ("exact", "relaxed", "overlap")
+
+
+@dataclass
+class Board:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    varied_keys: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    pending: int = 0
+
+
+def varied_keys_of(sweep_folder: Path) -> list[str]:
+    """Keys a sweep varies, read from its saved sweep.yaml (no validation needed here)."""
+    try:
+        raw = yaml.safe_load((sweep_folder / "sweep.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    keys: list[str] = []
+
+    def flat(d: Any) -> list[str]:
+        out = []
+        for k, v in (d or {}).items() if isinstance(d, dict) else []:
+            if isinstance(v, dict) and "." not in str(k):
+                out += [f"{k}.{kk}" for kk in v]
+            else:
+                out.append(str(k))
+        return out
+
+    keys += flat(raw.get("grid"))
+    for group in raw.get("paired") or []:
+        keys += flat(group)
+    if raw.get("seeds"):
+        keys.append("train.seed")
+    return list(dict.fromkeys(keys))
+
+
+def _get(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def collect(sweep_folders: list[Path]) -> Board:
+    board = Board()
+    for folder in sweep_folders:
+        for k in varied_keys_of(folder):
+            if k not in board.varied_keys:
+                board.varied_keys.append(k)
+    for folder in sweep_folders:
+        try:
+            run_dirs = sorted(p for p in folder.iterdir() if p.is_dir()
+                              and not p.name.startswith(("_", ".")) and p.name != "demo-data")
+        except OSError as exc:
+            board.problems.append(f"{folder}: cannot list ({exc.strerror})")
+            continue
+        for d in run_dirs:
+            rd = RunDir(d)
+            perf = rd.performance
+            if not perf.is_file():
+                board.pending += 1
+                continue
+            try:
+                doc = read_json(perf)
+            except ValueError as exc:
+                board.problems.append(str(exc))
+                continue
+            errs = check_performance(doc)
+            if errs:
+                board.problems.append(f"{perf}: {'; '.join(errs)}")
+                continue
+            row: dict[str, Any] = {"sweep": folder.name, "run_id": rd.run_id}
+            for k in board.varied_keys:
+                row[k] = _get(doc["config"], k)
+            total = doc["metrics"]["total"]
+            for m in METRIC_NAMES:
+                if m in total:
+                    for s in ("p", "r", "f1"):
+                        row[f"{m}.{s}"] = total[m].get(s)
+            row["macro.exact.f1"] = _get(doc, "macro.exact.f1")
+            row["parse_fail"] = _get(doc, "parse.failure_rate")
+            row["halluc"] = doc.get("hallucination_rate")
+            row["train_s"] = _get(doc, "timings.train_s")
+            row["peak_vram_gb"] = doc.get("peak_vram_gb")
+            row["s_per_ex"] = doc.get("avg_inference_time")
+            board.rows.append(row)
+    return board
+
+
+def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    descending = not key.endswith(("_s", "s_per_ex", "parse_fail", "halluc", "vram_gb"))
+    present = [r for r in rows if isinstance(r.get(key), (int, float))]
+    absent = [r for r in rows if not isinstance(r.get(key), (int, float))]
+    return sorted(present, key=lambda r: r[key], reverse=descending) + absent
+
+
+def table_columns(board: Board, with_pr: bool) -> list[str]:
+    cols = ["run_id", *board.varied_keys]
+    for m in METRIC_NAMES:
+        if any(f"{m}.f1" in r for r in board.rows):
+            cols += [f"{m}.p", f"{m}.r", f"{m}.f1"] if with_pr else [f"{m}.f1"]
+    return cols + ["parse_fail", "train_s", "peak_vram_gb", "s_per_ex"]
+
+
+def render(board: Board, cols: list[str], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps({"rows": [{c: r.get(c) for c in cols} for r in board.rows],
+                           "problems": board.problems, "pending": board.pending}, indent=2)
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for r in board.rows:
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+        return buf.getvalue()
+    from tabulate import tabulate
+
+    def cell(v: Any) -> Any:
+        return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
+
+    headers = [c.split(".", 1)[1] if c.startswith(("model.", "peft.", "train.", "eval."))
+               else c for c in cols]
+    return tabulate([[cell(r.get(c)) for c in cols] for r in board.rows], headers=headers,
+                    tablefmt="github", disable_numparse=True)

@@ -1,0 +1,148 @@
+"""Run states from files and one sacct call: what status, resubmit and submit decide on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from core.fileio import read_json
+from core.results import check_performance
+from core.rundir import RunDir
+
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "RESIZING",
+          "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SUBMITTED", "STAGE_OUT", "SIGNALING"}
+RETRYABLE = {"FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+             "BOOT_FAIL", "DEADLINE", "LOST"}
+
+
+@dataclass
+class RunState:
+    run_id: str
+    path: Path
+    state: str
+    job_id: str | None
+    varied: dict[str, Any]
+    model: str
+    elapsed: str = ""
+    error: str = ""
+    progress: dict[str, Any] | None = None
+
+
+def sacct_states(job_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """One sacct call for every job id; {} when sacct is missing or fails."""
+    ids = sorted({j for j in job_ids if j})
+    if not ids or shutil.which("sacct") is None:
+        return {}
+    # Array tasks are queried through their parent id.
+    parents = sorted({j.split("_", 1)[0] for j in ids})
+    try:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "--parsable2", "-o", "JobID,State,Elapsed,ExitCode,Reason",
+             "-j", ",".join(parents)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if out.returncode != 0:
+        return {}
+    info: dict[str, dict[str, str]] = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 5:
+            continue
+        jid, state, elapsed, code, reason = parts[:5]
+        info[jid] = {"state": state.split()[0] if state else "UNKNOWN",
+                     "detail": state, "elapsed": elapsed, "exit_code": code, "reason": reason}
+    return info
+
+
+def read_job(rd: RunDir) -> dict[str, Any] | None:
+    if not rd.job.is_file():
+        return None
+    try:
+        doc = read_json(rd.job)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def has_results(rd: RunDir) -> bool:
+    if not rd.performance.is_file():
+        return False
+    try:
+        return not check_performance(read_json(rd.performance))
+    except ValueError:
+        return False
+
+
+def _error_line(rd: RunDir, job: dict[str, Any] | None) -> str:
+    if rd.error.is_file():
+        try:
+            return str(read_json(rd.error).get("error", ""))
+        except (ValueError, AttributeError):
+            pass
+    stderr = (job or {}).get("stderr")
+    if stderr and Path(stderr).is_file():
+        lines = [ln.strip() for ln in Path(stderr).read_text(errors="replace").splitlines()
+                 if ln.strip()]
+        for ln in reversed(lines):
+            if "Error" in ln or "error" in ln or "CANCELLED" in ln or "Killed" in ln:
+                return ln[:300]
+        return lines[-1][:300] if lines else ""
+    return ""
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def run_states(sweep_dir: Path) -> list[RunState]:
+    """States of every run folder of a sweep, with a single sacct round trip."""
+    dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / "config.yaml").is_file())
+    jobs = {d: read_job(RunDir(d)) for d in dirs}
+    info = sacct_states(j["job_id"] for j in jobs.values() if j and j.get("cluster") == "slurm")
+    out = []
+    for d in dirs:
+        rd, job = RunDir(d), jobs[d]
+        progress = None
+        if rd.progress.is_file():
+            try:
+                progress = read_json(rd.progress)
+            except ValueError:
+                progress = None
+        st = RunState(rd.run_id, d, "NOT_SUBMITTED", None, (job or {}).get("varied", {}),
+                      (job or {}).get("model", ""), progress=progress)
+        if job:
+            st.job_id = str(job.get("job_id"))
+        if has_results(rd):
+            st.state = "COMPLETED"
+        elif job is None:
+            st.state = "NOT_SUBMITTED"
+        elif job.get("cluster") == "slurm":
+            row = info.get(st.job_id or "")
+            if row is None:
+                st.state = "PENDING"  # sacct lags the controller by a few seconds
+            else:
+                st.elapsed = row["elapsed"]
+                st.state = row["state"]
+                if st.state == "COMPLETED":  # the job ended but left no valid results
+                    st.state = "FAILED"
+                if st.state in RETRYABLE:
+                    st.error = _error_line(rd, job) or row["detail"]
+        else:  # local executor
+            if rd.error.is_file():
+                st.state = "FAILED"
+                st.error = _error_line(rd, job)
+            elif _pid_alive(job.get("pid")):
+                st.state = "RUNNING"
+            else:
+                st.state = "FAILED"
+                st.error = _error_line(rd, job) or "the local job ended without results"
+        out.append(st)
+    return out

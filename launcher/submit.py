@@ -1,0 +1,217 @@
+"""Submission: run folders, one job array per resource group, idempotent and locked.
+
+Submitting a sweep again skips finished and in-flight runs and submits only what is missing
+(or, with ``only_retryable``, only failed / timed-out / cancelled runs). A file lock on the
+sweep folder serialises concurrent submits, so each run is submitted exactly once. If any
+array fails to submit, the arrays already submitted by this call are cancelled and their
+job.json files removed: a submit is all or nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from core.demo_data import write_demo_data
+from core.fileio import atomic_write_json, atomic_write_yaml
+from core.results import now_iso
+from core.rundir import RunDir
+from launcher.envs import EnvProfile
+from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
+from launcher.state import ACTIVE, RETRYABLE, run_states
+from launcher.sweep import Run, Sweep
+from launcher.yamlio import YamlError
+
+
+class SubmitError(RuntimeError):
+    """Submission failed; nothing of this call stays submitted."""
+
+
+@dataclass
+class PlannedRun:
+    run: Run
+    resources: Resources
+    need_gb: float
+    action: str = "submit"  # submit | skip-done | skip-active | skip-failed
+
+
+def sweep_dir(sweep: Sweep, env: EnvProfile, runs_dir: str | None = None) -> Path:
+    return Path(runs_dir or env.runs_dir).resolve() / sweep.name
+
+
+def plan_sweep(sweep: Sweep, env: EnvProfile) -> list[PlannedRun]:
+    planned, errors = [], []
+    for run in sweep.runs:
+        try:
+            res, est = plan_run(run.config, env)
+        except PlanError as exc:
+            errors.append(f"{sweep.path}: run {run.run_id}: {exc}")
+            continue
+        planned.append(PlannedRun(run, res, est.total_gb))
+    if errors:
+        raise YamlError("\n".join(errors))
+    return planned
+
+
+@contextmanager
+def sweep_lock(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".submit.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool) -> None:
+    states = {s.run_id: s for s in run_states(folder)} if folder.is_dir() else {}
+    for p in planned:
+        st = states.get(p.run.run_id)
+        state = st.state if st else "NOT_SUBMITTED"
+        if state == "COMPLETED":
+            p.action = "skip-done"
+        elif state in ACTIVE:
+            p.action = "skip-active"
+        elif only_retryable and state not in RETRYABLE:
+            p.action = "skip-not-failed"
+        else:
+            p.action = "submit"
+
+
+def _materialise_data(sweep: Sweep, folder: Path, cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    if sweep.demo_data:
+        train, dev = folder / "demo-data" / "train.json", folder / "demo-data" / "dev.json"
+        if not (train.is_file() and dev.is_file()):
+            write_demo_data(folder / "demo-data")
+        if cfg_dict["data"]["train_dataset_file"] == "demo:train":
+            cfg_dict["data"]["train_dataset_file"] = str(train)
+        if cfg_dict["data"]["eval_dataset_file"] == "demo:eval":
+            cfg_dict["data"]["eval_dataset_file"] = str(dev)
+    return cfg_dict
+
+
+def _saved_sweep(sweep: Sweep) -> dict[str, Any]:
+    """The sweep as submitted, with data paths made absolute so resubmit works anywhere."""
+    raw = dict(sweep.raw)
+    if not sweep.demo_data and sweep.runs:
+        data = sweep.runs[0].config.data
+        raw["data"] = {"train": data.train_dataset_file, "eval": data.eval_dataset_file}
+    return raw
+
+
+def _env_setup_lines(env: EnvProfile) -> list[str]:
+    lines = list(env.setup)
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in env.env_vars.items()]
+    return lines
+
+
+def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
+                 only_retryable: bool = False,
+                 on_event: Callable[[str], None] = lambda _m: None) -> list[PlannedRun]:
+    """Plan, then submit what is missing; returns every planned run with its action."""
+    planned = plan_sweep(sweep, env)
+    folder = sweep_dir(sweep, env, runs_dir)
+    with sweep_lock(folder):
+        _mark_actions(planned, folder, only_retryable)
+        todo = [p for p in planned if p.action == "submit"]
+        atomic_write_yaml(folder / "sweep.yaml", _saved_sweep(sweep))
+        for p in todo:
+            rd = RunDir(folder / p.run.run_id)
+            cfg = _materialise_data(sweep, folder, p.run.config.to_dict())
+            atomic_write_yaml(rd.config, cfg)
+            if rd.error.exists():
+                rd.error.unlink()
+        if not todo:
+            return planned
+        if env.executor == "slurm":
+            _submit_slurm(todo, env, folder, sweep)
+    if env.executor == "local":
+        _run_local(todo, env, folder, on_event)
+    return planned
+
+
+def _job_doc(p: PlannedRun, env: EnvProfile, job_id: str, cluster: str, params: dict[str, Any],
+             stdout: str, stderr: str, **extra: Any) -> dict[str, Any]:
+    return {"run_id": p.run.run_id, "cluster": cluster, "job_id": job_id,
+            "env": env.name, "model": p.run.config.model.name_or_path,
+            "varied": p.run.varied, "resources": p.resources.as_dict(),
+            "need_gb": p.need_gb, "sbatch": params, "submitted_at": now_iso(),
+            "stdout": stdout, "stderr": stderr, **extra}
+
+
+def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: Sweep) -> None:
+    import submitit
+
+    from jobs.pipeline import PipelineJob
+
+    groups: dict[tuple[Any, ...], list[PlannedRun]] = {}
+    for p in todo:
+        groups.setdefault(p.resources.key(), []).append(p)
+    submitted: list[tuple[Any, PlannedRun]] = []
+    try:
+        for members in groups.values():
+            params = sbatch_parameters(members[0].resources, env)
+            ex = submitit.AutoExecutor(folder=folder / "_submitit" / "%j", cluster="slurm")
+            setup = _env_setup_lines(env)
+            ex.update_parameters(name=f"medsweep-{sweep.name}", slurm_setup=setup,
+                                 slurm_max_num_timeout=env.max_requeues,
+                                 **{k: v for k, v in params.items() if k != "slurm_setup"})
+            with ex.batch():
+                jobs = [ex.submit(PipelineJob(str(folder / p.run.run_id))) for p in members]
+            for job, p in zip(jobs, members):
+                submitted.append((job, p))
+                atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(
+                    p, env, str(job.job_id), "slurm", params, str(job.paths.stdout),
+                    str(job.paths.stderr)))
+    except Exception as exc:  # sbatch refused: undo this call's submissions
+        ids = sorted({str(job.job_id).split("_")[0] for job, _ in submitted})
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True)
+        for _, p in submitted:
+            job_file = RunDir(folder / p.run.run_id).job
+            if job_file.exists():
+                job_file.unlink()
+        msg = str(exc).strip().splitlines()
+        detail = next((ln for ln in msg if "error" in ln.lower()), msg[0] if msg else repr(exc))
+        raise SubmitError(f"sbatch refused the sweep ({detail.strip()}); nothing was "
+                          "submitted") from None
+
+
+def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
+               on_event: Callable[[str], None]) -> None:
+    """Run on this machine through submitit's local executor, max_parallel at a time."""
+    import submitit
+
+    from jobs.pipeline import PipelineJob
+
+    for k, v in env.env_vars.items():
+        os.environ.setdefault(k, v)
+    queue = list(todo)
+    running: list[tuple[Any, PlannedRun]] = []
+    while queue or running:
+        while queue and len(running) < env.max_parallel:
+            p = queue.pop(0)
+            ex = submitit.AutoExecutor(folder=folder / "_submitit" / "%j", cluster="local")
+            ex.update_parameters(timeout_min=env.time_limit_min, gpus_per_node=0)
+            job = ex.submit(PipelineJob(str(folder / p.run.run_id)))
+            atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(
+                p, env, str(job.job_id), "local", {"timeout_min": env.time_limit_min},
+                str(job.paths.stdout), str(job.paths.stderr), pid=int(job.job_id)))
+            on_event(f"started {p.run.run_id}")
+            running.append((job, p))
+        time.sleep(0.5)
+        for item in list(running):
+            job, p = item
+            if job.done():
+                running.remove(item)
+                exc = job.exception()
+                on_event(f"{'failed' if exc else 'finished'} {p.run.run_id}")

@@ -1,0 +1,248 @@
+"""Sweep files: validation and expansion into runs with stable ids.
+
+    name: medical
+    env: slurm                      # envs/<name>.yaml or a path; --env overrides
+    data: {train: data/train.json, eval: data/dev.json}    # or {demo: true}
+    base: {model.max_seq_length: 2048, train.num_epochs: 3}
+    grid: {model.name_or_path: [...], peft.rank: [8, 16]}  # Cartesian product
+    paired: [{peft.rank: [8, 16], peft.lora_alpha: [16, 32]}]  # values that vary together
+    seeds: [1, 2, 3]                # train.seed, crossed with everything else
+
+Every problem is reported at once, each naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config import SPECS, ConfigError, RunConfig, build_config, coerce
+from launcher.yamlio import YamlError, load_yaml_mapping
+
+SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "seeds")
+DATA_KEYS = ("train", "eval", "demo")
+_ABBREV = {
+    "model.name_or_path": "", "peft.rank": "r", "peft.lora_alpha": "a", "train.num_epochs": "e",
+    "train.learning_rate": "lr", "train.seed": "s", "peft.lora_dropout": "do",
+    "train.per_device_batch_size": "bs", "model.load_in_4bit": "4bit",
+    "model.load_in_8bit": "8bit", "model.full_finetuning": "full",
+    "model.max_seq_length": "len",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    config: RunConfig
+    varied: dict[str, Any]
+
+
+@dataclass
+class Sweep:
+    name: str
+    path: Path
+    env: str
+    runs: list[Run]
+    varied_keys: list[str]
+    demo_data: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    blob = json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def _slug_value(key: str, value: Any) -> str:
+    if key == "model.name_or_path":
+        v = str(value).lower().rstrip("/").rsplit("/", 1)[-1].replace("scratch:", "")
+        v = re.sub(r"[-_](instruct|it)$", "", v)
+    elif isinstance(value, bool):
+        return (_ABBREV.get(key) or key.rsplit(".", 1)[-1]) if value else ""
+    else:
+        v = f"{value:g}" if isinstance(value, float) else str(value)
+    prefix = _ABBREV.get(key, key.rsplit(".", 1)[-1].replace("_", "")[:6] + "-")
+    return prefix + v
+
+
+def run_id(cfg: RunConfig, varied: dict[str, Any]) -> str:
+    parts = [_slug_value(k, v) for k, v in varied.items()]
+    slug = re.sub(r"[^a-z0-9.+-]+", "-", "-".join(p for p in parts if p).lower()).strip("-.")
+    slug = re.sub(r"-{2,}", "-", slug)[:80]
+    return f"{slug}-{config_hash(cfg)}" if slug else f"run-{config_hash(cfg)}"
+
+
+def _flatten(base: Any, where: str, errors: list[str]) -> dict[str, Any]:
+    """base may use dotted keys or nested sections; both give dotted keys."""
+    if not isinstance(base, dict):
+        errors.append(f"{where}: expected a mapping of config keys")
+        return {}
+    flat: dict[str, Any] = {}
+    for k, v in base.items():
+        if isinstance(v, dict) and "." not in str(k):
+            for kk, vv in v.items():
+                flat[f"{k}.{kk}"] = vv
+        else:
+            flat[str(k)] = v
+    return flat
+
+
+def _typed(key: str, value: Any, where: str, errors: list[str]) -> Any:
+    spec = SPECS.get(key)
+    if spec is None:
+        errors.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(SPECS)}")
+        return None
+    if spec.secret:
+        errors.append(f"{where}: {key} must not be written in a sweep file; export HF_TOKEN in "
+                      "the environment instead")
+        return None
+    try:
+        return coerce(spec, value)
+    except ValueError as exc:
+        errors.append(f"{where}: {key}: {exc}")
+        return None
+
+
+def _axis(values: Any, where: str, key: str, errors: list[str]) -> list[Any]:
+    if not isinstance(values, list):
+        errors.append(f"{where}: {key}: expected a list of values, got {values!r}")
+        return []
+    if not values:
+        errors.append(f"{where}: {key}: empty list; give at least one value or remove the key")
+        return []
+    typed = [_typed(key, v, where, errors) for v in values]
+    if len({json.dumps(t, default=str) for t in typed}) != len(typed):
+        errors.append(f"{where}: {key}: repeated values {values!r}")
+    return typed
+
+
+def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) -> Sweep:
+    where = str(path)
+    errors: list[str] = []
+    for k in data:
+        if k not in SWEEP_KEYS:
+            errors.append(f"{where}: unknown key {k!r}; valid keys: {', '.join(SWEEP_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        errors.append(f"{where}: name: required, letters, digits, '.', '_' or '-' "
+                      f"(got {name!r})")
+    env = data.get("env", "local")
+    if not isinstance(env, str):
+        errors.append(f"{where}: env: expected a profile name such as local or slurm")
+
+    # Data files: relative paths are relative to the directory the command runs in.
+    fixed: dict[str, Any] = {}
+    data_sec = data.get("data")
+    demo = False
+    if not isinstance(data_sec, dict):
+        errors.append(f"{where}: data: required mapping with train and eval files "
+                      "(or demo: true)")
+    else:
+        for k in data_sec:
+            if k not in DATA_KEYS:
+                errors.append(f"{where}: data: unknown key {k!r}; valid keys: "
+                              f"{', '.join(DATA_KEYS)}")
+        demo = bool(data_sec.get("demo", False))
+        if not demo:
+            for k, cfg_key in (("train", "data.train_dataset_file"),
+                               ("eval", "data.eval_dataset_file")):
+                v = data_sec.get(k)
+                if not isinstance(v, str) or not v:
+                    errors.append(f"{where}: data.{k}: required path to a JSON dataset")
+                    continue
+                p = Path(v).expanduser()
+                if not p.is_absolute():
+                    p = (base_dir or Path.cwd()) / p
+                if not p.is_file():
+                    errors.append(f"{where}: data.{k}: {p} does not exist")
+                fixed[cfg_key] = str(p.resolve())
+
+    base = _flatten(data.get("base", {}) or {}, f"{where}: base", errors)
+    for k, v in base.items():
+        t = _typed(k, v, f"{where}: base", errors)
+        if t is not None or (k in SPECS and v is None):
+            fixed[k] = t
+
+    axes: list[list[dict[str, Any]]] = []
+    varied_keys: list[str] = []
+    grid = data.get("grid", {}) or {}
+    if not isinstance(grid, dict):
+        errors.append(f"{where}: grid: expected a mapping of key: [values]")
+        grid = {}
+    grid = _flatten(grid, f"{where}: grid", errors)
+    for k, values in grid.items():
+        vals = _axis(values, f"{where}: grid", k, errors)
+        if vals:
+            axes.append([{k: v} for v in vals])
+            varied_keys.append(k)
+    paired = data.get("paired", []) or []
+    if not isinstance(paired, list):
+        errors.append(f"{where}: paired: expected a list of groups (key: [values] mappings)")
+        paired = []
+    for gi, group in enumerate(paired):
+        gw = f"{where}: paired[{gi}]"
+        if not isinstance(group, dict) or not group:
+            errors.append(f"{gw}: expected a mapping of key: [values]")
+            continue
+        cols = {k: _axis(v, gw, k, errors) for k, v in _flatten(group, gw, errors).items()}
+        lens = {len(v) for v in cols.values()}
+        if len(lens) != 1:
+            errors.append(f"{gw}: lists must have equal lengths, got "
+                          + ", ".join(f"{k}: {len(v)}" for k, v in cols.items()))
+            continue
+        n = lens.pop()
+        if n:
+            axes.append([{k: cols[k][i] for k in cols} for i in range(n)])
+            varied_keys += list(cols)
+    seeds = data.get("seeds")
+    if seeds is not None:
+        vals = _axis(seeds, where, "seeds", errors) if isinstance(seeds, list) else []
+        if not isinstance(seeds, list):
+            errors.append(f"{where}: seeds: expected a list of integers")
+        vals = [_typed("train.seed", v, f"{where}: seeds", errors) for v in (seeds or [])] \
+            if isinstance(seeds, list) else []
+        if vals and all(v is not None for v in vals):
+            axes.append([{"train.seed": v} for v in vals])
+            varied_keys.append("train.seed")
+    dup = [k for k in set(varied_keys) if varied_keys.count(k) > 1 or k in base]
+    for k in sorted(dup):
+        errors.append(f"{where}: {k} is set in more than one of base, grid, paired, seeds; "
+                      "set it in one place")
+    if "model.name_or_path" not in fixed and "model.name_or_path" not in varied_keys:
+        errors.append(f"{where}: model.name_or_path: set it in base or grid")
+    if errors:
+        raise YamlError("\n".join(dict.fromkeys(errors)))
+
+    runs: list[Run] = []
+    combo_errors: dict[str, None] = {}
+    for combo in itertools.product(*axes) if axes else [()]:
+        values = dict(fixed)
+        varied: dict[str, Any] = {}
+        for part in combo:
+            values.update(part)
+            varied.update(part)
+        if demo:
+            values.setdefault("data.train_dataset_file", "demo:train")
+            values.setdefault("data.eval_dataset_file", "demo:eval")
+        try:
+            cfg = build_config({k: v for k, v in values.items() if v is not None})
+        except ConfigError as exc:
+            label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"
+            for line in str(exc).splitlines():
+                combo_errors[f"{where}: run with {label}: {line}"] = None
+            continue
+        runs.append(Run(run_id(cfg, varied), cfg, varied))
+    if combo_errors:
+        raise YamlError("\n".join(combo_errors))
+    return Sweep(name=str(name), path=path, env=str(env), runs=runs, varied_keys=varied_keys,
+                 demo_data=demo, raw=data)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    p = Path(path)
+    return parse_sweep(load_yaml_mapping(p), p)
