@@ -143,7 +143,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     keep = [i for i in range(len(records)) if i not in too_long_idx]
-    writer = ProgressWriter(progress_path, "evaluate")
+    writer = ProgressWriter(progress_path, "evaluate", keep_history=True)
     t1 = time.time()
     outs, gen_tokens = generate_all(model, tokenizer, [prompts[i] for i in keep], cfg, budget,
                                     gen_kwargs, writer)

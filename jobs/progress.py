@@ -11,17 +11,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.fileio import atomic_write_json
+from core.fileio import atomic_write_json, read_json
 from core.results import now_iso
 
 
 class ProgressWriter:
-    def __init__(self, path: Path | None, phase: str) -> None:
+    def __init__(self, path: Path | None, phase: str, keep_history: bool = False) -> None:
         self.path = path
         self.phase = phase
         self.start = time.time()
         self.history: list[dict[str, float]] = []
         self.last_line = 0.0
+        if keep_history and path is not None and path.is_file():
+            try:
+                self.history = list(read_json(path).get("history", []))
+            except (ValueError, AttributeError):
+                self.history = []
 
     def update(self, step: int, total: int, **extra: Any) -> None:
         elapsed = time.time() - self.start

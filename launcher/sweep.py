@@ -201,11 +201,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             varied_keys += list(cols)
     seeds = data.get("seeds")
     if seeds is not None:
-        vals = _axis(seeds, where, "seeds", errors) if isinstance(seeds, list) else []
-        if not isinstance(seeds, list):
-            errors.append(f"{where}: seeds: expected a list of integers")
-        vals = [_typed("train.seed", v, f"{where}: seeds", errors) for v in (seeds or [])] \
-            if isinstance(seeds, list) else []
+        vals = _axis(seeds, f"{where}: seeds", "train.seed", errors)
         if vals and all(v is not None for v in vals):
             axes.append([{"train.seed": v} for v in vals])
             varied_keys.append("train.seed")

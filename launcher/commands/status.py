@@ -44,7 +44,8 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
                 keys.append(k)
     rows = []
     for s in states:
-        loss = (s.progress or {}).get("loss")
+        pr = s.progress or {}
+        loss = pr.get("loss") or (pr.get("history") or [{}])[-1].get("loss")
         rows.append([s.run_id, *[s.varied.get(k, "") for k in keys], s.state, s.job_id or "",
                      _progress(s), f"{loss:.3f}" if isinstance(loss, float) else "",
                      s.elapsed, s.error[:100]])

@@ -1,0 +1,166 @@
+"""End to end on the CPU through the real Unsloth CPU backend: the seed's commands with a
+scratch model, every output file checked against its schema, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.results import TRAIN_SUMMARY, check_performance
+
+from .conftest import ROOT, job_env, run_module
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--model-max-seq-length", "512", "--train-num-epochs", "1",
+        "--train-per-device-batch-size", "8", "--train-gradient-accumulation-steps", "1"]
+
+
+def seed_train_argv(train_file: Path, out: Path, model: str) -> list[str]:
+    """The seed's example script's flags, unchanged except the model and the run length."""
+    return [
+        "--train-dataset-file", str(train_file), "--output-dir", str(out),
+        "--model-name", model, "--model-load-in-4bit", "true", "--model-load-in-8bit", "false",
+        "--model-full-finetuning", "false", "--peft-ft-vision-layers", "false",
+        "--peft-ft-language-layers", "true", "--peft-ft-attention-modules", "true",
+        "--peft-ft-mlp-modules", "true", "--peft-rank", "8", "--peft-lora-alpha", "16",
+        "--peft-lora-dropout", "0.0", "--peft-lora-bias", "false",
+        "--train-learning-rate", "2e-4", "--train-weight-decay", "0.01",
+        "--train-warmup-steps", "5", "--train-lr-scheduler-type", "linear",
+        "--train-seed", "42",
+        "--model-system-prompt", "You are a medical entity extractor from clinical texts. "
+        "Extract the entities from the text and return them in a structured JSON format.",
+        "--unique-entities", "true", *FAST]
+
+
+@pytest.mark.parametrize("model", ["scratch:llama-tiny", "scratch:gemma-tiny"])
+def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
+    train_file, dev_file = demo_data
+    out, res = tmp_path / "model", tmp_path / "results"
+    r = run_module("jobs.train", *seed_train_argv(train_file, out, model))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / TRAIN_SUMMARY).read_text())
+    assert summary["global_step"] == 8 and summary["skipped_too_long"] == 0
+    assert (out / "adapter_config.json").is_file() and (out / "tokenizer.json").is_file()
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_cfg["r"] == 8 and adapter_cfg["bias"] == "none"
+    assert "HF_TOKEN" not in (out / TRAIN_SUMMARY).read_text()
+
+    r = run_module("jobs.evaluate", "--eval-dataset-file", str(dev_file), "--results-dir",
+                   str(res), "--model-dir", str(out), "--model-max-seq-length", "512",
+                   "--model-load-in-4bit", "true", "--eval-batch-size", "4",
+                   "--unique-entities", "true", "--eval-max-new-tokens", "24")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "exact" in r.stdout and "F1=" in r.stdout
+    perf = json.loads((res / "performance.json").read_text())
+    assert check_performance(perf) == []
+    assert perf["num_examples"] == 12 and perf["schema_version"] == 1
+    for m in ("exact", "relaxed", "overlap"):
+        assert set(perf["metrics"]["total"][m]) >= {"p", "r", "f1", "tp", "fp", "fn"}
+    assert perf["generation"]["do_sample"] is False
+    assert perf["data"]["eval_sha256"] and perf["data"]["train_sha256"]
+    assert perf["family"] == ("llama3" if "llama" in model else "gemma3")
+    assert perf["timings"]["generated_tokens"] > 0
+    tp = json.loads((res / "true_pred_entities.json").read_text())
+    assert set(tp) >= {"true_ents", "pred_ents", "texts", "raw_outputs"}
+    assert len(tp["true_ents"]) == len(tp["pred_ents"]) == len(tp["raw_outputs"]) == 12
+
+    # Re-scoring the file without a model gives the same numbers.
+    r = run_module("jobs.score", "--true-pred-file", str(res / "true_pred_entities.json"),
+                   "--results-dir", str(tmp_path / "rescored"))
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "rescored" / "performance.json").read_text())
+    assert again["metrics"]["total"] == perf["metrics"]["total"]
+
+    # A second train on the same folder recognises the finished model.
+    r = run_module("jobs.train", *seed_train_argv(train_file, out, model))
+    assert r.returncode == 0 and "nothing to do" in r.stderr
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(demo_data, tmp_path):
+    train_file, _ = demo_data
+    out = tmp_path / "model"
+    argv = [sys.executable, "-m", "jobs.train", "--train-dataset-file", str(train_file),
+            "--output-dir", str(out), "--model-name", "scratch:llama-tiny",
+            "--model-load-in-4bit", "false", "--model-max-seq-length", "512",
+            "--train-per-device-batch-size", "2", "--train-gradient-accumulation-steps", "1",
+            "--train-max-steps", "120", "--train-save-steps", "10"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=job_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    ck = out / "checkpoints"
+    while time.time() < deadline:
+        if ck.is_dir() and any((p / "trainer_state.json").is_file() for p in ck.glob("checkpoint-*")):
+            break
+        if proc.poll() is not None:
+            pytest.fail("training ended before its first checkpoint")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # what a node loss or an OOM killer does
+    proc.wait()
+    assert not (out / TRAIN_SUMMARY).exists()
+    r = subprocess.run(argv, cwd=ROOT, env=job_env(), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from checkpoint-" in r.stderr
+    summary = json.loads((out / TRAIN_SUMMARY).read_text())
+    assert summary["resumed_from"].startswith("checkpoint-")
+    assert int(summary["resumed_from"].split("-")[1]) >= 10
+    assert summary["global_step"] == 120
+
+
+def test_different_config_on_same_folder_is_refused(demo_data, tmp_path):
+    train_file, _ = demo_data
+    out = tmp_path / "model"
+    base = ["--train-dataset-file", str(train_file), "--output-dir", str(out),
+            "--model-name", "scratch:llama-tiny", "--model-load-in-4bit", "false",
+            "--train-max-steps", "2", "--model-max-seq-length", "512"]
+    assert run_module("jobs.train", *base).returncode == 0
+    r = run_module("jobs.train", *base, "--peft-rank", "4")
+    assert r.returncode == 2
+    assert "different configuration; use a new --output-dir" in r.stderr
+
+
+def test_too_long_records_are_left_out_and_counted(tmp_path):
+    data = [{"text": "Fever. " * 5, "entities": [{"label": "S", "text": "Fever"}]}] * 6 + [
+        {"text": "word " * 400, "entities": [{"label": "S", "text": "word"}]}]
+    f = tmp_path / "d.json"
+    f.write_text(json.dumps(data))
+    r = run_module("jobs.train", "--train-dataset-file", str(f), "--output-dir",
+                   str(tmp_path / "m"), "--model-name", "scratch:llama-tiny",
+                   "--model-load-in-4bit", "false", "--model-max-seq-length", "128",
+                   "--train-max-steps", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "1 of 7 records are longer than --model-max-seq-length 128" in r.stderr
+    s = json.loads((tmp_path / "m" / TRAIN_SUMMARY).read_text())
+    assert s["skipped_too_long"] == 1 and s["examples"] == 6
+
+
+def test_bad_dataset_is_a_one_line_error_and_writes_nothing(tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text('[{"text": "a", "entities": [{"label": "X"}]}]')
+    r = run_module("jobs.train", "--train-dataset-file", str(f), "--output-dir",
+                   str(tmp_path / "m"), "--model-name", "scratch:llama-tiny")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {f}: record 0, entity 0: missing key 'text' " \
+        "(entities need 'label' and 'text')"
+    assert not (tmp_path / "m").exists()
+
+
+def test_hf_token_from_environment_is_never_written(demo_data, tmp_path):
+    train_file, _ = demo_data
+    secret = "hf_TESTSECRET_do_not_write_123"
+    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
+                   str(tmp_path / "m"), "--model-name", "scratch:llama-tiny",
+                   "--model-load-in-4bit", "false", "--train-max-steps", "2",
+                   "--model-max-seq-length", "512", "--model-hf-token", secret,
+                   env=job_env(HF_TOKEN=secret))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert secret not in r.stdout + r.stderr
+    for p in (tmp_path / "m").rglob("*"):
+        if p.is_file():
+            assert secret.encode() not in p.read_bytes(), p

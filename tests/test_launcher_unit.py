@@ -1,0 +1,259 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.vram import shape_of
+from launcher.envs import load_env, parse_env
+from launcher.plan import PlanError, plan_run, sbatch_parameters
+from launcher.sweep import load_sweep, parse_sweep
+from launcher.yamlio import YamlError, load_yaml_mapping
+
+from .conftest import ROOT
+
+SEED_MODELS = ["unsloth/llama-3-8b-Instruct", "unsloth/Llama-3.1-8B-Instruct",
+               "unsloth/Llama-3.2-1B-Instruct", "unsloth/Llama-3.2-3B-Instruct",
+               "unsloth/gemma-3-4b-it", "unsloth/gemma-3-270m-it", "unsloth/gemma-3n-E2B-it",
+               "unsloth/gemma-3n-E4B-it", "unsloth/medgemma-4b-it"]
+
+
+@pytest.fixture()
+def data_files(tmp_path):
+    from core.demo_data import write_demo_data
+
+    train, dev = write_demo_data(tmp_path / "data", n_train=10, n_dev=4)
+    return tmp_path, train, dev
+
+
+def sweep_doc(train, dev, **extra):
+    doc = {"name": "t", "env": "local", "data": {"train": str(train), "eval": str(dev)},
+           "base": {"model.max_seq_length": 512},
+           "grid": {"model.name_or_path": ["scratch:llama-tiny", "scratch:gemma-tiny"],
+                    "peft.rank": [8, 16]}}
+    doc.update(extra)
+    return doc
+
+
+def test_importing_launcher_never_imports_torch():
+    code = ("import sys, launcher.cli, launcher.submit, launcher.state, launcher.leaderboard, "
+            "jobs.pipeline, core.metrics, core.config; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'transformers' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_grid_expansion_and_stable_distinct_ids(data_files):
+    tmp, train, dev = data_files
+    s1 = parse_sweep(sweep_doc(train, dev), tmp / "s.yaml")
+    s2 = parse_sweep(sweep_doc(train, dev), tmp / "s.yaml")
+    assert len(s1.runs) == 4
+    ids = [r.run_id for r in s1.runs]
+    assert ids == [r.run_id for r in s2.runs]
+    assert len(set(ids)) == 4
+    assert ids[0].startswith("llama-tiny-r8-")
+    assert s1.varied_keys == ["model.name_or_path", "peft.rank"]
+
+
+def test_changed_config_changes_the_id(data_files):
+    tmp, train, dev = data_files
+    a = parse_sweep(sweep_doc(train, dev), tmp / "s.yaml").runs[0].run_id
+    doc = sweep_doc(train, dev)
+    doc["base"]["train.learning_rate"] = 1e-3
+    b = parse_sweep(doc, tmp / "s.yaml").runs[0].run_id
+    assert a != b and a.rsplit("-", 1)[0] == b.rsplit("-", 1)[0]
+
+
+def test_paired_lists_and_seeds(data_files):
+    tmp, train, dev = data_files
+    doc = sweep_doc(train, dev, grid={"model.name_or_path": ["scratch:llama-tiny"]},
+                    paired=[{"peft.rank": [8, 16], "peft.lora_alpha": [16, 32]}],
+                    seeds=[1, 2, 3])
+    s = parse_sweep(doc, tmp / "s.yaml")
+    assert len(s.runs) == 6
+    assert {(r.config.peft.rank, r.config.peft.lora_alpha) for r in s.runs} == {(8, 16),
+                                                                               (16, 32)}
+    assert {r.config.train.seed for r in s.runs} == {1, 2, 3}
+
+
+def test_every_problem_at_once_with_file_and_key(data_files):
+    tmp, train, dev = data_files
+    doc = sweep_doc(train, dev, grid={"model.name_or_path": [], "peft.rnk": [1],
+                                      "peft.rank": ["x"]},
+                    paired=[{"peft.lora_alpha": [1, 2], "peft.lora_dropout": [0.0]}],
+                    extra_key=1)
+    with pytest.raises(YamlError) as e:
+        parse_sweep(doc, tmp / "s.yaml")
+    msg = str(e.value)
+    for part in ("unknown key 'extra_key'", "model.name_or_path: empty list",
+                 "unknown key 'peft.rnk'", "peft.rank: expected an integer",
+                 "lists must have equal lengths"):
+        assert part in msg
+    assert all(line.startswith(str(tmp / "s.yaml")) for line in msg.splitlines())
+
+
+def test_clashing_combination_names_the_run(data_files):
+    tmp, train, dev = data_files
+    doc = sweep_doc(train, dev, grid={"model.name_or_path": ["scratch:llama-tiny"],
+                                      "model.full_finetuning": [False, True]})
+    with pytest.raises(YamlError, match="model.full_finetuning=True.*needs 16-bit"):
+        parse_sweep(doc, tmp / "s.yaml")
+
+
+def test_secret_in_sweep_is_refused(data_files):
+    tmp, train, dev = data_files
+    doc = sweep_doc(train, dev)
+    doc["base"]["model.hf_token"] = "hf_x"
+    with pytest.raises(YamlError, match="must not be written in a sweep file"):
+        parse_sweep(doc, tmp / "s.yaml")
+
+
+def test_duplicate_yaml_keys_and_syntax_errors(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text("name: a\nname: b\n")
+    with pytest.raises(YamlError, match="line 2 column 1: duplicate key 'name'"):
+        load_yaml_mapping(p)
+    p.write_text("name: [a\n")
+    with pytest.raises(YamlError, match=str(p)):
+        load_yaml_mapping(p)
+
+
+def test_unknown_env_lists_known_profiles():
+    with pytest.raises(YamlError, match="known profiles: .*local.*slurm"):
+        load_env("nosuchcluster")
+
+
+def test_env_errors_reported_together():
+    with pytest.raises(YamlError) as e:
+        parse_env({"executor": "pbs", "max_parallel": 0, "colour": "red",
+                   "env_vars": {"HF_TOKEN": "x"}}, "e.yaml")
+    msg = str(e.value)
+    assert "unknown key 'colour'" in msg and "executor: 'pbs'" in msg
+    assert "max_parallel must be >= 1" in msg and "HF_TOKEN must not be written" in msg
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_env_file_loads(path):
+    env = load_env(str(path))
+    assert env.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_sweep_file_loads_and_starts_with_its_command(path, tmp_path, monkeypatch):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# python -m launcher submit sweeps/" + path.name)
+    raw = load_yaml_mapping(path)
+    if not raw["data"].get("demo"):
+        for k in ("train", "eval"):  # the sweep's own data paths, made to exist here
+            target = tmp_path / raw["data"][k]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps([{"text": "flu", "entities": []}]))
+    sweep = parse_sweep(raw, path, base_dir=tmp_path)
+    assert sweep.runs
+    env = load_env(sweep.env)
+    for run in sweep.runs:
+        plan_run(run.config, env)
+
+
+def test_vram_plan_for_seed_models_against_slurm_profile(data_files):
+    """Each seed model, 4-bit QLoRA r16: one card, the smallest that fits."""
+    tmp, train, dev = data_files
+    env = load_env("slurm")
+    doc = sweep_doc(train, dev, grid={"model.name_or_path": SEED_MODELS},
+                    base={"peft.rank": 16, "model.max_seq_length": 4096})
+    for run in parse_sweep(doc, tmp / "s.yaml").runs:
+        res, est = plan_run(run.config, env)
+        assert res.gpus == 1, run.run_id
+        assert res.partition == "gpu-a10", (run.run_id, est)
+        assert est.total_gb < 24 * env.vram_margin
+
+
+def test_vram_plan_16bit_full_finetune_moves_up_and_splits(data_files):
+    tmp, train, dev = data_files
+    env = load_env("slurm")
+    base = {"model.load_in_4bit": False, "model.full_finetuning": True}
+    doc = sweep_doc(train, dev, base=base, grid={"model.name_or_path": [
+        "unsloth/Llama-3.2-1B-Instruct", "unsloth/Llama-3.1-8B-Instruct",
+        "unsloth/gemma-3-27b-it"]})
+    runs = parse_sweep(doc, tmp / "s.yaml").runs
+    small, mid, big = (plan_run(r.config, env)[0] for r in runs)
+    assert (small.partition, small.gpus) == ("gpu-a10", 1)
+    assert (mid.partition, mid.gpus) == ("gpu-h100", 1)
+    assert big.gpus > 1 and big.gpus <= 8
+
+
+def test_vram_plan_impossible_run_says_how_much(data_files):
+    tmp, train, dev = data_files
+    env = parse_env({"executor": "slurm", "partitions": [
+        {"name": "small", "gpu_type": "t4", "vram_gb": 16, "gpus_per_node": 1}]}, "e.yaml")
+    doc = sweep_doc(train, dev, base={"model.load_in_4bit": False},
+                    grid={"model.name_or_path": ["unsloth/Llama-3.1-8B-Instruct"]})
+    run = parse_sweep(doc, tmp / "s.yaml").runs[0]
+    with pytest.raises(PlanError, match=r"needs about \d+ GB.*1 x 16 GB in small"):
+        plan_run(run.config, env)
+
+
+def test_shape_from_local_config_and_name(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "hidden_size": 2048, "num_hidden_layers": 16, "intermediate_size": 8192,
+        "vocab_size": 128256}))
+    shape, src = shape_of(str(tmp_path))
+    assert src == "config.json" and 1.0 < shape.params_b < 1.6
+    shape, src = shape_of("someone/Model-13B-chat")
+    assert src == "name" and shape.params_b == 13.0
+
+
+@pytest.mark.parametrize("case", ["medical_llama1b", "medical_8b_full", "ci_tiny"])
+def test_sbatch_parameters_match_expected_files(case, data_files):
+    tmp, train, dev = data_files
+    model, env_name, base = {
+        "medical_llama1b": ("unsloth/Llama-3.2-1B-Instruct", "slurm", {}),
+        "medical_8b_full": ("unsloth/Llama-3.1-8B-Instruct", "slurm",
+                            {"model.load_in_4bit": False, "model.full_finetuning": True}),
+        "ci_tiny": ("scratch:llama-tiny", "localci", {}),
+    }[case]
+    doc = sweep_doc(train, dev, base=base, grid={"model.name_or_path": [model]})
+    run = parse_sweep(doc, tmp / "s.yaml").runs[0]
+    env = load_env(env_name)
+    res, _ = plan_run(run.config, env)
+    got = sbatch_parameters(res, env)
+    expected_file = ROOT / "tests" / "expected" / f"sbatch_{case}.json"
+    assert got == json.loads(expected_file.read_text())
+
+
+def test_dry_run_prints_every_run_and_submits_nothing(tmp_path, data_files, capsys):
+    from launcher.cli import main
+
+    _, train, dev = data_files
+    doc = sweep_doc(train, dev, env="localci")
+    p = tmp_path / "sw.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    rc = main(["submit", str(p), "--dry-run", "--runs-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("scratch:") == 4
+    assert "--gres=gpu:h100:1" in out and "--constraint=vram80g" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_sweep_exits_2_with_one_line_per_problem(tmp_path, capsys):
+    from launcher.cli import main
+
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ndata: {train: nope.json, eval: nope.json}\ngrid: {peft.rank: []}\n")
+    rc = main(["submit", str(p), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "data.train" in err and "peft.rank: empty list" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_file_loads_from_disk(tmp_path, data_files):
+    _, train, dev = data_files
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(sweep_doc(train, dev)))
+    assert len(load_sweep(p).runs) == 4
