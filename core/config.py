@@ -143,7 +143,7 @@ class RunConfig:
         section, key = dotted.split(".", 1)
         return getattr(getattr(self, section), key)
 
-    def replace(self, updates: Mapping[str, Any]) -> "RunConfig":
+    def replace(self, updates: Mapping[str, Any]) -> RunConfig:
         """Copy with dotted-key updates ({"peft.rank": 16}); values must already be typed."""
         by_section: dict[str, dict[str, Any]] = {}
         for dotted, value in updates.items():

@@ -115,7 +115,7 @@ def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
         n_gold = dict.fromkeys(labels, 0)
         tp_pred = dict.fromkeys(labels, 0)
         tp_gold = dict.fromkeys(labels, 0)
-        for k, (g_ents, p_ents) in enumerate(zip(gold, pred)):
+        for k, (g_ents, p_ents) in enumerate(zip(gold, pred, strict=False)):
             g = dedupe(g_ents) if unique else list(g_ents)
             p = dedupe(p_ents) if unique else list(p_ents)
             for e in g:
@@ -141,7 +141,7 @@ def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
 def hallucination_rate(pred: Sequence[Sequence[Entity]], texts: Sequence[str]) -> float:
     """Share of predicted entities whose text does not occur in the input."""
     total = absent = 0
-    for ents, text in zip(pred, texts):
+    for ents, text in zip(pred, texts, strict=False):
         for e in ents:
             total += 1
             if not find_spans(text, e.text):

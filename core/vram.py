@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+
 # Parameter counts (billions) and shapes of the seed's models and common neighbours.
 @dataclass(frozen=True)
 class ModelShape:

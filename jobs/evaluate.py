@@ -21,8 +21,14 @@ from core.fileio import atomic_write_json, file_sha256, read_json
 from core.metrics import hallucination_rate, score
 from core.parsing import FAILED, OK, SALVAGED, ParseResult, parse_output
 from core.prompts import prompt_messages, target_entities, target_json
-from core.results import (PERFORMANCE, TRAIN_SUMMARY, TRUE_PRED, environment_info,
-                          performance_doc, true_pred_doc)
+from core.results import (
+    PERFORMANCE,
+    TRAIN_SUMMARY,
+    TRUE_PRED,
+    environment_info,
+    performance_doc,
+    true_pred_doc,
+)
 
 EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4bit",
              "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",
@@ -149,11 +155,11 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                                     gen_kwargs, writer)
     eval_s = time.time() - t1
     raw = [""] * len(records)
-    for i, o in zip(keep, outs):
+    for i, o in zip(keep, outs, strict=False):
         raw[i] = o
     parsed = [parse_output(raw[i]) for i in keep]
     pred: list[list[Entity]] = [[] for _ in records]
-    for i, pr in zip(keep, parsed):
+    for i, pr in zip(keep, parsed, strict=False):
         pred[i] = pr.entities
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]

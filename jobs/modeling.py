@@ -28,6 +28,14 @@ def setup_environment() -> None:
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::SyntaxWarning")
+    import torch
+
+    if getattr(torch.version, "hip", None) is None:
+        # Slurm exports ROCR_VISIBLE_DEVICES for every GRES GPU, whatever the vendor; on a
+        # machine whose CUDA build sees no GPU, Unsloth reads it as a broken AMD install and
+        # refuses to start. A CUDA / CPU torch build never uses these variables.
+        for key in ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+            os.environ.pop(key, None)
 
 
 def hf_token(cfg: RunConfig) -> str | None:

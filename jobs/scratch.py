@@ -88,8 +88,8 @@ def parse_scratch(name: str) -> tuple[Family, str]:
 def _model_config(family: Family, size: str, vocab_size: int, specials: dict[str, int]) -> Any:
     import transformers
 
-    dims = dict(SIZES[size])
-    common = dict(vocab_size=vocab_size, max_position_embeddings=8192,
+    dims: dict[str, Any] = dict(SIZES[size])
+    common: dict[str, Any] = dict(vocab_size=vocab_size, max_position_embeddings=8192,
                   pad_token_id=specials["pad"], eos_token_id=specials["eos"],
                   bos_token_id=specials.get("bos"), torch_dtype="float32")
     if family.hf_model_type == "gemma3_text":
@@ -102,8 +102,7 @@ def _model_config(family: Family, size: str, vocab_size: int, specials: dict[str
         return transformers.Qwen2Config(**dims, **common, tie_word_embeddings=True)
     if family.hf_model_type == "mistral":
         return transformers.MistralConfig(**dims, **common, tie_word_embeddings=True)
-    return transformers.LlamaConfig(**dims, **common, tie_word_embeddings=size != "8b",
-                                    rope_theta=500000.0)
+    return transformers.LlamaConfig(**dims, **common, tie_word_embeddings=size != "8b")
 
 
 def train_tokenizer(family: Family, corpus: Iterable[str], vocab_size: int = 2048) -> Any:

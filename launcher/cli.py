@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run sweeps of Unsloth fine-tuning + evaluation runs, one job per "
                     "configuration, on Slurm or this machine, and rank the results.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, mod in COMMANDS.items():
+    for _name, mod in COMMANDS.items():
         mod.add_parser(sub)
     return p
 

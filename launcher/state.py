@@ -120,6 +120,7 @@ def run_states(sweep_dir: Path) -> list[RunState]:
                       (job or {}).get("model", ""), progress=progress)
         if job:
             st.job_id = str(job.get("job_id"))
+            st.elapsed = info.get(st.job_id, {}).get("elapsed", "")
         if has_results(rd):
             st.state = "COMPLETED"
         elif job is None:
@@ -129,7 +130,6 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             if row is None:
                 st.state = "PENDING"  # sacct lags the controller by a few seconds
             else:
-                st.elapsed = row["elapsed"]
                 st.state = row["state"]
                 if st.state == "COMPLETED":  # the job ended but left no valid results
                     st.state = "FAILED"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -120,12 +121,16 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
     """Plan, then submit what is missing; returns every planned run with its action."""
     planned = plan_sweep(sweep, env)
     folder = sweep_dir(sweep, env, runs_dir)
+    new_sweep = not (folder / "sweep.yaml").exists()
     with sweep_lock(folder):
         _mark_actions(planned, folder, only_retryable)
         todo = [p for p in planned if p.action == "submit"]
         atomic_write_yaml(folder / "sweep.yaml", _saved_sweep(sweep))
+        created = []
         for p in todo:
             rd = RunDir(folder / p.run.run_id)
+            if not rd.path.exists():
+                created.append(rd.path)
             cfg = _materialise_data(sweep, folder, p.run.config.to_dict())
             atomic_write_yaml(rd.config, cfg)
             if rd.error.exists():
@@ -133,7 +138,20 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
         if not todo:
             return planned
         if env.executor == "slurm":
-            _submit_slurm(todo, env, folder, sweep)
+            try:
+                _submit_slurm(todo, env, folder, sweep)
+            except SubmitError:
+                # All or nothing: leave no folder that this call created.
+                for path in created:
+                    shutil.rmtree(path, ignore_errors=True)
+                if new_sweep:
+                    for leftover in ("sweep.yaml", "demo-data", "_submitit"):
+                        target = folder / leftover
+                        if target.is_dir():
+                            shutil.rmtree(target, ignore_errors=True)
+                        elif target.exists():
+                            target.unlink()
+                raise
     if env.executor == "local":
         _run_local(todo, env, folder, on_event)
     return planned
@@ -160,14 +178,14 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
     try:
         for members in groups.values():
             params = sbatch_parameters(members[0].resources, env)
-            ex = submitit.AutoExecutor(folder=folder / "_submitit" / "%j", cluster="slurm")
+            ex = submitit.AutoExecutor(folder=folder / "_submitit" / "%j", cluster="slurm",
+                                       slurm_max_num_timeout=env.max_requeues)
             setup = _env_setup_lines(env)
             ex.update_parameters(name=f"medsweep-{sweep.name}", slurm_setup=setup,
-                                 slurm_max_num_timeout=env.max_requeues,
                                  **{k: v for k, v in params.items() if k != "slurm_setup"})
             with ex.batch():
                 jobs = [ex.submit(PipelineJob(str(folder / p.run.run_id))) for p in members]
-            for job, p in zip(jobs, members):
+            for job, p in zip(jobs, members, strict=False):
                 submitted.append((job, p))
                 atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(
                     p, env, str(job.job_id), "slurm", params, str(job.paths.stdout),

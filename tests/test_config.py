@@ -2,8 +2,17 @@ import dataclasses
 
 import pytest
 
-from core.config import (DEFAULT_SYSTEM_PROMPT, SECTIONS, SPECS, ConfigError, RunConfig,
-                         build_config, parse_bool, parse_metrics, validate)
+from core.config import (
+    DEFAULT_SYSTEM_PROMPT,
+    SECTIONS,
+    SPECS,
+    ConfigError,
+    RunConfig,
+    build_config,
+    parse_bool,
+    parse_metrics,
+    validate,
+)
 
 
 def test_every_field_has_a_one_line_docstring():

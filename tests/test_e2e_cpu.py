@@ -2,7 +2,6 @@
 scratch model, every output file checked against its schema, resume after a kill."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -48,13 +48,17 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
         loss = pr.get("loss") or (pr.get("history") or [{}])[-1].get("loss")
         rows.append([s.run_id, *[s.varied.get(k, "") for k in keys], s.state, s.job_id or "",
                      _progress(s), f"{loss:.3f}" if isinstance(loss, float) else "",
-                     s.elapsed, s.error[:100]])
+                     s.elapsed])
     headers = ["run_id", *[k.split(".", 1)[1] for k in keys], "state", "job", "progress",
-               "loss", "elapsed", "error"]
+               "loss", "elapsed"]
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
-    return tabulate(rows, headers=headers, tablefmt="github"), counts
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    errors = [f"  {s.run_id} ({s.state}): {s.error}" for s in states if s.error]
+    if errors:
+        table += "\nlast error line of each failed run:\n" + "\n".join(errors)
+    return table, counts
 
 
 def run(args: argparse.Namespace) -> int:
