@@ -2,6 +2,7 @@
 scratch model, every output file checked against its schema, resume after a kill."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -163,3 +164,25 @@ def test_hf_token_from_environment_is_never_written(demo_data, tmp_path):
     for p in (tmp_path / "m").rglob("*"):
         if p.is_file():
             assert secret.encode() not in p.read_bytes(), p
+
+
+def test_ported_seed_script_runs_with_quoted_values(demo_data, tmp_path):
+    train_file, dev_file = demo_data
+    env = job_env(
+        BASE_STORAGE_DIR=str(tmp_path), BASE_PROJECT_DIR=str(tmp_path),
+        DATASET_DIR="data", TRAIN_DATASET_FILE=train_file.name, TEST_DATASET_FILE=dev_file.name,
+        MODEL_NAME="scratch:llama-tiny", MODEL_MAX_SEQ_LENGTH="512", TRAIN_NUM_EPOCHS="1",
+        TRAIN_PER_DEVICE_BATCH_SIZE="8", TRAIN_GRADIENT_ACCUMULATION_STEPS="1",
+        SYSTEM_PROMPT="You extract entities.  Answer in JSON; keep   spacing.",
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    (tmp_path / "data").mkdir()
+    for f in (train_file, dev_file):
+        (tmp_path / "data" / f.name).write_bytes(f.read_bytes())
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "train_eval.sh")], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    perf = next((tmp_path / "results").rglob("performance.json"))
+    doc = json.loads(perf.read_text())
+    assert doc["config"]["model"]["system_prompt"] == \
+        "You extract entities.  Answer in JSON; keep   spacing."
+    assert any((tmp_path / "models").rglob("adapter_model.safetensors")), "adapter kept"

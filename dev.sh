@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One entry point for people and CI, so they cannot drift:
+#   bash dev.sh demo [SWEEP]   set up .venv if needed, run a sweep (default: the bundled demo) here
+#   bash dev.sh test [ARGS]    set up .venv with dev tools, then ruff, mypy and the test suite
+#   bash dev.sh setup          only set up .venv
+# The test suite starts (and stops) a real single-node Slurm through ci/slurm-local-up.sh,
+# which installs Debian's Slurm packages when they are missing (needs root and apt).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${MEDSWEEP_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+setup() {
+    local stamp="$VENV/.medsweep-setup" want
+    want=$(cat pyproject.toml dev.sh | sha256sum | cut -c1-16)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    if ! command -v nvidia-smi >/dev/null 2>&1; then
+        # CPU machine: the CPU build of torch first (a plain 'torch' pulls several GB of CUDA).
+        "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    fi
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    if ! command -v nvidia-smi >/dev/null 2>&1; then
+        # PyPI's torchvision does not load beside the CPU torch build, and then transformers
+        # cannot import Trainer; the text path does not need it.
+        "$VENV/bin/python" -m pip uninstall -y -q torchvision 2>/dev/null || true
+    fi
+    echo "$want" > "$stamp"
+}
+
+cmd=${1:-test}
+shift || true
+case "$cmd" in
+    setup) setup ;;
+    demo)
+        setup
+        export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
+        exec "$VENV/bin/python" -m launcher submit "$@" ;;
+    test)
+        setup
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/mypy"
+        export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+        exec "$VENV/bin/python" -m pytest "$@" ;;
+    *) echo "usage: bash dev.sh {demo|test|setup} [args]" >&2; exit 2 ;;
+esac
