@@ -144,11 +144,19 @@ def build_scratch(name: str, corpus: list[str], out_dir: Path, seed: int = 0) ->
                                 else 8192)
     ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in _SPECIALS[family.name].items()
            if k in ("pad", "bos", "eos") and v}
-    cfg = _model_config(family, size, len(tokenizer), ids)
+    real_shape = size in ("1b", "8b")
+    # Real shapes keep the real models' 128k-row embedding and LM head (unused rows beyond the
+    # local tokenizer), so compute and memory match the real checkpoints.
+    vocab = max(len(tokenizer), 128256) if real_shape else len(tokenizer)
+    cfg = _model_config(family, size, vocab, ids)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg)
-    if size in ("1b", "8b"):
-        model = model.to(torch.bfloat16)
+    if real_shape:
+        # Built in bf16, on the GPU when there is one: an 8B fp32 init on a CPU takes minutes.
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    else:
+        model = AutoModelForCausalLM.from_config(cfg)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

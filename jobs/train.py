@@ -110,6 +110,21 @@ def _padding_free(cfg: RunConfig) -> bool:
 def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
           progress_path: Path | None = None) -> dict[str, Any]:
     """Train (or resume, or recognise as done) and return the training summary."""
+    return train_model(cfg, output_dir, checkpoint_dir=checkpoint_dir,
+                       progress_path=progress_path).summary
+
+
+@dataclass
+class TrainResult:
+    summary: dict[str, Any]
+    model: Any = None
+    """The trained model in memory (None when the folder was already trained)."""
+    tokenizer: Any = None
+
+
+def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
+                progress_path: Path | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """train() that also hands back the model; callbacks go to the trainer (benchmarks)."""
     from jobs import modeling
     from jobs.progress import ProgressWriter, trainer_callback
 
@@ -126,7 +141,7 @@ def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = Non
         done = read_json(summary_path)
         if done.get("identity") == identity:
             modeling.log(f"{output_dir} already holds this trained model; nothing to do")
-            return dict(done)
+            return TrainResult(dict(done))
         raise TrainError(f"{output_dir} holds a model trained with a different configuration; "
                          "use a new --output-dir")
     started = read_json(output_dir / "medsweep_train_started.json") if (
@@ -197,7 +212,8 @@ def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = Non
     )
     writer = ProgressWriter(progress_path, "train")
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds,
-                         processing_class=tokenizer, callbacks=[trainer_callback(writer)])
+                         processing_class=tokenizer,
+                         callbacks=[trainer_callback(writer), *callbacks])
     resume = _last_checkpoint(checkpoint_dir)
     if resume is not None:
         modeling.log(f"resuming from {resume.name}")
@@ -238,7 +254,7 @@ def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = Non
     atomic_write_json(summary_path, summary)
     writer.update(int(out.global_step), int(out.global_step), loss=summary["final_loss"],
                   done=True)
-    return summary
+    return TrainResult(summary, model, tokenizer)
 
 
 def build_parser() -> argparse.ArgumentParser:

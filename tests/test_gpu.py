@@ -1,0 +1,227 @@
+"""GPU tier (``pytest -m gpu`` on a CUDA machine): the Unsloth GPU kernels end to end.
+
+Models are random-initialised from real architectures' shapes (``scratch:<family>-1b``: the
+Llama-3.2-1B dimensions; the Gemma one uses the Gemma 3 text architecture at the same size),
+data are real BC5CDR sentences (MEDSWEEP_SHARED_DATA), tokenizers are built locally.
+MEDSWEEP_GPU_SIZE=tiny with MEDSWEEP_GPU_TESTS_ON_CPU=1 runs the same tests on a CPU, for
+checking the test code itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.config import build_config
+from core.fileio import atomic_write_json
+from core.results import TRAIN_SUMMARY, check_performance
+
+from .conftest import ROOT, job_env
+
+pytestmark = pytest.mark.gpu
+
+SIZE = os.environ.get("MEDSWEEP_GPU_SIZE", "1b")
+MODES = {
+    "4bit-lora": {"model.load_in_4bit": True},
+    "8bit-lora": {"model.load_in_4bit": False, "model.load_in_8bit": True},
+    "16bit-lora": {"model.load_in_4bit": False},
+    "16bit-full": {"model.load_in_4bit": False, "model.full_finetuning": True,
+                   "train.learning_rate": 1e-5},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_gpu():
+    import torch
+
+    if not torch.cuda.is_available() and os.environ.get("MEDSWEEP_GPU_TESTS_ON_CPU") != "1":
+        pytest.skip("no CUDA GPU here; run `python -m pytest -m gpu` on the GPU machine")
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(f"\nGPU tier on: {name}, torch {torch.__version__}")
+
+
+@pytest.fixture(scope="module")
+def bc5(tmp_path_factory, shared_data):
+    """A 256-record training subset and 32 dev records of BC5CDR."""
+    folder = tmp_path_factory.mktemp("bc5")
+    train = json.loads((shared_data / "bc5cdr" / "train.json").read_text())[:256]
+    dev = json.loads((shared_data / "bc5cdr" / "dev.json").read_text())[:32]
+    atomic_write_json(folder / "train.json", train)
+    atomic_write_json(folder / "dev.json", dev)
+    return folder / "train.json", folder / "dev.json"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_scratch(tmp_path_factory):
+    # One random base model per family for the whole module, not one per test.
+    os.environ["MEDSWEEP_SCRATCH_DIR"] = str(tmp_path_factory.mktemp("scratch"))
+
+
+def cfg_for(family: str, mode: str, bc5, **extra):
+    train, dev = bc5
+    values = {"model.name_or_path": f"scratch:{family}-{SIZE}",
+              "model.max_seq_length": 512, "data.train_dataset_file": str(train),
+              "data.eval_dataset_file": str(dev), "peft.lora_dropout": 0.0,
+              "train.per_device_batch_size": 8, "train.gradient_accumulation_steps": 1,
+              "train.max_steps": 4, "train.save_steps": 2, "eval.batch_size": 16,
+              "eval.max_examples": 16, "eval.max_new_tokens": 32, **MODES[mode], **extra}
+    return build_config(values)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_train_and_evaluate_each_mode(family, mode, bc5, tmp_path):
+    import torch
+
+    from jobs.evaluate import evaluate
+    from jobs.train import train
+
+    cfg = cfg_for(family, mode, bc5)
+    summary = train(cfg, tmp_path / "model")
+    assert summary["global_step"] == 4
+    assert summary["final_loss"] is not None and summary["final_loss"] == summary["final_loss"]
+    if torch.cuda.is_available():
+        assert summary["device"]["gpu_count"] >= 1 and summary["peak_vram_gb"] > 0
+        assert summary["padding_free"] is False and summary["optim"] == "adamw_8bit"
+    saved = {p.name for p in (tmp_path / "model").iterdir()}
+    if mode == "16bit-full":
+        assert "config.json" in saved and "adapter_config.json" not in saved
+    else:
+        assert "adapter_config.json" in saved
+    doc = evaluate(cfg, tmp_path / "model", tmp_path / "results")
+    assert check_performance(doc) == []
+    assert doc["num_examples"] == 16 and doc["timings"]["generated_tokens"] > 0
+    print(f"\n{family} {mode}: loss {summary['first_loss']:.3f}->{summary['final_loss']:.3f} "
+          f"train {summary['train_s']:.1f}s peak {summary['peak_vram_gb']} GB "
+          f"eval {doc['timings']['eval_s']:.2f}s")
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+
+_LOGITS = """
+import sys, torch
+from pathlib import Path
+from core.config import config_from_dict
+from jobs.evaluate import saved_config
+from jobs.modeling import load_model
+model_dir, ids_file, out_file = sys.argv[1:4]
+cfg = saved_config(Path(model_dir))
+model, tok = load_model(model_dir, cfg, for_training=False)
+from unsloth import FastLanguageModel
+FastLanguageModel.for_inference(model)
+ids = torch.load(ids_file)
+dev = next(model.parameters()).device
+with torch.inference_mode():
+    logits = model(input_ids=ids.to(dev)).logits.float().cpu()
+torch.save(logits, out_file)
+"""
+
+
+def test_reloaded_adapter_gives_the_same_logits(bc5, tmp_path):
+    import torch
+    from unsloth import FastLanguageModel
+
+    from jobs.train import train_model
+
+    cfg = cfg_for("llama", "4bit-lora", bc5, **{"train.learning_rate": 1e-3})
+    res = train_model(cfg, tmp_path / "model")
+    model, tok = res.model, res.tokenizer
+    FastLanguageModel.for_inference(model)
+    text = tok.apply_chat_template([{"role": "user", "content": "Extract medical entities "
+                                     "from: Naloxone reverses clonidine."}],
+                                   tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    with torch.inference_mode():
+        here = model(input_ids=ids.to(next(model.parameters()).device)).logits.float().cpu()
+    torch.save(ids, tmp_path / "ids.pt")
+    r = subprocess.run([sys.executable, "-c", _LOGITS, str(tmp_path / "model"),
+                        str(tmp_path / "ids.pt"), str(tmp_path / "logits.pt")],
+                       capture_output=True, text=True, cwd=ROOT, env=job_env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    fresh = torch.load(tmp_path / "logits.pt")
+    diff = (here - fresh).abs().max().item()
+    agree = (here.argmax(-1) == fresh.argmax(-1)).float().mean().item()
+    print(f"\nreload: max |logit diff| {diff:.4g}, argmax agreement {agree:.3f}")
+    assert agree == 1.0
+    assert diff < 0.05 * max(1.0, here.abs().max().item())
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(bc5, tmp_path):
+    from unsloth import FastLanguageModel
+
+    from core.data import load_dataset
+    from core.prompts import prompt_messages
+    from jobs.evaluate import generate_all
+    from jobs.modeling import stop_token_ids
+    from jobs.train import train_model
+
+    # A model trained enough to answer with peaked distributions (greedy ties are noise).
+    cfg = cfg_for("llama", "16bit-lora", bc5, **{"train.max_steps": 30,
+                                                 "train.learning_rate": 2e-3})
+    res = train_model(cfg, tmp_path / "model")
+    model, tok = res.model, res.tokenizer
+    FastLanguageModel.for_inference(model)
+    tok.padding_side = "left"
+    records = load_dataset(cfg.data.eval_dataset_file).records[:16]
+    prompts = [tok(tok.apply_chat_template(prompt_messages(r.text, cfg.model.system_prompt),
+                                           tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False)["input_ids"] for r in records]
+    kw = {"eos_token_id": stop_token_ids(tok), "do_sample": False}
+    batched, _ = generate_all(model, tok, prompts, cfg, 32, kw)
+    single, _ = generate_all(model, tok, prompts, cfg.replace({"eval.batch_size": 1}), 32, kw)
+    same = sum(a == b for a, b in zip(batched, single))
+    print(f"\nbatched == single for {same}/{len(prompts)} prompts")
+    assert same == len(prompts), [(a, b) for a, b in zip(batched, single) if a != b][:3]
+
+
+def test_killed_run_resumes_on_gpu(bc5, tmp_path):
+    train, _ = bc5
+    out = tmp_path / "model"
+    argv = [sys.executable, "-m", "jobs.train", "--train-dataset-file", str(train),
+            "--output-dir", str(out), "--model-name", f"scratch:llama-{SIZE}",
+            "--model-max-seq-length", "512", "--train-per-device-batch-size", "4",
+            "--train-gradient-accumulation-steps", "1", "--train-max-steps", "60",
+            "--train-save-steps", "5", "--peft-lora-dropout", "0.0"]
+    env = job_env(MEDSWEEP_SCRATCH_DIR=os.environ["MEDSWEEP_SCRATCH_DIR"])
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ck = out / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if ck.is_dir() and any((p / "trainer_state.json").is_file()
+                               for p in ck.glob("checkpoint-*")):
+            break
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from checkpoint-" in r.stderr
+    summary = json.loads((out / TRAIN_SUMMARY).read_text())
+    assert summary["global_step"] == 60 and summary["resumed_from"]
+    print(f"\nresumed from {summary['resumed_from']}, finished at step 60")
+
+
+def test_jobs_cli_on_gpu_seed_flags(bc5, tmp_path):
+    """The seed's two commands, verbatim flags, scratch model."""
+    train, dev = bc5
+    env = job_env(MEDSWEEP_SCRATCH_DIR=os.environ["MEDSWEEP_SCRATCH_DIR"])
+    r = subprocess.run([sys.executable, "-m", "jobs.train", "--train-dataset-file", str(train),
+                        "--output-dir", str(tmp_path / "m"), "--model-name",
+                        f"scratch:gemma-{SIZE}", "--model-load-in-4bit", "true",
+                        "--peft-rank", "16", "--peft-lora-alpha", "32",
+                        "--train-max-steps", "3", "--model-max-seq-length", "512"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--eval-dataset-file", str(dev),
+                        "--results-dir", str(tmp_path / "r"), "--model-dir", str(tmp_path / "m"),
+                        "--eval-batch-size", "16", "--eval-max-new-tokens", "32"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert check_performance(json.loads((tmp_path / "r" / "performance.json").read_text())) == []
