@@ -132,11 +132,11 @@ def summarise(name: str, timer: StepTimer, n_examples: int, mean_tokens: float,
 
 
 def encoded(base: str, data: Path, max_len: int) -> tuple[list[Any], float]:
+    from transformers import AutoTokenizer
+
     from core.config import build_config
     from core.data import load_dataset
     from jobs.train import encode_dataset
-
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base)
     cfg = build_config({"model.name_or_path": base, "model.max_seq_length": max_len,
@@ -146,8 +146,8 @@ def encoded(base: str, data: Path, max_len: int) -> tuple[list[Any], float]:
 
 
 def worker_unsloth(args: argparse.Namespace, data: Path, base: str) -> list[dict[str, Any]]:
-    import unsloth  # noqa: F401
     import torch
+    import unsloth  # noqa: F401
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     from unsloth import FastLanguageModel

@@ -32,8 +32,9 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def job_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    path = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), str(ROOT)) if p)
     env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                "PYTHONPATH": path, "OMP_NUM_THREADS": "1"})
     env.update(extra)
     return env
 

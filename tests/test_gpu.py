@@ -174,9 +174,9 @@ def test_batched_left_padded_generation_equals_one_at_a_time(bc5, tmp_path):
     kw = {"eos_token_id": stop_token_ids(tok), "do_sample": False}
     batched, _ = generate_all(model, tok, prompts, cfg, 32, kw)
     single, _ = generate_all(model, tok, prompts, cfg.replace({"eval.batch_size": 1}), 32, kw)
-    same = sum(a == b for a, b in zip(batched, single))
+    same = sum(a == b for a, b in zip(batched, single, strict=False))
     print(f"\nbatched == single for {same}/{len(prompts)} prompts")
-    assert same == len(prompts), [(a, b) for a, b in zip(batched, single) if a != b][:3]
+    assert same == len(prompts), [(a, b) for a, b in zip(batched, single, strict=False) if a != b][:3]
 
 
 def test_killed_run_resumes_on_gpu(bc5, tmp_path):
