@@ -62,10 +62,16 @@ def parse_stats(results: Sequence[ParseResult], too_long: int) -> dict[str, Any]
 
 
 def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunConfig,
-                 max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None
-                 ) -> tuple[list[str], int]:
-    """Outputs in input order, generated in length-sorted left-padded batches."""
+                 max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None,
+                 oom_log: list[dict[str, Any]] | None = None) -> tuple[list[str], int]:
+    """Outputs in input order, generated in length-sorted left-padded batches.
+
+    A batch that runs out of GPU memory is retried at half the size (and so are the batches
+    after it), down to 1.
+    """
     import torch
+
+    from jobs.faults import check_eval_batch
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
@@ -74,7 +80,9 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
         tokenizer.eos_token_id
     device = next(model.parameters()).device
-    for b in range(0, len(order), bs):
+    stops = set(gen_kwargs.get("eos_token_id", []))
+    b = 0
+    while b < len(order):
         idx = order[b:b + bs]
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
@@ -83,19 +91,35 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
             seq = prompts[i]
             ids[row, width - len(seq):] = torch.tensor(seq)
             mask[row, width - len(seq):] = 1
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                 **gen_kwargs)
+        try:
+            check_eval_batch(len(idx))
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                     **gen_kwargs)
+        except torch.OutOfMemoryError as exc:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if bs == 1:
+                raise EvalError("out of GPU memory generating one example: lower "
+                                "--eval-max-new-tokens or --model-max-seq-length, or load in "
+                                "4-bit") from exc
+            if oom_log is not None:
+                oom_log.append({"at_example": b, "from": bs, "to": bs // 2})
+            from jobs import modeling
+
+            modeling.log(f"out of memory at eval batch {bs}; retrying with {bs // 2}")
+            bs //= 2
+            continue
         new = out[:, width:]
         for row, i in enumerate(idx):
             toks = new[row].tolist()
-            stops = set(gen_kwargs.get("eos_token_id", []))
             cut = next((k for k, t in enumerate(toks) if t in stops), len(toks))
             generated_tokens += cut
             outputs[i] = tokenizer.decode(toks[:cut], skip_special_tokens=True)
+        b += len(idx)
         if progress is not None:
-            progress.update(min(b + bs, len(order)), len(order))
+            progress.update(min(b, len(order)), len(order))
     return outputs, generated_tokens
 
 
@@ -151,8 +175,9 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     keep = [i for i in range(len(records)) if i not in too_long_idx]
     writer = ProgressWriter(progress_path, "evaluate", keep_history=True)
     t1 = time.time()
+    oom_log: list[dict[str, Any]] = []
     outs, gen_tokens = generate_all(model, tokenizer, [prompts[i] for i in keep], cfg, budget,
-                                    gen_kwargs, writer)
+                                    gen_kwargs, writer, oom_log)
     eval_s = time.time() - t1
     raw = [""] * len(records)
     for i, o in zip(keep, outs, strict=False):
@@ -185,6 +210,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                      "train_sha256": (train_summary or {}).get("identity", {}).get(
                          "data", {}).get("train_sha256")},
             "generation": {"mode": cfg.eval.generation, "max_new_tokens": budget,
+                           "oom_retries": oom_log,
                            **{k: v for k, v in gen_kwargs.items() if k != "eos_token_id"}},
             "timings": {"load_s": round(load_s, 2), "eval_s": round(eval_s, 3),
                         "s_per_example": eval_s / n if n else 0.0,

@@ -184,46 +184,90 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
                    else max(1, int(round(steps_per_epoch * cfg.train.num_epochs))))
     save_steps = cfg.train.save_steps or max(1, total_steps // 10)
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
-    args = SFTConfig(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=cfg.train.per_device_batch_size,
-        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-        num_train_epochs=cfg.train.num_epochs,
-        max_steps=cfg.train.max_steps,
-        learning_rate=cfg.train.learning_rate,
-        weight_decay=cfg.train.weight_decay,
-        warmup_steps=cfg.train.warmup_steps,
-        lr_scheduler_type=cfg.train.lr_scheduler_type,
-        seed=cfg.train.seed,
-        data_seed=cfg.train.seed,
-        optim=_optim(cfg, cuda),
-        logging_steps=cfg.train.logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=cfg.train.save_total_limit,
-        report_to=cfg.train.report_to,
-        bf16=bf16,
-        fp16=bool(cuda and not bf16),
-        max_length=cfg.model.max_seq_length,
-        padding_free=_padding_free(cfg),
-        train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
-        disable_tqdm=not sys.stderr.isatty(),
-        dataset_num_proc=1,
-    )
+
+    def sft_config(bs: int, ga: int) -> Any:
+        return SFTConfig(
+            output_dir=str(checkpoint_dir),
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            num_train_epochs=cfg.train.num_epochs,
+            max_steps=cfg.train.max_steps,
+            learning_rate=cfg.train.learning_rate,
+            weight_decay=cfg.train.weight_decay,
+            warmup_steps=cfg.train.warmup_steps,
+            lr_scheduler_type=cfg.train.lr_scheduler_type,
+            seed=cfg.train.seed,
+            data_seed=cfg.train.seed,
+            optim=_optim(cfg, cuda),
+            logging_steps=cfg.train.logging_steps,
+            save_strategy="steps",
+            save_steps=save_steps,
+            save_total_limit=cfg.train.save_total_limit,
+            report_to=cfg.train.report_to,
+            bf16=bf16,
+            fp16=bool(cuda and not bf16),
+            max_length=cfg.model.max_seq_length,
+            padding_free=_padding_free(cfg),
+            train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
+            disable_tqdm=not sys.stderr.isatty(),
+            dataset_num_proc=1,
+        )
+
+    from jobs.faults import train_callbacks
+
     writer = ProgressWriter(progress_path, "train")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds,
-                         processing_class=tokenizer,
-                         callbacks=[trainer_callback(writer), *callbacks])
-    resume = _last_checkpoint(checkpoint_dir)
-    if resume is not None:
-        modeling.log(f"resuming from {resume.name}")
-        hist = read_json(progress_path) if progress_path and progress_path.is_file() else {}
-        writer.history = [h for h in hist.get("history", [])
-                          if h.get("step", 0) <= int(resume.name.split("-")[-1])]
+    # Trainable weights as they start, to undo partial steps after an out-of-memory error
+    # that strikes before the first checkpoint.
+    initial = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+               if p.requires_grad}
+    bs, ga = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
+    oom_retries: list[dict[str, Any]] = []
+    first_resume = _last_checkpoint(checkpoint_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t1 = time.time()
-    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    while True:
+        args = sft_config(bs, ga)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds,
+                             processing_class=tokenizer,
+                             callbacks=[trainer_callback(writer), *train_callbacks(),
+                                        *callbacks])
+        resume = _last_checkpoint(checkpoint_dir)
+        if resume is not None:
+            modeling.log(f"resuming from {resume.name}")
+            hist = read_json(progress_path) if progress_path and progress_path.is_file() else {}
+            writer.history = [h for h in hist.get("history", [])
+                              if h.get("step", 0) <= int(resume.name.split("-")[-1])]
+        else:
+            writer.history = []
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in initial:
+                        p.copy_(initial[n].to(p.device))
+        try:
+            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            break
+        except torch.OutOfMemoryError as exc:
+            step = int(trainer.state.global_step)
+            del trainer
+            import gc
+
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            if bs == 1:
+                raise TrainError(
+                    f"out of GPU memory at per-device batch 1 (step {step}): load in 4-bit "
+                    "(--model-load-in-4bit true), lower --model-max-seq-length, or plan a "
+                    "bigger GPU") from exc
+            new_bs = bs // 2
+            new_ga = -(-bs * ga // new_bs)  # same examples per optimizer step (or one more)
+            oom_retries.append({"step": step, "from": f"{bs}x{ga}", "to": f"{new_bs}x{new_ga}",
+                                "error": str(exc).splitlines()[0][:200]})
+            modeling.log(f"out of memory at step {step} with batch {bs} x GA {ga}; retrying "
+                         f"with {new_bs} x {new_ga}")
+            bs, ga = new_bs, new_ga
+    resume = first_resume
     train_s = time.time() - t1
 
     model.save_pretrained(str(output_dir))
@@ -248,6 +292,9 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
         "peak_vram_gb": facts["peak_vram_gb"],
         "device": facts,
         "padding_free": args.padding_free,
+        "per_device_batch_size": bs,
+        "gradient_accumulation_steps": ga,
+        "oom_retries": oom_retries,
         "optim": args.optim,
         "environment": environment_info(),
     }

@@ -152,8 +152,9 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
                         elif target.exists():
                             target.unlink()
                 raise
-    if env.executor == "local":
-        _run_local(todo, env, folder, on_event)
+        else:
+            # Local runs hold the lock until they end: a second submit then finds them done.
+            _run_local(todo, env, folder, on_event)
     return planned
 
 

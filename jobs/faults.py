@@ -1,0 +1,44 @@
+"""Fault injection for the test suite: faults that cannot be caused for real on a CPU machine.
+
+Only a CUDA out-of-memory qualifies (there is no GPU on CI). The hooks raise the very exception
+class torch raises (``torch.OutOfMemoryError``, which ``torch.cuda.OutOfMemoryError`` names),
+so the recovery code runs exactly as it would on a GPU. Inactive unless the variables are set.
+
+MEDSWEEP_FAULT_OOM_TRAIN_BATCH_ABOVE=N   training micro-batches larger than N run out of memory
+MEDSWEEP_FAULT_OOM_EVAL_BATCH_ABOVE=N    generation batches larger than N run out of memory
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _limit(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def check_eval_batch(size: int) -> None:
+    limit = _limit("MEDSWEEP_FAULT_OOM_EVAL_BATCH_ABOVE")
+    if limit is not None and size > limit:
+        import torch
+
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected: batch {size} > {limit})")
+
+
+def train_callbacks() -> list[Any]:
+    limit = _limit("MEDSWEEP_FAULT_OOM_TRAIN_BATCH_ABOVE")
+    if limit is None:
+        return []
+    import torch
+    from transformers import TrainerCallback
+
+    class _OOM(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if args.per_device_train_batch_size > limit and state.global_step >= 1:
+                raise torch.OutOfMemoryError(
+                    f"CUDA out of memory (injected: batch {args.per_device_train_batch_size} "
+                    f"> {limit})")
+
+    return [_OOM()]
