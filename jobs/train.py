@@ -126,7 +126,6 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
                 progress_path: Path | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
     """train() that also hands back the model; callbacks go to the trainer (benchmarks)."""
     from jobs import modeling
-    from jobs.progress import ProgressWriter, trainer_callback
 
     output_dir = Path(output_dir)
     checkpoint_dir = Path(checkpoint_dir or output_dir / "checkpoints")
@@ -149,9 +148,28 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
     if started is not None and started.get("identity") != identity:
         raise TrainError(f"{output_dir} holds checkpoints of a different configuration; use a "
                          "new --output-dir")
+    fresh = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "medsweep_train_started.json",
                       {"identity": identity, "started_at": now_iso()})
+    try:
+        return _run_training(cfg, ds, identity, output_dir, checkpoint_dir, progress_path,
+                             callbacks)
+    except BaseException:
+        # Nothing half-done: a folder this call created and left without a checkpoint to
+        # resume from goes away again.
+        if fresh and _last_checkpoint(checkpoint_dir) is None:
+            import shutil
+
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_dir: Path,
+                  checkpoint_dir: Path, progress_path: Path | None,
+                  callbacks: Sequence[Any]) -> TrainResult:
+    from jobs import modeling
+    from jobs.progress import ProgressWriter, trainer_callback
 
     t0 = time.time()
     model_name = cfg.model.name_or_path
@@ -298,7 +316,7 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
         "optim": args.optim,
         "environment": environment_info(),
     }
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(output_dir / TRAIN_SUMMARY, summary)
     writer.update(int(out.global_step), int(out.global_step), loss=summary["final_loss"],
                   done=True)
     return TrainResult(summary, model, tokenizer)

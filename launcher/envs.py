@@ -99,7 +99,7 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
     env = EnvProfile(**{k: v for k, v in kwargs.items() if v is not None})
     if env.executor not in ("local", "slurm"):
         errors.append(f"{where}: executor: {env.executor!r} is not one of local, slurm")
-    if env.executor == "slurm" and not env.partitions:
+    if env.executor == "slurm" and not data.get("partitions"):
         errors.append(f"{where}: partitions: a slurm profile needs at least one partition")
     if env.gres_style not in ("gres", "gpus"):
         errors.append(f"{where}: gres_style: {env.gres_style!r} is not one of gres, gpus")

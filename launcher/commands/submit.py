@@ -54,7 +54,12 @@ def sbatch_flags(params: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep)
-        env = load_env(args.env or sweep.env)
+        try:
+            env = load_env(args.env or sweep.env)
+        except YamlError as exc:
+            if args.env:
+                raise
+            raise YamlError(f"{sweep.path}: {exc}") from None
         if args.dry_run:
             planned = plan_sweep(sweep, env)
             return _print_dry_run(sweep, env, planned)
