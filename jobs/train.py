@@ -107,6 +107,23 @@ def _padding_free(cfg: RunConfig) -> bool:
         return False
 
 
+def _trainer_class(base: Any) -> Any:
+    """The (Unsloth-patched) SFTTrainer with a resume-deterministic length-grouped sampler."""
+    from jobs.sampling import EpochLengthGroupedSampler
+
+    class MedsweepTrainer(base):  # type: ignore[misc, valid-type]
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            return EpochLengthGroupedSampler(
+                [len(x) for x in ds["input_ids"]],
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+    return MedsweepTrainer
+
+
 def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
           progress_path: Path | None = None) -> dict[str, Any]:
     """Train (or resume, or recognise as done) and return the training summary."""
@@ -246,7 +263,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     t1 = time.time()
     while True:
         args = sft_config(bs, ga)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds,
+        trainer = _trainer_class(SFTTrainer)(model=model, args=args, train_dataset=train_ds,
                              processing_class=tokenizer,
                              callbacks=[trainer_callback(writer), *train_callbacks(),
                                         *callbacks])

@@ -256,3 +256,10 @@ def test_sweep_file_loads_from_disk(tmp_path, data_files):
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(sweep_doc(train, dev)))
     assert len(load_sweep(p).runs) == 4
+
+
+def test_key_reference_is_current():
+    from launcher.reference import render
+
+    assert (ROOT / "docs" / "reference.md").read_text() == render(), \
+        "regenerate: python -m launcher reference > docs/reference.md"
