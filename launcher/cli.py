@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from launcher.commands import cancel, leaderboard, reference, resubmit, status, submit
+from launcher.commands import cancel, leaderboard, prefetch, reference, resubmit, status, submit
 
 COMMANDS = {"submit": submit, "status": status, "leaderboard": leaderboard, "cancel": cancel,
-            "resubmit": resubmit, "reference": reference}
+            "resubmit": resubmit, "prefetch": prefetch, "reference": reference}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ from core.fileio import atomic_write_json, atomic_write_yaml
 from core.results import now_iso
 from core.rundir import RunDir
 from launcher.envs import EnvProfile
+from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
 from launcher.state import ACTIVE, RETRYABLE, run_states
 from launcher.sweep import Run, Sweep
@@ -33,7 +34,7 @@ from launcher.yamlio import YamlError
 
 
 class SubmitError(RuntimeError):
-    """Submission failed; nothing of this call stays submitted."""
+    """Submission refused or failed; nothing of this call stays submitted."""
 
 
 @dataclass
@@ -120,6 +121,13 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
                  on_event: Callable[[str], None] = lambda _m: None) -> list[PlannedRun]:
     """Plan, then submit what is missing; returns every planned run with its action."""
     planned = plan_sweep(sweep, env)
+    if offline(env):
+        missing = missing_models(sweep, env)
+        if missing:
+            raise SubmitError(
+                f"{sweep.path}: env {env.name} sets HF_HUB_OFFLINE=1 but {len(missing)} model(s) "
+                f"are not in {cache_dir(env)}: {', '.join(missing)}; run `python -m launcher "
+                f"prefetch {sweep.path}` where there is internet")
     folder = sweep_dir(sweep, env, runs_dir)
     new_sweep = not (folder / "sweep.yaml").exists()
     with sweep_lock(folder):

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -263,3 +264,37 @@ def test_key_reference_is_current():
 
     assert (ROOT / "docs" / "reference.md").read_text() == render(), \
         "regenerate: python -m launcher reference > docs/reference.md"
+
+
+def _cache_model(cache: Path, model: str) -> None:
+    snap = cache / ("models--" + model.replace("/", "--")) / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+
+
+def test_offline_env_refuses_models_missing_from_the_cache(tmp_path, data_files, capsys):
+    from launcher.cli import main
+
+    _, train, dev = data_files
+    cache = tmp_path / "hf" / "hub"
+    env = yaml.safe_load((ROOT / "envs" / "slurm.yaml").read_text())
+    env["env_vars"]["HF_HOME"] = str(tmp_path / "hf")
+    env_path = tmp_path / "offline.yaml"
+    env_path.write_text(yaml.safe_dump(env))
+    doc = sweep_doc(train, dev, env=str(env_path), grid={"model.name_or_path": [
+        "unsloth/Llama-3.2-1B-Instruct", "unsloth/gemma-3-4b-it", "scratch:llama-tiny"]})
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump(doc))
+    _cache_model(cache, "unsloth/gemma-3-4b-it")
+    runs = tmp_path / "runs"
+    assert main(["submit", str(sweep), "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE=1 but 1 model(s) are not in" in err
+    assert "unsloth/Llama-3.2-1B-Instruct" in err and "gemma" not in err.split("are not in")[1]
+    assert "launcher prefetch" in err and not runs.exists()
+    assert main(["submit", str(sweep), "--dry-run"]) == 0
+    assert "warning: env" in capsys.readouterr().out
+    _cache_model(cache, "unsloth/Llama-3.2-1B-Instruct")
+    assert main(["prefetch", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "every model of t is in" in out and out.count("cached ") == 2

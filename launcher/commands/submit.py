@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.envs import load_env
+from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import sbatch_parameters
 from launcher.submit import SubmitError, plan_sweep, submit_sweep, sweep_dir
 from launcher.sweep import load_sweep
@@ -96,6 +97,12 @@ def _print_dry_run(sweep: Any, env: Any, planned: list[Any]) -> int:
                      f"{p.need_gb:.1f}", r.partition, gpus, r.time_min])
     print(f"sweep {sweep.name} on env {env.name} ({env.executor}): {len(planned)} runs "
           "(dry run: nothing submitted)")
+    if offline(env):
+        missing = missing_models(sweep, env)
+        if missing:
+            print(f"warning: env {env.name} sets HF_HUB_OFFLINE=1 and {len(missing)} model(s) "
+                  f"are not in {cache_dir(env)} yet: {', '.join(missing)}; `submit` will refuse "
+                  "until `python -m launcher prefetch` has fetched them")
     print(tabulate(rows, headers=["run_id", "model", "est. GB", "partition", "gpus",
                                   "time min"], tablefmt="github"))
     if env.executor == "slurm":
