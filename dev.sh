@@ -17,10 +17,14 @@ setup() {
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     if ! command -v nvidia-smi >/dev/null 2>&1; then
-        # CPU machine: the CPU build of torch first (a plain 'torch' pulls several GB of CUDA).
+        # CPU machine: the CPU build of torch, pinned in the same resolve as everything else;
+        # otherwise the newest torchvision that unsloth pulls in upgrades torch to a CUDA build
+        # of several GB.
         "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+        "$VENV/bin/python" -m pip install -q -e ".[dev]" "torch==2.13.0"
+    else
+        "$VENV/bin/python" -m pip install -q -e ".[dev]"
     fi
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
     if ! command -v nvidia-smi >/dev/null 2>&1; then
         # PyPI's torchvision does not load beside the CPU torch build, and then transformers
         # cannot import Trainer; the text path does not need it.

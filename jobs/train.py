@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -93,6 +94,30 @@ def _optim(cfg: RunConfig, cuda: bool) -> str:
     return "adamw_8bit" if cuda else "adamw_torch"
 
 
+_TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def setup_tracking(report_to: str, base: Path) -> None:
+    """Offline, local defaults for the tracker (a variable already set wins).
+
+    TensorBoard and MLflow write into the run folder; W&B runs in offline mode there.
+    """
+    import importlib.util
+
+    if report_to == "none":
+        return
+    if importlib.util.find_spec(_TRACKERS[report_to]) is None:
+        raise TrainError(f"--train-report-to {report_to}: the {_TRACKERS[report_to]} package "
+                         f"is not installed; pip install {_TRACKERS[report_to]}")
+    if report_to == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(base / "tensorboard"))
+    elif report_to == "mlflow":
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (base / "mlruns").resolve().as_uri())
+    elif report_to == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(base))
+
+
 def _padding_free(cfg: RunConfig) -> bool:
     if cfg.train.padding == "padding-free":
         return True
@@ -165,6 +190,7 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
     if started is not None and started.get("identity") != identity:
         raise TrainError(f"{output_dir} holds checkpoints of a different configuration; use a "
                          "new --output-dir")
+    setup_tracking(cfg.train.report_to, checkpoint_dir.parent)
     fresh = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "medsweep_train_started.json",

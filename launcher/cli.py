@@ -6,10 +6,20 @@ import argparse
 import sys
 from typing import Sequence
 
-from launcher.commands import cancel, leaderboard, prefetch, reference, resubmit, status, submit
+from launcher.commands import (
+    cancel,
+    leaderboard,
+    plot_loss,
+    prefetch,
+    reference,
+    resubmit,
+    status,
+    submit,
+)
 
 COMMANDS = {"submit": submit, "status": status, "leaderboard": leaderboard, "cancel": cancel,
-            "resubmit": resubmit, "prefetch": prefetch, "reference": reference}
+            "resubmit": resubmit, "prefetch": prefetch, "plot-loss": plot_loss,
+            "reference": reference}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -186,3 +186,36 @@ def test_ported_seed_script_runs_with_quoted_values(demo_data, tmp_path):
     assert doc["config"]["model"]["system_prompt"] == \
         "You extract entities.  Answer in JSON; keep   spacing."
     assert any((tmp_path / "models").rglob("adapter_model.safetensors")), "adapter kept"
+
+
+def test_tensorboard_tracking_writes_loss_scalars_into_the_run_folder(demo_data, tmp_path):
+    train_file, _ = demo_data
+    out = tmp_path / "m"
+    env = job_env()
+    env.pop("TENSORBOARD_LOGGING_DIR", None)
+    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
+                   str(out), "--model-name", "scratch:llama-tiny", "--model-load-in-4bit",
+                   "false", "--model-max-seq-length", "256", "--train-max-steps", "4",
+                   "--train-report-to", "tensorboard", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, list(out.rglob("*"))
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    losses = acc.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4]
+
+
+def test_missing_tracker_package_is_a_clear_error(demo_data, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here; this checks the message when it is not")
+    train_file, _ = demo_data
+    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
+                   str(tmp_path / "m"), "--model-name", "scratch:llama-tiny",
+                   "--train-report-to", "mlflow")
+    assert r.returncode == 2
+    assert "the mlflow package is not installed; pip install mlflow" in r.stderr

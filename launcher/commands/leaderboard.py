@@ -22,10 +22,13 @@ def add_parser(sub: Any) -> None:
                    help="Column to sort by, e.g. exact.f1, relaxed.f1, overlap.r, train_s.")
     p.add_argument("--format", default="github", choices=("github", "csv", "json"))
     p.add_argument("--pr", action="store_true", help="Show precision and recall too.")
+    p.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="Also plot the sort metric across the varied values (one panel per "
+                   "epoch count).")
 
 
 def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
-                write: bool) -> int:
+                write: bool, plot: Path | None = None) -> int:
     board = collect(folders)
     board.rows = sort_rows(board.rows, sort)
     cols = table_columns(board, with_pr)
@@ -39,6 +42,13 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
             print(f"\n{board.pending} run(s) without results yet")
         for prob in board.problems:
             print(f"unreadable: {prob}")
+    if plot is not None:
+        from launcher.plots import plot_f1
+
+        metric = sort if sort.endswith((".f1", ".p", ".r")) else "exact.f1"
+        plot_f1(board.rows, board.varied_keys, plot, metric)
+        if fmt != "json":
+            print(f"plot: {plot}")
     if write and len(folders) == 1:
         atomic_write_text(folders[0] / "leaderboard.md", render(board, cols, "github") + "\n")
         atomic_write_text(folders[0] / "leaderboard.csv", render(board, cols, "csv"))
@@ -51,4 +61,5 @@ def run(args: argparse.Namespace) -> int:
     except YamlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return print_board(folders, sort=args.sort, fmt=args.format, with_pr=args.pr, write=True)
+    return print_board(folders, sort=args.sort, fmt=args.format, with_pr=args.pr, write=True,
+                       plot=args.plot)

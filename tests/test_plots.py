@@ -1,0 +1,69 @@
+"""leaderboard --plot and plot-loss write real PNGs (opened and checked, not just found)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.cli import main
+
+
+def _png_ok(path: Path, min_w: int = 400, min_h: int = 300) -> None:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(path))
+    assert img.shape[0] >= min_h and img.shape[1] >= min_w, img.shape
+    flat = img[..., :3].reshape(-1, 3)
+    assert flat.std() > 0.05, "blank image"
+    assert len({tuple(px) for px in flat[:: max(1, len(flat) // 20000)].round(2)}) > 8
+
+
+@pytest.fixture()
+def sweep(tmp_path):
+    from core.results import performance_doc
+
+    folder = tmp_path / "runs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": "s", "grid": {
+        "model.name_or_path": ["m/a", "m/b"], "peft.rank": [8, 16],
+        "train.num_epochs": [1, 3]}}))
+    i = 0
+    for model in ("m/a", "m/b"):
+        for rank in (8, 16):
+            for epochs in (1, 3):
+                i += 1
+                run = folder / f"run-{i}"
+                (run / "results").mkdir(parents=True)
+                (run / "config.yaml").write_text("{}")
+                f1 = 0.1 * i / 2
+                scores = {"total": {"exact": {"p": f1, "r": f1, "f1": f1}},
+                          "labels": {}, "macro": {"exact": {"p": f1, "r": f1, "f1": f1}}}
+                doc = performance_doc(
+                    scores, num_examples=10, avg_inference_time=0.1,
+                    parse={"failure_rate": 0.0}, hallucination_rate=0.0,
+                    config={"model": {"name_or_path": model}, "peft": {"rank": rank},
+                            "train": {"num_epochs": epochs}}, extra={})
+                (run / "results" / "performance.json").write_text(json.dumps(doc))
+                hist = [{"step": s, "loss": 5.0 / (s + i)} for s in range(1, 30)]
+                (run / "progress.json").write_text(json.dumps({"history": hist}))
+    return folder
+
+
+def test_leaderboard_plot(sweep, tmp_path, capsys):
+    png = tmp_path / "f1.png"
+    assert main(["leaderboard", "s", "--runs-dir", str(sweep.parent), "--plot", str(png)]) == 0
+    assert f"plot: {png}" in capsys.readouterr().out
+    _png_ok(png, min_w=800)  # two panels: epochs 1 and 3
+
+
+def test_plot_loss(sweep, tmp_path, capsys):
+    png = tmp_path / "loss.png"
+    assert main(["plot-loss", str(sweep), "--out", str(png)]) == 0
+    assert "no loss history" not in capsys.readouterr().out
+    _png_ok(png)
+
+
+def test_plot_loss_rejects_a_non_run_folder(tmp_path, capsys):
+    assert main(["plot-loss", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
