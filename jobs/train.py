@@ -112,7 +112,11 @@ def setup_tracking(report_to: str, base: Path) -> None:
     if report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(base / "tensorboard"))
     elif report_to == "mlflow":
-        os.environ.setdefault("MLFLOW_TRACKING_URI", (base / "mlruns").resolve().as_uri())
+        # A plain folder store: no database server on a compute node (mlflow 3 wants an
+        # explicit opt-in for it).
+        if "MLFLOW_TRACKING_URI" not in os.environ:
+            os.environ["MLFLOW_TRACKING_URI"] = (base / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     elif report_to == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", str(base))

@@ -208,14 +208,34 @@ def test_tensorboard_tracking_writes_loss_scalars_into_the_run_folder(demo_data,
     assert [e.step for e in losses] == [1, 2, 3, 4]
 
 
+def test_mlflow_tracking_logs_the_loss_to_a_local_store(demo_data, tmp_path):
+    train_file, _ = demo_data
+    out = tmp_path / "m"
+    env = job_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
+                   str(out), "--model-name", "scratch:llama-tiny", "--model-load-in-4bit",
+                   "false", "--model-max-seq-length", "256", "--train-max-steps", "3",
+                   "--train-report-to", "mlflow", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    runs = client.search_runs(experiment_ids=["0"])
+    assert len(runs) == 1
+    history = client.get_metric_history(runs[0].info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3]
+
+
 def test_missing_tracker_package_is_a_clear_error(demo_data, tmp_path):
     import importlib.util
 
-    if importlib.util.find_spec("mlflow") is not None:
-        pytest.skip("mlflow is installed here; this checks the message when it is not")
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here; this checks the message when it is not")
     train_file, _ = demo_data
     r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
                    str(tmp_path / "m"), "--model-name", "scratch:llama-tiny",
-                   "--train-report-to", "mlflow")
+                   "--train-report-to", "wandb")
     assert r.returncode == 2
-    assert "the mlflow package is not installed; pip install mlflow" in r.stderr
+    assert "the wandb package is not installed; pip install wandb" in r.stderr
