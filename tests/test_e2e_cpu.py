@@ -239,3 +239,16 @@ def test_missing_tracker_package_is_a_clear_error(demo_data, tmp_path):
                    "--train-report-to", "wandb")
     assert r.returncode == 2
     assert "the wandb package is not installed; pip install wandb" in r.stderr
+
+
+def test_lora_bias_flag_is_honoured(demo_data, tmp_path):
+    train_file, _ = demo_data
+    out = tmp_path / "m"
+    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
+                   str(out), "--model-name", "scratch:llama-tiny", "--model-load-in-4bit",
+                   "false", "--model-max-seq-length", "256", "--train-max-steps", "1",
+                   "--peft-lora-bias", "true", "--peft-ft-mlp-modules", "false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["bias"] == "lora_only"
+    assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
