@@ -7,9 +7,8 @@ import subprocess
 import sys
 from typing import Any
 
-from launcher.commands.common import add_sweep_arg, sweep_folders
+from launcher.commands.common import add_sweep_arg, folders_or_report
 from launcher.state import ACTIVE, run_states
-from launcher.yamlio import YamlError
 
 
 def add_parser(sub: Any) -> None:
@@ -18,10 +17,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        folders = sweep_folders(args)
-    except YamlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    folders = folders_or_report(args)
+    if folders is None:
         return 2
     ids = [s.job_id for f in folders for s in run_states(f)
            if s.state in ACTIVE and s.job_id]

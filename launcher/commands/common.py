@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from launcher.envs import load_env
@@ -46,3 +47,12 @@ def sweep_folders(args: argparse.Namespace) -> list[Path]:
                             "--runs-dir")
         out.append(folder)
     return out
+
+
+def folders_or_report(args: argparse.Namespace) -> list[Path] | None:
+    """sweep_folders, or None after printing the one-line error (the caller returns 2)."""
+    try:
+        return sweep_folders(args)
+    except YamlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None

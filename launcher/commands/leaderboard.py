@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import atomic_write_text
-from launcher.commands.common import add_sweep_arg, sweep_folders
+from launcher.commands.common import add_sweep_arg, folders_or_report
 from launcher.leaderboard import collect, render, sort_rows, table_columns
-from launcher.yamlio import YamlError
 
 
 def add_parser(sub: Any) -> None:
@@ -56,10 +55,8 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        folders = sweep_folders(args)
-    except YamlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    folders = folders_or_report(args)
+    if folders is None:
         return 2
     return print_board(folders, sort=args.sort, fmt=args.format, with_pr=args.pr, write=True,
                        plot=args.plot)

@@ -7,9 +7,8 @@ import sys
 import time
 from typing import Any
 
-from launcher.commands.common import add_sweep_arg, sweep_folders
+from launcher.commands.common import add_sweep_arg, folders_or_report
 from launcher.state import RETRYABLE, RunState, run_states
-from launcher.yamlio import YamlError
 
 
 def add_parser(sub: Any) -> None:
@@ -62,10 +61,8 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        folders = sweep_folders(args)
-    except YamlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    folders = folders_or_report(args)
+    if folders is None:
         return 2
     while True:
         any_failed = False
