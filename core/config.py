@@ -17,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from core.families import detect_family
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a medical entity extractor from clinical texts. Extract the entities from the text "
     "and return them in a structured JSON format."
@@ -285,8 +287,6 @@ def flag_of(key: str) -> str:
 
 def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]:
     """Every semantic problem of a config, each naming the flags / keys that clash."""
-    from core.families import detect_family  # local: families imports nothing heavy
-
     p: list[str] = []
     m, pe, t, e = cfg.model, cfg.peft, cfg.train, cfg.eval
     if m.load_in_4bit and m.load_in_8bit:

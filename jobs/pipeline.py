@@ -18,7 +18,7 @@ import yaml
 from core.config import config_from_dict
 from core.fileio import atomic_write_json
 from core.results import PERFORMANCE, now_iso
-from core.rundir import ERROR_FILE, RunDir
+from core.rundir import RunDir
 
 
 def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
@@ -62,5 +62,3 @@ class PipelineJob:
               file=sys.stderr, flush=True)
         return submitit.helpers.DelayedSubmission(PipelineJob(self.run_dir))
 
-
-__all__ = ["PipelineJob", "run_pipeline", "ERROR_FILE"]

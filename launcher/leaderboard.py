@@ -15,6 +15,7 @@ import yaml
 from core.fileio import read_json
 from core.results import check_performance
 from core.rundir import RunDir
+from launcher.sweep import flatten_keys
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
 
@@ -36,13 +37,7 @@ def varied_keys_of(sweep_folder: Path) -> list[str]:
     keys: list[str] = []
 
     def flat(d: Any) -> list[str]:
-        out = []
-        for k, v in (d or {}).items() if isinstance(d, dict) else []:
-            if isinstance(v, dict) and "." not in str(k):
-                out += [f"{k}.{kk}" for kk in v]
-            else:
-                out.append(str(k))
-        return out
+        return list(flatten_keys(d, "", [])) if isinstance(d, dict) else []
 
     keys += flat(raw.get("grid"))
     for group in raw.get("paired") or []:

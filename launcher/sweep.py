@@ -77,7 +77,7 @@ def run_id(cfg: RunConfig, varied: dict[str, Any]) -> str:
     return f"{slug}-{config_hash(cfg)}" if slug else f"run-{config_hash(cfg)}"
 
 
-def _flatten(base: Any, where: str, errors: list[str]) -> dict[str, Any]:
+def flatten_keys(base: Any, where: str, errors: list[str]) -> dict[str, Any]:
     """base may use dotted keys or nested sections; both give dotted keys."""
     if not isinstance(base, dict):
         errors.append(f"{where}: expected a mapping of config keys")
@@ -162,7 +162,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
                     errors.append(f"{where}: data.{k}: {p} does not exist")
                 fixed[cfg_key] = str(p.resolve())
 
-    base = _flatten(data.get("base", {}) or {}, f"{where}: base", errors)
+    base = flatten_keys(data.get("base", {}) or {}, f"{where}: base", errors)
     for k, v in base.items():
         t = _typed(k, v, f"{where}: base", errors)
         if t is not None or (k in SPECS and v is None):
@@ -174,7 +174,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     if not isinstance(grid, dict):
         errors.append(f"{where}: grid: expected a mapping of key: [values]")
         grid = {}
-    grid = _flatten(grid, f"{where}: grid", errors)
+    grid = flatten_keys(grid, f"{where}: grid", errors)
     for k, values in grid.items():
         vals = _axis(values, f"{where}: grid", k, errors)
         if vals:
@@ -189,7 +189,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
         if not isinstance(group, dict) or not group:
             errors.append(f"{gw}: expected a mapping of key: [values]")
             continue
-        cols = {k: _axis(v, gw, k, errors) for k, v in _flatten(group, gw, errors).items()}
+        cols = {k: _axis(v, gw, k, errors) for k, v in flatten_keys(group, gw, errors).items()}
         lens = {len(v) for v in cols.values()}
         if len(lens) != 1:
             errors.append(f"{gw}: lists must have equal lengths, got "
