@@ -7,15 +7,16 @@ trained), same examples per optimizer step (64) and the same number of examples:
   a   medsweep ``jobs.train`` (``train_model``): its defaults (padded batches grouped by length
       on CUDA, adamw_8bit), batch 16 x GA 4 as in the seed's table; LoRA dropout 0.0 for every
       stack (the seed's script value; 0.1 turns off Unsloth's fast LoRA path)
-  a64 the same with batch 64 x GA 1 (same examples per step)
+  a32 the same with batch 32 x GA 2; a64 with batch 64 x GA 1 (same examples per step)
   b   the seed tool's way: Unsloth with its automatic choices (padding_free left to Unsloth),
       batch 16 x GA 4, random order
   c   transformers + bitsandbytes 4-bit + PEFT + TRL, no Unsloth, batch 16 x GA 4,
       gradient checkpointing
 
-Unsloth stacks run in one worker process (imported once), the HF stack in another (Unsloth
-patches transformers on import). Timing: CUDA-synchronised timestamps at every optimizer step;
-the first WARMUP steps are excluded; examples/s over the timed steps; real tokens/s = examples/s
+Every (stack, rank) runs in a fresh worker process: Unsloth patches transformers on import, and
+a model left over from an earlier stack in the same process would inflate the next one's peak
+memory and hand it a warm allocator. Timing: CUDA-synchronised timestamps at every optimizer step;
+the first WARMUP steps are excluded (and the profiled last steps, with --profile); examples/s over the timed steps; real tokens/s = examples/s
 x the mean real tokens per example of the data (grouped sampling puts different records in the
 timed window, so this normalises); MFU = 6 x params x real tok/s / measured bf16 matmul peak.
 
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 WARMUP = 3
 PER_STEP = 64
+START = time.time()
 
 
 def matmul_peak_tflops() -> float | None:
@@ -106,7 +108,14 @@ class StepTimer:
         timer = self
 
         class _T(TrainerCallback):  # type: ignore[misc]
-            def on_step_end(self, a: Any, s: Any, c: Any, **k: Any) -> None:
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                # Peak memory of training itself, the same for every stack (model loading
+                # transients differ between loaders and are not what a run sizes GPUs by).
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 timer.ends.append(time.perf_counter())
@@ -115,9 +124,10 @@ class StepTimer:
 
 
 def summarise(name: str, timer: StepTimer, n_examples: int, mean_tokens: float,
-              params: float, peak: float | None, losses: list[float], extra: dict[str, Any]
-              ) -> dict[str, Any]:
-    iv = [timer.ends[i] - timer.ends[i - 1] for i in range(WARMUP, len(timer.ends))]
+              params: float, peak: float | None, losses: list[float], extra: dict[str, Any],
+              skip_last: int = 0) -> dict[str, Any]:
+    iv = [timer.ends[i] - timer.ends[i - 1]
+          for i in range(WARMUP, len(timer.ends) - skip_last)]
     wall = sum(iv)
     ex = PER_STEP * len(iv)
     ex_s = ex / wall if wall else None
@@ -145,179 +155,254 @@ def encoded(base: str, data: Path, max_len: int) -> tuple[list[Any], float]:
     return ex, statistics.mean(len(e.input_ids) for e in ex)
 
 
-def worker_unsloth(args: argparse.Namespace, data: Path, base: str) -> list[dict[str, Any]]:
+class Profiler:
+    """torch.profiler over the last N optimizer steps: where the step time goes.
+
+    Writes the op tables and a summary with the GPU-busy fraction (union of CUDA kernel
+    intervals over the profiled wall time): a low fraction means the host (Python, kernel
+    launches, synchronisations) sets the pace, not the GPU's arithmetic.
+    """
+
+    def __init__(self, steps: int, total: int, out: Path) -> None:
+        self.steps, self.total, self.out = steps, total, out
+        self.prof: Any = None
+        self.t0 = 0.0
+        self.summary: dict[str, Any] = {}
+
+    def callback(self) -> Any:
+        import torch
+        from transformers import TrainerCallback
+
+        me = self
+
+        class _P(TrainerCallback):  # type: ignore[misc]
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if me.prof is None and state.global_step == me.total - me.steps:
+                    acts = [torch.profiler.ProfilerActivity.CPU]
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                        acts.append(torch.profiler.ProfilerActivity.CUDA)
+                    me.prof = torch.profiler.profile(activities=acts)
+                    me.prof.__enter__()
+                    me.t0 = time.perf_counter()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if me.prof is not None and state.global_step == me.total:
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    wall = time.perf_counter() - me.t0
+                    me.prof.__exit__(None, None, None)
+                    me.finish(wall)
+
+        return _P()
+
+    def finish(self, wall: float) -> None:
+        try:
+            from torch.autograd import DeviceType
+
+            events = self.prof.events()
+            spans = sorted((e.time_range.start, e.time_range.end) for e in events
+                           if e.device_type == DeviceType.CUDA)
+            busy, cur_s, cur_e = 0.0, None, None
+            for s0, e0 in spans:
+                if cur_e is None or s0 > cur_e:
+                    if cur_e is not None:
+                        busy += cur_e - cur_s
+                    cur_s, cur_e = s0, e0
+                else:
+                    cur_e = max(cur_e, e0)
+            if cur_e is not None:
+                busy += cur_e - cur_s
+            ka = self.prof.key_averages()
+            launches = sum(e.count for e in ka if e.key in ("cudaLaunchKernel",
+                                                            "cuLaunchKernel",
+                                                            "cudaLaunchKernelExC"))
+            syncs = {e.key: round(e.cpu_time_total / 1e3, 1) for e in ka
+                     if "Synchronize" in e.key or "Memcpy" in e.key}
+            self.summary = {"profiled_steps": self.steps, "profiled_wall_s": round(wall, 3),
+                            "gpu_busy_s": round(busy / 1e6, 3),
+                            "gpu_busy_frac": round(busy / 1e6 / wall, 3) if wall else None,
+                            "kernels": len(spans), "kernel_launches": launches,
+                            "sync_and_copy_cpu_ms": syncs}
+            key = "self_device_time_total" if hasattr(ka[0], "self_device_time_total") \
+                else "self_cuda_time_total"
+            self.out.write_text(
+                json.dumps(self.summary, indent=1) + "\n\n"
+                + ka.table(sort_by=key, row_limit=30, max_name_column_width=70) + "\n\n"
+                + ka.table(sort_by="self_cpu_time_total", row_limit=25,
+                           max_name_column_width=70))
+        except Exception as exc:  # a failed profile must not lose the timing row
+            self.summary = {"profile_error": repr(exc)[:300]}
+
+
+STACK_BATCH = {"a": (16, 4), "a32": (32, 2), "a64": (64, 1), "b": (16, 4), "c": (16, 4)}
+
+
+def run_one(args: argparse.Namespace, data: Path, base: str, name: str, rank: int
+            ) -> dict[str, Any]:
+    """One stack at one rank, in this (fresh) process."""
     import torch
-    import unsloth  # noqa: F401
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-    from unsloth import FastLanguageModel
 
-    from core.config import build_config
-    from jobs.train import train_model
-
-    examples, mean_tok = encoded(base, data, args.max_len)
-    out = []
-    for rank in args.ranks:
-        for name in args.stacks:
-            if name not in ("a", "a64", "b"):
-                continue
-            timer = StepTimer()
-            torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
-            t0 = time.time()
-            if name in ("a", "a64"):
-                bs, ga = (16, 4) if name == "a" else (64, 1)
-                cfg = build_config({
-                    "model.name_or_path": base, "model.max_seq_length": args.max_len,
-                    "data.train_dataset_file": str(data), "peft.rank": rank,
-                    "peft.lora_alpha": 2 * rank, "peft.lora_dropout": 0.0,
-                    "train.per_device_batch_size": bs, "train.gradient_accumulation_steps": ga,
-                    "train.num_epochs": 1, "train.save_steps": 100000, "train.seed": 3407,
-                    "model.load_in_4bit": torch.cuda.is_available()})
-                res = train_model(cfg, args.out / f"run-{name}-r{rank}", callbacks=[
-                    timer.callback()])
-                s = res.summary
-                losses = [s["first_loss"], s["final_loss"]]
-                params = model_params(args.shape)
-                extra = {"padding_free": s["padding_free"], "bs_x_ga": f"{bs}x{ga}"}
-                del res
-            else:
-                model, tok = FastLanguageModel.from_pretrained(
-                    base, max_seq_length=args.max_len, load_in_4bit=torch.cuda.is_available())
-                model = FastLanguageModel.get_peft_model(
-                    model, r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
-                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                    "up_proj", "down_proj"],
-                    use_gradient_checkpointing="unsloth", random_state=3407)
-                ds = Dataset.from_dict({"input_ids": [e.input_ids for e in examples],
-                                        "labels": [e.labels for e in examples]})
-                cuda = torch.cuda.is_available()
-                sft = SFTConfig(output_dir=str(args.out / f"run-b-r{rank}"),
-                                per_device_train_batch_size=16, gradient_accumulation_steps=4,
-                                num_train_epochs=1, learning_rate=2e-4, warmup_steps=5,
-                                weight_decay=0.01, lr_scheduler_type="linear", seed=3407,
-                                optim="adamw_8bit" if cuda else "adamw_torch", bf16=cuda,
-                                logging_steps=1, report_to="none", save_strategy="no",
-                                max_length=args.max_len, disable_tqdm=True)
-                trainer = SFTTrainer(model=model, args=sft, train_dataset=ds,
-                                     processing_class=tok, callbacks=[timer.callback()])
-                trainer.train()
-                losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-                params = model_params(args.shape)
-                extra = {"padding_free": bool(getattr(trainer.args, "padding_free", False)),
-                         "bs_x_ga": "16x4"}
-                del trainer, model
-            peak = (round(torch.cuda.max_memory_allocated() / 2**30, 2)
-                    if torch.cuda.is_available() else None)
-            row = summarise(name, timer, len(examples), mean_tok, params, peak, losses,
-                            {**extra, "rank": rank, "wall_s": round(time.time() - t0, 1)})
-            emit(args, row)
-            out.append(row)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    return out
-
-
-def worker_hf(args: argparse.Namespace, data: Path, base: str) -> list[dict[str, Any]]:
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-    from trl import SFTConfig, SFTTrainer
-
-    examples, mean_tok = encoded(base, data, args.max_len)
     cuda = torch.cuda.is_available()
-    out = []
-    for rank in args.ranks:
-        timer = StepTimer()
-        t0 = time.time()
-        tok = AutoTokenizer.from_pretrained(base)
-        qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                bnb_4bit_compute_dtype=torch.bfloat16,
-                                bnb_4bit_use_double_quant=True) if cuda else None
-        model = AutoModelForCausalLM.from_pretrained(base, quantization_config=qc,
-                                                     dtype=torch.bfloat16,
-                                                     attn_implementation="sdpa",
-                                                     device_map={"": 0 if cuda else "cpu"})
-        peft_cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
-                              task_type="CAUSAL_LM",
-                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                              "gate_proj", "up_proj", "down_proj"])
+    examples, mean_tok = encoded(base, data, args.max_len)
+    bs, ga = STACK_BATCH[name]
+    total = -(-len(examples) // PER_STEP)
+    timer = StepTimer()
+    prof = (Profiler(args.profile_steps, total, args.out / f"profile_{args.shape}_{name}_r{rank}.txt")
+            if name in args.profile else None)
+    callbacks = [timer.callback()] + ([prof.callback()] if prof else [])
+    t0 = time.time()
+    if name in ("a", "a32", "a64"):
+        from core.config import build_config
+        from jobs.train import train_model
+
+        cfg = build_config({
+            "model.name_or_path": base, "model.max_seq_length": args.max_len,
+            "data.train_dataset_file": str(data), "peft.rank": rank,
+            "peft.lora_alpha": 2 * rank, "peft.lora_dropout": 0.0,
+            "train.per_device_batch_size": bs, "train.gradient_accumulation_steps": ga,
+            "train.num_epochs": 1, "train.save_steps": 100000, "train.seed": 3407,
+            "model.load_in_4bit": cuda})
+        res = train_model(cfg, args.out / f"run-{name}-r{rank}", callbacks=callbacks)
+        s = res.summary
+        losses = [s["first_loss"], s["final_loss"]]
+        padding_free = s["padding_free"]
+    else:
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
         ds = Dataset.from_dict({"input_ids": [e.input_ids for e in examples],
                                 "labels": [e.labels for e in examples]})
-        sft = SFTConfig(output_dir=str(args.out / f"run-c-r{rank}"),
-                        per_device_train_batch_size=16, gradient_accumulation_steps=4,
-                        num_train_epochs=1, learning_rate=2e-4, warmup_steps=5,
-                        weight_decay=0.01, lr_scheduler_type="linear", seed=3407,
-                        optim="adamw_8bit" if cuda else "adamw_torch", bf16=cuda,
-                        use_cpu=not cuda, logging_steps=1, report_to="none",
-                        save_strategy="no", max_length=args.max_len, disable_tqdm=True,
-                        gradient_checkpointing=True,
-                        gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        trainer = SFTTrainer(model=model, args=sft, train_dataset=ds, processing_class=tok,
-                             peft_config=peft_cfg, callbacks=[timer.callback()])
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        common = dict(per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
+                      num_train_epochs=1, learning_rate=2e-4, warmup_steps=5,
+                      weight_decay=0.01, lr_scheduler_type="linear", seed=3407,
+                      optim="adamw_8bit" if cuda else "adamw_torch", bf16=cuda,
+                      logging_steps=1, report_to="none", save_strategy="no",
+                      max_length=args.max_len, disable_tqdm=True,
+                      output_dir=str(args.out / f"run-{name}-r{rank}"))
+        if name == "b":
+            from unsloth import FastLanguageModel
+
+            model, tok = FastLanguageModel.from_pretrained(
+                base, max_seq_length=args.max_len, load_in_4bit=cuda)
+            model = FastLanguageModel.get_peft_model(
+                model, r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
+                target_modules=targets, use_gradient_checkpointing="unsloth",
+                random_state=3407)
+            trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=ds,
+                                 processing_class=tok, callbacks=callbacks)
+        else:
+            from peft import LoraConfig
+            from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+            tok = AutoTokenizer.from_pretrained(base)
+            qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                    bnb_4bit_compute_dtype=torch.bfloat16,
+                                    bnb_4bit_use_double_quant=True) if cuda else None
+            model = AutoModelForCausalLM.from_pretrained(
+                base, quantization_config=qc, dtype=torch.bfloat16, attn_implementation="sdpa",
+                device_map={"": 0 if cuda else "cpu"})
+            peft_cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
+                                  task_type="CAUSAL_LM", target_modules=targets)
+            sft = SFTConfig(**common, use_cpu=not cuda, gradient_checkpointing=True,
+                            gradient_checkpointing_kwargs={"use_reentrant": False})
+            trainer = SFTTrainer(model=model, args=sft, train_dataset=ds, processing_class=tok,
+                                 peft_config=peft_cfg, callbacks=callbacks)
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        params = model_params(args.shape)
-        peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
-        row = summarise("c", timer, len(examples), mean_tok, params, peak, losses,
-                        {"padding_free": False, "bs_x_ga": "16x4", "rank": rank,
-                         "wall_s": round(time.time() - t0, 1)})
-        emit(args, row)
-        out.append(row)
-        del trainer, model
-    return out
+        padding_free = bool(getattr(trainer.args, "padding_free", False))
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
+    reserved = round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None
+    row = summarise(name, timer, len(examples), mean_tok, model_params(args.shape), peak,
+                    losses, {"padding_free": padding_free, "bs_x_ga": f"{bs}x{ga}",
+                             "rank": rank, "peak_reserved_gib": reserved,
+                             "wall_s": round(time.time() - t0, 1)},
+                    skip_last=args.profile_steps if prof else 0)
+    if prof:
+        row["profile"] = prof.summary
+    return row
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("role", nargs="?", default="run", choices=("run", "unsloth", "hf"))
+    p.add_argument("role", nargs="?", default="run", choices=("run", "one"))
     p.add_argument("--data", required=True, help="BC5CDR train.json (the seed's format).")
     p.add_argument("--shape", default="1b", help="scratch size: tiny, small, 1b, 8b.")
     p.add_argument("--records", type=int, default=1536)
     p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--ranks", type=lambda s: [int(x) for x in s.split(",")], default=[8])
     p.add_argument("--stacks", type=lambda s: s.split(","), default=["a", "a64", "b", "c"])
+    p.add_argument("--profile", type=lambda s: [x for x in s.split(",") if x], default=[],
+                   help="Stacks whose last --profile-steps steps run under torch.profiler "
+                        "(excluded from their timing).")
+    p.add_argument("--profile-steps", type=int, default=2)
+    p.add_argument("--deadline-s", type=float, default=0,
+                   help="Stop starting stacks, and kill a running one, this many seconds after "
+                        "the start (0: no limit); the result still lists what finished.")
     p.add_argument("--out", type=Path, required=True, help="Work folder (models, runs).")
     p.add_argument("--rows", type=Path, help="JSONL of result rows (default OUT/rows.jsonl).")
     p.add_argument("--result", type=Path, help="Final JSON (default OUT/train_speed_SHAPE.json)")
+    p.add_argument("--stack", help=argparse.SUPPRESS)
+    p.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    bad = [s for s in args.stacks if s not in STACK_BATCH]
+    if bad:
+        p.error(f"unknown stack(s) {bad}; choose from {sorted(STACK_BATCH)}")
     args.out.mkdir(parents=True, exist_ok=True)
     args.rows = args.rows or args.out / "rows.jsonl"
     os.environ.setdefault("MEDSWEEP_SCRATCH_DIR", str(args.out / "scratch"))
+    if args.role == "one":
+        if args.stack != "c":
+            import unsloth  # noqa: F401  (first, as the seed tool does: it patches transformers)
+        data, base = make_data(args, args.out)
+        emit(args, run_one(args, data, base, args.stack, args.rank))
+        return 0
+    # The card's bf16 matmul peak first, so a call cut short still has it for MFU.
+    peak = matmul_peak_tflops()
+    print(json.dumps({"matmul_peak_tflops": peak, "gpu": _gpu_name()}), flush=True)
     data, base = make_data(args, args.out)
-    if args.role == "unsloth":
-        rows = worker_unsloth(args, data, base)
-    elif args.role == "hf":
-        rows = worker_hf(args, data, base)
-    else:
-        rows = []
-        for role in ("unsloth", "hf"):
-            if role == "hf" and "c" not in args.stacks:
+    _free_cuda()
+    passthrough = [a for a in sys.argv[1:] if a != "run"]
+    end = START + args.deadline_s if args.deadline_s else None
+    for rank in args.ranks:
+        for name in args.stacks:
+            left = end - time.time() if end else None
+            if left is not None and left < 30:
+                print(f"{name} r{rank}: not started (deadline)", flush=True)
                 continue
-            if role == "unsloth" and not set(args.stacks) & {"a", "a64", "b"}:
-                continue
-            cmd = [sys.executable, __file__, role, *sys.argv[2 if sys.argv[1:2] == ["run"]
-                                                             else 1:]]
-            with open(args.out / f"{role}.log", "w") as log:
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-            if proc.returncode != 0:
-                print(f"{role} worker failed; see {args.out / (role + '.log')}",
-                      file=sys.stderr)
-        rows = [json.loads(line) for line in args.rows.read_text().splitlines()
-                if line.strip()] if args.rows.is_file() else []
-        peak = matmul_peak_tflops()
-        for r in rows:
-            if peak and r.get("real_tok_per_s"):
-                r["mfu"] = round(6 * r["params_b"] * 1e9 * r["real_tok_per_s"] / (peak * 1e12), 4)
-        result = {"shape": args.shape, "records": args.records, "matmul_peak_tflops": peak,
-                  "gpu": _gpu_name(), "rows": rows}
-        (args.result or args.out / f"train_speed_{args.shape}.json").write_text(
-            json.dumps(result, indent=2))
-        print(json.dumps(result, indent=2))
-        return 0 if rows else 1
-    return 0
+            log = args.out / f"{args.shape}_{name}_r{rank}.log"
+            cmd = [sys.executable, __file__, "one", *passthrough, "--stack", name,
+                   "--rank", str(rank)]
+            t = time.time()
+            with open(log, "w") as fh:
+                try:
+                    rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                        timeout=left).returncode
+                except subprocess.TimeoutExpired:
+                    rc = -1  # killed at the deadline
+            print(f"{name} r{rank}: rc={rc} in {time.time() - t:.0f}s (log {log})", flush=True)
+    rows = [json.loads(line) for line in args.rows.read_text().splitlines()
+            if line.strip()] if args.rows.is_file() else []
+    for r in rows:
+        if peak and r.get("real_tok_per_s"):
+            r["mfu"] = round(6 * r["params_b"] * 1e9 * r["real_tok_per_s"] / (peak * 1e12), 4)
+    result = {"shape": args.shape, "records": args.records, "matmul_peak_tflops": peak,
+              "gpu": _gpu_name(), "rows": rows}
+    (args.result or args.out / f"train_speed_{args.shape}.json").write_text(
+        json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0 if rows else 1
+
+
+def _free_cuda() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _gpu_name() -> str:

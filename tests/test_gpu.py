@@ -174,9 +174,34 @@ def test_batched_left_padded_generation_equals_one_at_a_time(bc5, tmp_path):
     kw = {"eos_token_id": stop_token_ids(tok), "do_sample": False}
     batched, _ = generate_all(model, tok, prompts, cfg, 32, kw)
     single, _ = generate_all(model, tok, prompts, cfg.replace({"eval.batch_size": 1}), 32, kw)
-    same = sum(a == b for a, b in zip(batched, single, strict=False))
-    print(f"\nbatched == single for {same}/{len(prompts)} prompts")
-    assert same == len(prompts), [(a, b) for a, b in zip(batched, single, strict=False) if a != b][:3]
+    differ = [i for i, (a, b) in enumerate(zip(batched, single, strict=True)) if a != b]
+    print(f"\nbatched == single for {len(prompts) - len(differ)}/{len(prompts)} prompts")
+    # bf16 batched matmuls round differently from single-row ones, so a greedy pick between
+    # two near-equal logits may flip; a padding or position bug moves logits by far more.
+    for i in differ:
+        margin, logit = _margin_where_they_part(model, tok, prompts[i], batched[i], kw)
+        print(f"  prompt {i}: parts where single's top-2 logits differ by {margin:.4f} "
+              f"(top logit {logit:.2f})")
+        assert margin <= max(0.125, 0.02 * abs(logit)), (i, batched[i], single[i], margin)
+    assert len(differ) <= len(prompts) // 4, [(batched[i], single[i]) for i in differ]
+
+
+def _margin_where_they_part(model, tok, prompt, other_text, kw):
+    """Single-row greedy decoding of prompt: the top-1 minus top-2 logit at the first token
+    whose text leaves other_text."""
+    import torch
+
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model.generate(input_ids=torch.tensor([prompt], device=dev), max_new_tokens=32,
+                             output_scores=True, return_dict_in_generate=True, **kw)
+    toks = out.sequences[0, len(prompt):].tolist()
+    # Where the texts part; if single's whole text is a prefix of the other's, they parted
+    # at single's last step (it stopped, the other went on).
+    k = next((k for k in range(len(toks)) if not other_text.startswith(
+        tok.decode(toks[:k + 1], skip_special_tokens=True))), len(toks) - 1)
+    top = torch.topk(out.scores[k][0].float(), 2).values
+    return (top[0] - top[1]).item(), top[0].item()
 
 
 def test_killed_run_resumes_on_gpu(bc5, tmp_path):
