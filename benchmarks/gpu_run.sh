@@ -33,7 +33,7 @@ case "${1:-}" in
     train) SHAPE="${SHAPE:-1b}"
            timeout "$BUDGET" python3 benchmarks/train_speed.py --data $D/train.json \
                --shape "$SHAPE" --records "${RECORDS:-1536}" --ranks "${RANKS:-8}" \
-               --stacks "${STACKS:-a,a32,a64,b,c}" --profile "${PROFILE:-}" \
+               --stacks "${STACKS:-a,a16,a32,a64,b,c}" --profile "${PROFILE:-}" \
                --deadline-s $((BUDGET - 20)) \
                --out "/tmp/ts$SHAPE" --rows "$OUT/train_$SHAPE.jsonl" \
                --result "$OUT/train_speed_$SHAPE.json" 2>&1 | tail -n 200 > "$OUT/train$SHAPE.log"

@@ -5,9 +5,11 @@ same tokens (every stack trains on medsweep's pre-tokenised examples: prompt mas
 trained), same examples per optimizer step (64) and the same number of examples:
 
   a   medsweep ``jobs.train`` (``train_model``): its defaults (padded batches grouped by length
-      on CUDA, adamw_8bit), batch 16 x GA 4 as in the seed's table; LoRA dropout 0.0 for every
-      stack (the seed's script value; 0.1 turns off Unsloth's fast LoRA path)
-  a32 the same with batch 32 x GA 2; a64 with batch 64 x GA 1 (same examples per step)
+      on CUDA, adamw_8bit, the micro-batch grown into free memory: core.batching), batch 16 x
+      GA 4 as in the seed's table; LoRA dropout 0.0 for every stack (the seed's script value;
+      0.1 turns off Unsloth's fast LoRA path)
+  a16, a32, a64  the same with the micro-batch pinned (grow_micro_batch false) at 16 x GA 4,
+      32 x GA 2 and 64 x GA 1 (same examples per step)
   b   the seed tool's way: Unsloth with its automatic choices (padding_free left to Unsloth),
       batch 16 x GA 4, random order
   c   transformers + bitsandbytes 4-bit + PEFT + TRL, no Unsloth, batch 16 x GA 4,
@@ -235,7 +237,8 @@ class Profiler:
             self.summary = {"profile_error": repr(exc)[:300]}
 
 
-STACK_BATCH = {"a": (16, 4), "a32": (32, 2), "a64": (64, 1), "b": (16, 4), "c": (16, 4)}
+STACK_BATCH = {"a": (16, 4), "a16": (16, 4), "a32": (32, 2), "a64": (64, 1), "b": (16, 4),
+               "c": (16, 4)}
 
 
 def run_one(args: argparse.Namespace, data: Path, base: str, name: str, rank: int
@@ -252,7 +255,7 @@ def run_one(args: argparse.Namespace, data: Path, base: str, name: str, rank: in
             if name in args.profile else None)
     callbacks = [timer.callback()] + ([prof.callback()] if prof else [])
     t0 = time.time()
-    if name in ("a", "a32", "a64"):
+    if name.startswith("a"):
         from core.config import build_config
         from jobs.train import train_model
 
@@ -262,11 +265,12 @@ def run_one(args: argparse.Namespace, data: Path, base: str, name: str, rank: in
             "peft.lora_alpha": 2 * rank, "peft.lora_dropout": 0.0,
             "train.per_device_batch_size": bs, "train.gradient_accumulation_steps": ga,
             "train.num_epochs": 1, "train.save_steps": 100000, "train.seed": 3407,
-            "model.load_in_4bit": cuda})
+            "train.grow_micro_batch": name == "a", "model.load_in_4bit": cuda})
         res = train_model(cfg, args.out / f"run-{name}-r{rank}", callbacks=callbacks)
         s = res.summary
         losses = [s["first_loss"], s["final_loss"]]
         padding_free = s["padding_free"]
+        bs, ga = s["per_device_batch_size"], s["gradient_accumulation_steps"]
     else:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer

@@ -85,6 +85,10 @@ class TrainConfig:
                       "(padded on CUDA, where it measured 2x faster without flash-attn).",
                       choices=PADDING_CHOICES)
     group_by_length: bool = _f(True, "Group examples of similar length in padded batches.")
+    grow_micro_batch: bool = _f(True, "On a GPU, raise the per-device batch and cut gradient "
+                                "accumulation by the same factor (same examples per optimizer "
+                                "step) while the longest records fit in half the free memory: "
+                                "short records leave the GPU idle otherwise. false: as given.")
     optim: str = _f("auto", "Optimizer; auto = adamw_8bit on CUDA, adamw_torch on CPU.",
                     choices=OPTIMIZERS)
     save_steps: int = _f(0, "Checkpoint every N optimizer steps (0: about 10 per run).")

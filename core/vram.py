@@ -106,6 +106,13 @@ def shape_of(name: str) -> tuple[ModelShape | None, str]:
     return None, "unknown"
 
 
+def activation_bytes(shape: ModelShape, tokens: int) -> float:
+    """Training activations for a micro-batch of this many (padded) tokens."""
+    # Gradient checkpointing keeps one hidden state per layer per token, plus one layer's
+    # working set; the LM head is chunked by Unsloth.
+    return tokens * shape.hidden * 2 * (shape.layers + 12) + tokens * min(shape.vocab, 32768) * 4
+
+
 def estimate(shape: ModelShape, *, bits: int, lora_rank: int, full: bool, batch: int,
              seq_tokens: int, lora_modules: int = 7, source: str = "table") -> Estimate:
     p = shape.params_b * 1e9
@@ -118,10 +125,7 @@ def estimate(shape: ModelShape, *, bits: int, lora_rank: int, full: bool, batch:
     else:
         lora = lora_rank * shape.layers * lora_modules * (shape.hidden + shape.intermediate) * 0.8
         trainable = lora * (4 + 4 + 8)  # fp32 weights, grads, Adam m and v
-    # Gradient checkpointing keeps one hidden state per layer per token, plus one layer's
-    # working set; the LM head is chunked by Unsloth.
-    tokens = batch * seq_tokens
-    acts = tokens * shape.hidden * 2 * (shape.layers + 12) + tokens * min(shape.vocab, 32768) * 4
+    acts = activation_bytes(shape, batch * seq_tokens)
     total = (weights + trainable + acts) / 2**30 * 1.15 + CONTEXT_GB
     return Estimate(round(weights / 2**30, 2), round(trainable / 2**30, 2),
                     round(acts / 2**30, 2), round(total, 2), shape.params_b, source)

@@ -285,7 +285,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     # that strikes before the first checkpoint.
     initial = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
                if p.requires_grad}
-    bs, ga = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
+    bs, ga = _micro_batch(cfg, model, examples, checkpoint_dir, cuda)
     oom_retries: list[dict[str, Any]] = []
     first_resume = _last_checkpoint(checkpoint_dir)
     if torch.cuda.is_available():
@@ -332,6 +332,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
             modeling.log(f"out of memory at step {step} with batch {bs} x GA {ga}; retrying "
                          f"with {new_bs} x {new_ga}")
             bs, ga = new_bs, new_ga
+            _save_micro_batch(checkpoint_dir, bs, ga, {"after_oom_at_step": step})
     resume = first_resume
     train_s = time.time() - t1
 
@@ -359,6 +360,8 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         "padding_free": args.padding_free,
         "per_device_batch_size": bs,
         "gradient_accumulation_steps": ga,
+        "batch_as_given": f"{cfg.train.per_device_batch_size}x"
+                          f"{cfg.train.gradient_accumulation_steps}",
         "oom_retries": oom_retries,
         "optim": args.optim,
         "environment": environment_info(),
@@ -367,6 +370,49 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     writer.update(int(out.global_step), int(out.global_step), loss=summary["final_loss"],
                   done=True)
     return TrainResult(summary, model, tokenizer)
+
+
+MICRO_BATCH_FILE = "micro_batch.json"
+
+
+def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,
+                 cuda: bool) -> tuple[int, int]:
+    """The (per-device batch, accumulation) this run trains with; see core.batching."""
+    from jobs import modeling
+
+    bs, ga = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
+    saved = checkpoint_dir / MICRO_BATCH_FILE
+    if saved.is_file() and _last_checkpoint(checkpoint_dir) is not None:
+        # A resumed run keeps the split its checkpoints were made with (the length-grouped
+        # order depends on it), whatever memory this card has free.
+        doc = read_json(saved)
+        return int(doc["per_device_batch_size"]), int(doc["gradient_accumulation_steps"])
+    if cuda and cfg.train.grow_micro_batch and ga > 1 and examples:
+        import torch
+
+        from core.batching import fits_free_memory, grow_micro_batch
+        from core.vram import ModelShape
+
+        c = getattr(model.config, "text_config", None) or model.config
+        shape = ModelShape(0.0, c.hidden_size, c.num_hidden_layers, c.intermediate_size,
+                           c.vocab_size)
+        free = int(torch.cuda.mem_get_info()[0])
+        longest = max(len(e.input_ids) for e in examples)
+        new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free))
+        if (new_bs, new_ga) != (bs, ga):
+            modeling.log(f"micro-batch {bs} x GA {ga} -> {new_bs} x GA {new_ga} (same "
+                         f"{bs * ga} examples per optimizer step; longest record {longest} "
+                         f"tokens, {free / 2**30:.1f} GiB free; --train-grow-micro-batch false "
+                         "keeps it as given)")
+        bs, ga = new_bs, new_ga
+    _save_micro_batch(checkpoint_dir, bs, ga, {})
+    return bs, ga
+
+
+def _save_micro_batch(checkpoint_dir: Path, bs: int, ga: int, extra: dict[str, Any]) -> None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(checkpoint_dir / MICRO_BATCH_FILE,
+                      {"per_device_batch_size": bs, "gradient_accumulation_steps": ga, **extra})
 
 
 def build_parser() -> argparse.ArgumentParser:

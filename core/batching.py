@@ -1,0 +1,46 @@
+"""How many examples go through the GPU at once: the micro-batch the job actually uses.
+
+The seed's batch settings (16 per device x 4 accumulated) were chosen for long records on small
+cards. On short records (a BC5CDR sentence is ~120 tokens) a 16-row micro-batch leaves an H100
+idle most of the step: the host launching kernels sets the pace (benchmarks/RESULTS.md, profile:
+GPU busy 18% of the step). Raising the micro-batch while lowering accumulation keeps the examples
+per optimizer step, so the optimisation is the same, and costs only memory that is free anyway
+(Slurm hands a job the whole card).
+
+>>> grow_micro_batch(16, 4, lambda rows: rows * 300 <= 20_000)
+(64, 1)
+>>> grow_micro_batch(16, 4, lambda rows: rows * 300 <= 12_000)
+(32, 2)
+>>> grow_micro_batch(16, 4, lambda rows: False)
+(16, 4)
+>>> grow_micro_batch(8, 3, lambda rows: True)
+(24, 1)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from core.vram import ModelShape, activation_bytes
+
+# Share of the memory free after loading the model that the grown micro-batch's activations
+# may take: the estimate is rough, and the optimizer states and allocator slack need the rest.
+FREE_SHARE = 0.5
+
+
+def grow_micro_batch(batch: int, accumulation: int, fits: Callable[[int], bool]
+                     ) -> tuple[int, int]:
+    """The largest micro-batch batch*k (k divides accumulation) for which fits(rows) holds,
+    with accumulation // k: the examples per optimizer step never change."""
+    for k in sorted((k for k in range(1, accumulation + 1) if accumulation % k == 0),
+                    reverse=True):
+        if k == 1 or fits(batch * k):
+            return batch * k, accumulation // k
+    return batch, accumulation
+
+
+def fits_free_memory(shape: ModelShape, longest_tokens: int, free_bytes: int
+                     ) -> Callable[[int], bool]:
+    """fits(rows): a padded micro-batch of the longest records stays within FREE_SHARE of the
+    free GPU memory (length-grouped batches are never wider than the longest record)."""
+    return lambda rows: activation_bytes(shape, rows * longest_tokens) <= FREE_SHARE * free_bytes

@@ -1,0 +1,70 @@
+"""The micro-batch the job trains with (core.batching, jobs.train._micro_batch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.batching import FREE_SHARE, fits_free_memory, grow_micro_batch
+from core.config import build_config
+from core.vram import ModelShape, activation_bytes
+
+LLAMA_1B = ModelShape(1.24, 2048, 16, 8192, 128256)
+LLAMA_8B = ModelShape(8.03, 4096, 32, 14336, 128256)
+GIB = 2**30
+
+
+@pytest.mark.parametrize(("bs", "ga", "limit", "want"), [
+    (16, 4, 64, (64, 1)), (16, 4, 63, (32, 2)), (16, 4, 31, (16, 4)), (16, 4, 0, (16, 4)),
+    (4, 6, 12, (12, 2)), (4, 6, 24, (24, 1)), (8, 1, 10**6, (8, 1)), (2, 7, 13, (2, 7)),
+])
+def test_grow_keeps_examples_per_step(bs, ga, limit, want):
+    got = grow_micro_batch(bs, ga, lambda rows: rows <= limit)
+    assert got == want
+    assert got[0] * got[1] == bs * ga
+
+
+def test_never_asks_about_the_given_batch_and_asks_larger_first():
+    asked: list[int] = []
+    grow_micro_batch(16, 4, lambda rows: asked.append(rows) or False)
+    assert asked == [64, 32]
+
+
+def test_short_records_grow_on_an_h100_but_not_on_a_small_card():
+    # BC5CDR: longest of 1,536 sentences is 342 tokens; 75 GiB free after loading on an H100.
+    assert grow_micro_batch(16, 4, fits_free_memory(LLAMA_8B, 342, 70 * GIB)) == (64, 1)
+    # 8 GiB left on a 24 GB card: the 64-row batch of the longest records would not fit.
+    fits = fits_free_memory(LLAMA_8B, 342, 8 * GIB)
+    assert activation_bytes(LLAMA_8B, 64 * 342) > FREE_SHARE * 8 * GIB
+    assert grow_micro_batch(16, 4, fits) == (16, 4)
+    # Long clinical notes (MACCROBAT-like, 4k tokens): an 8B shape stays as given even on an
+    # H100; a 1B one has room for two 16-row micro-batches' worth, not four.
+    assert grow_micro_batch(16, 4, fits_free_memory(LLAMA_8B, 4096, 70 * GIB)) == (16, 4)
+    assert grow_micro_batch(16, 4, fits_free_memory(LLAMA_1B, 4096, 70 * GIB)) == (32, 2)
+
+
+def test_cpu_keeps_the_batch_as_given(tmp_path):
+    from jobs.train import MICRO_BATCH_FILE, _micro_batch
+
+    cfg = build_config({"model.name_or_path": "scratch:llama-tiny",
+                        "data.train_dataset_file": "x.json"})
+    assert _micro_batch(cfg, None, [object()], tmp_path / "ck", cuda=False) == (16, 4)
+    saved = json.loads((tmp_path / "ck" / MICRO_BATCH_FILE).read_text())
+    assert (saved["per_device_batch_size"], saved["gradient_accumulation_steps"]) == (16, 4)
+
+
+def test_resume_keeps_the_split_of_its_checkpoints(tmp_path):
+    from jobs.train import MICRO_BATCH_FILE, _micro_batch
+
+    ck = tmp_path / "ck"
+    (ck / "checkpoint-2").mkdir(parents=True)
+    (ck / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (ck / MICRO_BATCH_FILE).write_text(json.dumps({"per_device_batch_size": 64,
+                                                   "gradient_accumulation_steps": 1}))
+    cfg = build_config({"model.name_or_path": "scratch:llama-tiny",
+                        "data.train_dataset_file": "x.json"})
+    assert _micro_batch(cfg, None, [object()], ck, cuda=False) == (64, 1)
+    # Without a checkpoint there is nothing to match: the split is chosen afresh.
+    (ck / "checkpoint-2" / "trainer_state.json").unlink()
+    assert _micro_batch(cfg, None, [object()], ck, cuda=False) == (16, 4)
