@@ -376,8 +376,9 @@ MICRO_BATCH_FILE = "micro_batch.json"
 
 
 def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,
-                 cuda: bool) -> tuple[int, int]:
-    """The (per-device batch, accumulation) this run trains with; see core.batching."""
+                 cuda: bool, free_bytes: int | None = None) -> tuple[int, int]:
+    """The (per-device batch, accumulation) this run trains with; see core.batching.
+    free_bytes: the GPU memory free now (read from the device when None)."""
     from jobs import modeling
 
     bs, ga = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
@@ -388,15 +389,18 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
         doc = read_json(saved)
         return int(doc["per_device_batch_size"]), int(doc["gradient_accumulation_steps"])
     if cuda and cfg.train.grow_micro_batch and ga > 1 and examples:
-        import torch
-
         from core.batching import fits_free_memory, grow_micro_batch
         from core.vram import ModelShape
 
+        # Multimodal configs (Gemma 3 4B+) keep the language model's shape in text_config.
         c = getattr(model.config, "text_config", None) or model.config
         shape = ModelShape(0.0, c.hidden_size, c.num_hidden_layers, c.intermediate_size,
                            c.vocab_size)
-        free = int(torch.cuda.mem_get_info()[0])
+        if free_bytes is None:
+            import torch
+
+            free_bytes = int(torch.cuda.mem_get_info()[0])
+        free = free_bytes
         longest = max(len(e.input_ids) for e in examples)
         new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free))
         if (new_bs, new_ga) != (bs, ga):

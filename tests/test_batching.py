@@ -68,3 +68,34 @@ def test_resume_keeps_the_split_of_its_checkpoints(tmp_path):
     # Without a checkpoint there is nothing to match: the split is chosen afresh.
     (ck / "checkpoint-2" / "trainer_state.json").unlink()
     assert _micro_batch(cfg, None, [object()], ck, cuda=False) == (16, 4)
+
+
+class _Example:
+    def __init__(self, n: int) -> None:
+        self.input_ids = [0] * n
+
+
+def _model_with(config):
+    return type("M", (), {"config": config})()
+
+
+def test_job_reads_the_shape_from_the_model_config_and_logs_the_change(tmp_path, capsys):
+    from transformers import Gemma3Config, Gemma3TextConfig, LlamaConfig
+
+    from jobs.train import MICRO_BATCH_FILE, _micro_batch
+
+    cfg = build_config({"model.name_or_path": "x", "data.train_dataset_file": "x.json"})
+    examples = [_Example(120), _Example(342)]
+    llama = _model_with(LlamaConfig(hidden_size=4096, num_hidden_layers=32,
+                                    intermediate_size=14336, vocab_size=128256))
+    assert _micro_batch(cfg, llama, examples, tmp_path / "a", True, 70 * GIB) == (64, 1)
+    assert "micro-batch 16 x GA 4 -> 64 x GA 1" in capsys.readouterr().err
+    assert json.loads((tmp_path / "a" / MICRO_BATCH_FILE).read_text())[
+        "per_device_batch_size"] == 64
+    assert _micro_batch(cfg, llama, examples, tmp_path / "b", True, 8 * GIB) == (16, 4)
+    # Multimodal Gemma 3: the language model's shape is under text_config.
+    gemma = _model_with(Gemma3Config(text_config=Gemma3TextConfig(
+        hidden_size=2560, num_hidden_layers=34, intermediate_size=10240, vocab_size=262208)))
+    assert _micro_batch(cfg, gemma, examples, tmp_path / "c", True, 70 * GIB) == (64, 1)
+    off = cfg.replace({"train.grow_micro_batch": False})
+    assert _micro_batch(off, llama, examples, tmp_path / "d", True, 70 * GIB) == (16, 4)
