@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Entry point on the offline GPU machine (one H100 here): the GPU test tier and the benchmarks.
 #   K="each_mode and gemma" bash benchmarks/gpu_run.sh tests      (the GPU test tier, or part)
+#   KS="gemma and 8bit;gemma and 16bit-lora;gemma and full" bash benchmarks/gpu_run.sh tests
+#                                                      (selections run side by side)
 #   SHAPE=8b RECORDS=512 STACKS=a,b,c RANKS=8,16 bash benchmarks/gpu_run.sh train
 #   bash benchmarks/gpu_run.sh eval
 # Needs .gpu/site (bash ../shared/gpu/pack-gpu-site.sh .gpu/site) and the BC5CDR split in
@@ -28,8 +30,22 @@ D=.gpu/data/bc5cdr
 # and still copies what it has.
 BUDGET="${BUDGET:-570}"
 case "${1:-}" in
-    tests) timeout "$BUDGET" python3 -m pytest -m gpu -v -s -p no:cacheprovider tests/test_gpu.py \
-               ${K:+-k "$K"} 2>&1 | grep -vE "it/s\]|^\{'loss'" | tee "$OUT/gpu-tests${TAG:+-$TAG}.log" ;;
+    tests) if [ -n "${KS:-}" ]; then
+               # Several -k selections at once, one pytest process each: the GPU has room for
+               # them, and their compiles (Gemma 3: minutes each) use different CPU cores.
+               i=0; IFS=';' read -ra SEL <<< "$KS"
+               for k in "${SEL[@]}"; do
+                   i=$((i + 1))
+                   timeout "$BUDGET" python3 -m pytest -m gpu -v -s -p no:cacheprovider \
+                       tests/test_gpu.py -k "$k" 2>&1 | grep -vE "it/s\]|^\{'loss'" \
+                       > "$OUT/gpu-tests${TAG:+-$TAG}-$i.log" &
+               done
+               wait
+               grep -hE "(PASSED|FAILED|ERROR)$|passed|failed" "$OUT"/gpu-tests${TAG:+-$TAG}-*.log
+           else
+               timeout "$BUDGET" python3 -m pytest -m gpu -v -s -p no:cacheprovider tests/test_gpu.py \
+                   ${K:+-k "$K"} 2>&1 | grep -vE "it/s\]|^\{'loss'" | tee "$OUT/gpu-tests${TAG:+-$TAG}.log"
+           fi ;;
     train) SHAPE="${SHAPE:-1b}"
            timeout "$BUDGET" python3 benchmarks/train_speed.py --data $D/train.json \
                --shape "$SHAPE" --records "${RECORDS:-1536}" --ranks "${RANKS:-8}" \
