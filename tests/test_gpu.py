@@ -103,6 +103,30 @@ def test_train_and_evaluate_each_mode(family, mode, bc5, tmp_path):
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
+def test_grown_micro_batch_trains_like_the_given_one(bc5, tmp_path):
+    """4 x GA 4 grown to 16 x GA 1 on the GPU: same examples per step (random order, so the
+    same examples too), so the same losses up to bf16 summation order."""
+    import torch
+
+    from jobs.train import train
+
+    base = {"model.load_in_4bit": True, "train.per_device_batch_size": 4,
+            "train.gradient_accumulation_steps": 4, "train.group_by_length": False,
+            "train.max_steps": 4, "train.learning_rate": 1e-3}
+    grown = train(cfg_for("llama", "4bit-lora", bc5, **base), tmp_path / "grown")
+    given = train(cfg_for("llama", "4bit-lora", bc5, **base, **{
+        "train.grow_micro_batch": False}), tmp_path / "given")
+    assert given["per_device_batch_size"] == 4 and given["gradient_accumulation_steps"] == 4
+    assert grown["batch_as_given"] == "4x4"
+    if torch.cuda.is_available():
+        assert (grown["per_device_batch_size"], grown["gradient_accumulation_steps"]) == (16, 1)
+    print(f"\nloss 4x4 {given['first_loss']:.4f}->{given['final_loss']:.4f}, "
+          f"{grown['per_device_batch_size']}x{grown['gradient_accumulation_steps']} "
+          f"{grown['first_loss']:.4f}->{grown['final_loss']:.4f}")
+    assert abs(grown["first_loss"] - given["first_loss"]) <= 0.01 * given["first_loss"]
+    assert abs(grown["final_loss"] - given["final_loss"]) <= 0.02 * given["final_loss"]
+
+
 _LOGITS = """
 import sys, torch
 from pathlib import Path
