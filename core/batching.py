@@ -32,9 +32,8 @@ def grow_micro_batch(batch: int, accumulation: int, fits: Callable[[int], bool]
                      ) -> tuple[int, int]:
     """The largest micro-batch batch*k (k divides accumulation) for which fits(rows) holds,
     with accumulation // k: the examples per optimizer step never change."""
-    for k in sorted((k for k in range(1, accumulation + 1) if accumulation % k == 0),
-                    reverse=True):
-        if k == 1 or fits(batch * k):
+    for k in range(accumulation, 1, -1):
+        if accumulation % k == 0 and fits(batch * k):
             return batch * k, accumulation // k
     return batch, accumulation
 

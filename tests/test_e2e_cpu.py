@@ -188,16 +188,22 @@ def test_ported_seed_script_runs_with_quoted_values(demo_data, tmp_path):
     assert any((tmp_path / "models").rglob("adapter_model.safetensors")), "adapter kept"
 
 
+def _train_reporting_to(tracker: str, steps: int, train_file, out, unset: str) -> None:
+    """jobs.train on a scratch model with --train-report-to tracker, the tracker's own
+    location variable unset so the run folder is used."""
+    env = job_env()
+    env.pop(unset, None)
+    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
+                   str(out), "--model-name", "scratch:llama-tiny", "--model-load-in-4bit",
+                   "false", "--model-max-seq-length", "256", "--train-max-steps", str(steps),
+                   "--train-report-to", tracker, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_tensorboard_tracking_writes_loss_scalars_into_the_run_folder(demo_data, tmp_path):
     train_file, _ = demo_data
     out = tmp_path / "m"
-    env = job_env()
-    env.pop("TENSORBOARD_LOGGING_DIR", None)
-    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
-                   str(out), "--model-name", "scratch:llama-tiny", "--model-load-in-4bit",
-                   "false", "--model-max-seq-length", "256", "--train-max-steps", "4",
-                   "--train-report-to", "tensorboard", env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _train_reporting_to("tensorboard", 4, train_file, out, "TENSORBOARD_LOGGING_DIR")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
@@ -211,13 +217,7 @@ def test_tensorboard_tracking_writes_loss_scalars_into_the_run_folder(demo_data,
 def test_mlflow_tracking_logs_the_loss_to_a_local_store(demo_data, tmp_path):
     train_file, _ = demo_data
     out = tmp_path / "m"
-    env = job_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
-    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
-                   str(out), "--model-name", "scratch:llama-tiny", "--model-load-in-4bit",
-                   "false", "--model-max-seq-length", "256", "--train-max-steps", "3",
-                   "--train-report-to", "mlflow", env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _train_reporting_to("mlflow", 3, train_file, out, "MLFLOW_TRACKING_URI")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
 
