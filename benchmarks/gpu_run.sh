@@ -2,7 +2,8 @@
 # Entry point on the offline GPU machine (one H100 here): the GPU test tier and the benchmarks.
 #   K="each_mode and gemma" bash benchmarks/gpu_run.sh tests      (the GPU test tier, or part)
 #   KS="gemma and 8bit;gemma and 16bit-lora;gemma and full" bash benchmarks/gpu_run.sh tests
-#                                                      (selections run side by side)
+#                                                      (selections run side by side;
+#                                                       "1@expr" pins one to GPU 1)
 #   SHAPE=8b RECORDS=512 STACKS=a,b,c RANKS=8,16 bash benchmarks/gpu_run.sh train
 #   bash benchmarks/gpu_run.sh eval
 # Needs .gpu/site (bash ../shared/gpu/pack-gpu-site.sh .gpu/site) and the BC5CDR split in
@@ -36,7 +37,11 @@ case "${1:-}" in
                i=0; IFS=';' read -ra SEL <<< "$KS"
                for k in "${SEL[@]}"; do
                    i=$((i + 1))
-                   timeout "$BUDGET" python3 -m pytest -m gpu -v -s -p no:cacheprovider \
+                   # "0@expr": this selection sees only GPU 0 (CUDA_VISIBLE_DEVICES), so a
+                   # multi-GPU machine runs one-GPU tests and the split test side by side.
+                   gpus=""; if [[ "$k" =~ ^([0-9,]+)@(.*)$ ]]; then
+                       gpus="${BASH_REMATCH[1]}"; k="${BASH_REMATCH[2]}"; fi
+                   ${gpus:+env CUDA_VISIBLE_DEVICES=$gpus} timeout "$BUDGET" python3 -m pytest -m gpu -v -s -p no:cacheprovider \
                        tests/test_gpu.py -k "$k" 2>&1 | grep -vE "it/s\]|^\{'loss'" \
                        > "$OUT/gpu-tests${TAG:+-$TAG}-$i.log" &
                done

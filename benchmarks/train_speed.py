@@ -14,6 +14,8 @@ trained), same examples per optimizer step (64) and the same number of examples:
       batch 16 x GA 4, random order
   c   transformers + bitsandbytes 4-bit + PEFT + TRL, no Unsloth, batch 16 x GA 4,
       gradient checkpointing
+  m1, m2  medsweep ``jobs.train`` in 16-bit LoRA, micro-batch pinned at 16 x GA 4, on one GPU
+      (m1) and split over two with device_map='balanced' (m2): what the split costs
 
 Every (stack, rank) runs in a fresh worker process: Unsloth patches transformers on import, and
 a model left over from an earlier stack in the same process would inflate the next one's peak
@@ -113,9 +115,9 @@ class StepTimer:
             def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
                 # Peak memory of training itself, the same for every stack (model loading
                 # transients differ between loaders and are not what a run sizes GPUs by).
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
+                for i in range(torch.cuda.device_count()):
+                    torch.cuda.synchronize(i)
+                    torch.cuda.reset_peak_memory_stats(i)
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
                 if torch.cuda.is_available():
@@ -238,7 +240,10 @@ class Profiler:
 
 
 STACK_BATCH = {"a": (16, 4), "a16": (16, 4), "a32": (32, 2), "a64": (64, 1), "b": (16, 4),
-               "c": (16, 4)}
+               "c": (16, 4), "m1": (16, 4), "m2": (16, 4)}
+# GPUs each stack's worker sees (the first N the benchmark sees): every stack but m2 runs on
+# one card, also on a machine with several (medsweep would split a model over them all).
+STACK_GPUS = {"m2": 2}
 
 
 def run_one(args: argparse.Namespace, data: Path, base: str, name: str, rank: int
@@ -255,17 +260,20 @@ def run_one(args: argparse.Namespace, data: Path, base: str, name: str, rank: in
             if name in args.profile else None)
     callbacks = [timer.callback()] + ([prof.callback()] if prof else [])
     t0 = time.time()
-    if name.startswith("a"):
+    if name.startswith(("a", "m")):
         from core.config import build_config
         from jobs.train import train_model
 
+        # m1 / m2: 16-bit LoRA with the micro-batch pinned, on one GPU or split over two with
+        # device_map='balanced' (what the split costs, same steps both ways).
+        multi = name.startswith("m")
         cfg = build_config({
             "model.name_or_path": base, "model.max_seq_length": args.max_len,
             "data.train_dataset_file": str(data), "peft.rank": rank,
             "peft.lora_alpha": 2 * rank, "peft.lora_dropout": 0.0,
             "train.per_device_batch_size": bs, "train.gradient_accumulation_steps": ga,
             "train.num_epochs": 1, "train.save_steps": 100000, "train.seed": 3407,
-            "train.grow_micro_batch": name == "a", "model.load_in_4bit": cuda})
+            "train.grow_micro_batch": name == "a", "model.load_in_4bit": cuda and not multi})
         res = train_model(cfg, args.out / f"run-{name}-r{rank}", callbacks=callbacks)
         s = res.summary
         losses = [s["first_loss"], s["final_loss"]]
@@ -316,11 +324,15 @@ def run_one(args: argparse.Namespace, data: Path, base: str, name: str, rank: in
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         padding_free = bool(getattr(trainer.args, "padding_free", False))
-    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
-    reserved = round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None
+    gpus = range(torch.cuda.device_count())
+    per_gpu = [round(torch.cuda.max_memory_allocated(i) / 2**30, 2) for i in gpus]
+    peak = round(sum(per_gpu), 2) if cuda else None
+    reserved = round(sum(torch.cuda.max_memory_reserved(i) for i in gpus) / 2**30, 2) \
+        if cuda else None
     row = summarise(name, timer, len(examples), mean_tok, model_params(args.shape), peak,
                     losses, {"padding_free": padding_free, "bs_x_ga": f"{bs}x{ga}",
                              "rank": rank, "peak_reserved_gib": reserved,
+                             "peak_alloc_gib_per_gpu": per_gpu, "gpus": len(per_gpu),
                              "wall_s": round(time.time() - t0, 1)},
                     skip_last=args.profile_steps if prof else 0)
     if prof:
@@ -378,11 +390,20 @@ def main() -> int:
             log = args.out / f"{args.shape}_{name}_r{rank}.log"
             cmd = [sys.executable, __file__, "one", *passthrough, "--stack", name,
                    "--rank", str(rank)]
+            env = dict(os.environ)
+            visible = _visible_gpus()
+            need = STACK_GPUS.get(name, 1)
+            if need > 1 and len(visible) < need:
+                print(f"{name} r{rank}: not started (needs {need} GPUs, {len(visible)} "
+                      "visible)", flush=True)
+                continue
+            if visible:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[:need])
             t = time.time()
             with open(log, "w") as fh:
                 try:
                     rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-                                        timeout=left).returncode
+                                        env=env, timeout=left).returncode
                 except subprocess.TimeoutExpired:
                     rc = -1  # killed at the deadline
             print(f"{name} r{rank}: rc={rc} in {time.time() - t:.0f}s (log {log})", flush=True)
@@ -407,6 +428,15 @@ def _free_cuda() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _visible_gpus() -> list[str]:
+    """The GPU ids this process sees, as CUDA_VISIBLE_DEVICES names them."""
+    import torch
+
+    n = torch.cuda.device_count()
+    given = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return given[:n] if given else [str(i) for i in range(n)]
 
 
 def _gpu_name() -> str:

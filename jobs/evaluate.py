@@ -191,7 +191,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     texts = [r.text for r in records]
     scores = score(gold, pred, texts, metrics, unique=cfg.eval.unique_entities)
 
-    facts = modeling.device_facts()
+    facts = modeling.device_facts(model)
     train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
         model_dir / TRAIN_SUMMARY).is_file() else None
     n = len(records)

@@ -7,6 +7,7 @@ point here imports it first.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,9 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def device_facts() -> dict[str, Any]:
+def device_facts(model: Any = None) -> dict[str, Any]:
+    """Torch, the GPUs and their peak memory (summed, and per GPU); with a model, where its
+    decoder layers sit (a split over GPUs shows as several keys)."""
     import torch
 
     facts: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
@@ -129,8 +132,9 @@ def device_facts() -> dict[str, Any]:
         n = torch.cuda.device_count()
         facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(n)]
         facts["gpu_count"] = n
-        facts["peak_vram_gb"] = round(
-            sum(torch.cuda.max_memory_allocated(i) for i in range(n)) / 2**30, 3)
+        per_gpu = [torch.cuda.max_memory_allocated(i) / 2**30 for i in range(n)]
+        facts["peak_vram_gb"] = round(sum(per_gpu), 3)
+        facts["peak_vram_gb_per_gpu"] = [round(g, 3) for g in per_gpu]
         facts["peak_vram_reserved_gb"] = round(
             sum(torch.cuda.max_memory_reserved(i) for i in range(n)) / 2**30, 3)
     else:
@@ -138,7 +142,32 @@ def device_facts() -> dict[str, Any]:
         facts["gpu_count"] = 0
         facts["peak_vram_gb"] = 0.0
         facts["cpu_threads"] = torch.get_num_threads()
+    if model is not None:
+        facts["layers_per_device"] = layers_per_device(model)
     return facts
+
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)$")
+
+
+def layers_per_device(model: Any) -> dict[str, int]:
+    """How many transformer layers (any `layers.N` module) sit on each device, e.g.
+    {"cuda:0": 16, "cuda:1": 16}."""
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if _LAYER.search(name):
+            p = next(module.parameters(), None)
+            if p is not None:
+                counts[str(p.device)] = counts.get(str(p.device), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def free_gpu_bytes() -> int:
+    """Free memory of the tightest visible GPU: a model split over several cards (device_map
+    'balanced') runs its micro-batch through every one of them."""
+    import torch
+
+    return min(int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count()))
 
 
 def is_scratch(name: str) -> bool:

@@ -338,7 +338,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
 
     model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
-    facts = modeling.device_facts()
+    facts = modeling.device_facts(model)
     losses = [h["loss"] for h in writer.history]
     summary = {
         "identity": identity,
@@ -357,6 +357,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         if cfg.train.max_steps < 0 and train_s > 0 else None,
         "peak_vram_gb": facts["peak_vram_gb"],
         "device": facts,
+        "layers_per_device": facts.get("layers_per_device"),
         "padding_free": args.padding_free,
         "per_device_batch_size": bs,
         "gradient_accumulation_steps": ga,
@@ -396,11 +397,7 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
         c = getattr(model.config, "text_config", None) or model.config
         shape = ModelShape(0.0, c.hidden_size, c.num_hidden_layers, c.intermediate_size,
                            c.vocab_size)
-        if free_bytes is None:
-            import torch
-
-            free_bytes = int(torch.cuda.mem_get_info()[0])
-        free = free_bytes
+        free = modeling.free_gpu_bytes() if free_bytes is None else free_bytes
         longest = max(len(e.input_ids) for e in examples)
         new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free))
         if (new_bs, new_ga) != (bs, ga):

@@ -274,3 +274,58 @@ def test_jobs_cli_on_gpu_seed_flags(bc5, tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert check_performance(json.loads((tmp_path / "r" / "performance.json").read_text())) == []
+
+
+def _train_8b_16bit_lora(bc5, out, gpus: str) -> dict:
+    """jobs.train in a fresh process that sees the GPUs in `gpus` (device_map='balanced' when
+    it sees several); the micro-batch pinned, so one and two GPUs run the same steps."""
+    train, _ = bc5
+    env = job_env(MEDSWEEP_SCRATCH_DIR=os.environ["MEDSWEEP_SCRATCH_DIR"],
+                  CUDA_VISIBLE_DEVICES=gpus)
+    r = subprocess.run([sys.executable, "-m", "jobs.train", "--train-dataset-file", str(train),
+                        "--output-dir", str(out), "--model-name", "scratch:llama-8b",
+                        "--model-load-in-4bit", "false", "--model-max-seq-length", "512",
+                        "--train-per-device-batch-size", "8",
+                        "--train-gradient-accumulation-steps", "2",
+                        "--train-grow-micro-batch", "false", "--train-max-steps", "4",
+                        "--train-learning-rate", "1e-4", "--peft-lora-dropout", "0.0"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / TRAIN_SUMMARY).read_text())
+
+
+def test_8b_16bit_lora_split_over_two_gpus(bc5, tmp_path):
+    """Llama-3.1-8B shape, 16-bit LoRA, device_map='balanced' over 2 GPUs: the layers really
+    sit on both cards, the losses match a one-GPU run of the same seed, and it evaluates."""
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs (device_map='balanced'); run `pytest -m gpu` on a "
+                    "multi-GPU machine")
+    one = _train_8b_16bit_lora(bc5, tmp_path / "one", "0")
+    two = _train_8b_16bit_lora(bc5, tmp_path / "two", "0,1")
+    print(f"\n8B 16-bit LoRA layers {one['layers_per_device']} vs {two['layers_per_device']}; "
+          f"loss 1 GPU {one['first_loss']:.4f}->{one['final_loss']:.4f}, 2 GPUs "
+          f"{two['first_loss']:.4f}->{two['final_loss']:.4f}; peak GiB per GPU "
+          f"{one['device']['peak_vram_gb_per_gpu']} vs {two['device']['peak_vram_gb_per_gpu']}")
+    assert one["layers_per_device"] == {"cuda:0": 32}
+    assert set(two["layers_per_device"]) == {"cuda:0", "cuda:1"}
+    assert sum(two["layers_per_device"].values()) == 32
+    assert min(two["layers_per_device"].values()) >= 8
+    assert all(g > 1.0 for g in two["device"]["peak_vram_gb_per_gpu"])
+    for key in ("first_loss", "final_loss"):
+        assert abs(two[key] - one[key]) <= 0.02 * abs(one[key]), (key, one[key], two[key])
+
+    _, dev = bc5
+    env = job_env(MEDSWEEP_SCRATCH_DIR=os.environ["MEDSWEEP_SCRATCH_DIR"],
+                  CUDA_VISIBLE_DEVICES="0,1")
+    r = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--eval-dataset-file", str(dev),
+                        "--results-dir", str(tmp_path / "r"), "--model-dir",
+                        str(tmp_path / "two"), "--eval-batch-size", "16",
+                        "--eval-max-examples", "16", "--eval-max-new-tokens", "32"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((tmp_path / "r" / "performance.json").read_text())
+    assert check_performance(doc) == []
+    assert set(doc["hardware"]["layers_per_device"]) == {"cuda:0", "cuda:1"}
+    assert doc["num_examples"] == 16 and doc["timings"]["generated_tokens"] > 0

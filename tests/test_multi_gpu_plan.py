@@ -65,3 +65,19 @@ def test_without_big_cards_a_27b_lora_is_split_over_one_node(train_file):
     res, _ = plan_run(cfg, env)
     assert (res.gpu_type, res.gpus) == ("a100", 2)
     assert res.cpus == 2 * env.cpus_per_gpu and res.mem_gb == 2 * env.mem_gb_per_gpu
+
+
+def test_layers_per_device_counts_each_cards_share():
+    """What the job records (medsweep_train.json, performance.json) to show a split: here a
+    tiny Llama with its last layer moved to another device stands in for a second GPU."""
+    import torch
+    import transformers
+
+    from jobs.modeling import layers_per_device
+
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                   num_attention_heads=2, num_key_value_heads=2, vocab_size=64)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    assert layers_per_device(model) == {"cpu": 3}
+    model.model.layers[2].to(torch.device("meta"))
+    assert layers_per_device(model) == {"cpu": 2, "meta": 1}
