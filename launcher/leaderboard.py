@@ -95,6 +95,7 @@ def collect(sweep_folders: list[Path]) -> Board:
             row["parse_fail"] = _get(doc, "parse.failure_rate")
             row["halluc"] = doc.get("hallucination_rate")
             row["train_s"] = _get(doc, "timings.train_s")
+            row["gpus"] = _get(doc, "hardware.gpu_count")
             row["peak_vram_gb"] = doc.get("peak_vram_gb")
             row["s_per_ex"] = doc.get("avg_inference_time")
             board.rows.append(row)
@@ -113,7 +114,11 @@ def table_columns(board: Board, with_pr: bool) -> list[str]:
     for m in METRIC_NAMES:
         if any(f"{m}.f1" in r for r in board.rows):
             cols += [f"{m}.p", f"{m}.r", f"{m}.f1"] if with_pr else [f"{m}.f1"]
-    return cols + ["parse_fail", "train_s", "peak_vram_gb", "s_per_ex"]
+    # peak_vram_gb is summed over a run's GPUs: where any run was split over several, the
+    # count shows beside it (one-GPU sweeps keep the narrower table).
+    split = any(isinstance(r.get("gpus"), int) and r["gpus"] > 1 for r in board.rows)
+    return cols + ["parse_fail", "train_s", *(["gpus"] if split else []), "peak_vram_gb",
+                   "s_per_ex"]
 
 
 def render(board: Board, cols: list[str], fmt: str) -> str:

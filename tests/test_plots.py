@@ -67,3 +67,17 @@ def test_plot_loss(sweep, tmp_path, capsys):
 def test_plot_loss_rejects_a_non_run_folder(tmp_path, capsys):
     assert main(["plot-loss", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_leaderboard_shows_the_gpu_count_only_where_a_run_was_split(sweep, capsys):
+    args = ["leaderboard", "s", "--runs-dir", str(sweep.parent), "--format", "json"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows and all("gpus" not in r for r in rows)
+    perf = sweep / "run-3" / "results" / "performance.json"
+    doc = json.loads(perf.read_text())
+    doc["hardware"] = {"gpu_count": 2, "peak_vram_gb_per_gpu": [7.7, 9.3]}
+    perf.write_text(json.dumps(doc))
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert sorted(r["gpus"] for r in rows if r["gpus"] is not None) == [2]
