@@ -124,7 +124,7 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 def device_facts(model: Any = None) -> dict[str, Any]:
     """Torch, the GPUs and their peak memory (summed, and per GPU); with a model, where its
-    decoder layers sit (a split over GPUs shows as several keys)."""
+    transformer layers sit (a split over GPUs shows as several keys)."""
     import torch
 
     facts: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
