@@ -71,9 +71,15 @@ def ensure_chat_template(tokenizer: Any, family: Family) -> Any:
     return get_chat_template(tokenizer, chat_template=family.unsloth_template)
 
 
-def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool) -> tuple[Any, Any]:
+def import_unsloth() -> None:
+    """Import Unsloth before anything imports transformers / trl / peft (a scratch model's
+    build does), so that its patches apply."""
     setup_environment()
-    import unsloth  # noqa: F401  (patches transformers / trl / peft)
+    import unsloth  # noqa: F401
+
+
+def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool) -> tuple[Any, Any]:
+    import_unsloth()
     from unsloth import FastLanguageModel, FastModel
 
     family = detect_family(name_or_path, cfg.model.family)

@@ -219,6 +219,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     from jobs.progress import ProgressWriter, trainer_callback
 
     t0 = time.time()
+    modeling.import_unsloth()
     model_name = cfg.model.name_or_path
     if modeling.is_scratch(model_name):
         corpus = [r.text for r in ds.records] + [target_json(r) for r in ds.records] + [

@@ -44,6 +44,9 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     out, res = tmp_path / "model", tmp_path / "results"
     r = run_module("jobs.train", *seed_train_argv(train_file, out, model))
     assert r.returncode == 0, r.stderr[-3000:]
+    # Unsloth patches only what is imported after it; building the scratch model imports
+    # transformers, so the job must import Unsloth before that.
+    assert "Unsloth should be imported before" not in r.stderr
     summary = json.loads((out / TRAIN_SUMMARY).read_text())
     assert summary["global_step"] == 8 and summary["skipped_too_long"] == 0
     assert (out / "adapter_config.json").is_file() and (out / "tokenizer.json").is_file()
