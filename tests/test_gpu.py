@@ -257,22 +257,26 @@ def test_killed_run_resumes_on_gpu(bc5, tmp_path):
     print(f"\nresumed from {summary['resumed_from']}, finished at step 60")
 
 
-def test_jobs_cli_on_gpu_seed_flags(bc5, tmp_path):
-    """The seed's two commands, verbatim flags, scratch model."""
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_jobs_cli_on_gpu_seed_flags(family, bc5, tmp_path):
+    """The seed's two commands, verbatim flags, scratch model; each a fresh process, so Unsloth
+    must be imported before transformers there too (else it warns that patches may not apply)."""
     train, dev = bc5
     env = job_env(MEDSWEEP_SCRATCH_DIR=os.environ["MEDSWEEP_SCRATCH_DIR"])
     r = subprocess.run([sys.executable, "-m", "jobs.train", "--train-dataset-file", str(train),
                         "--output-dir", str(tmp_path / "m"), "--model-name",
-                        f"scratch:gemma-{SIZE}", "--model-load-in-4bit", "true",
+                        f"scratch:{family}-{SIZE}", "--model-load-in-4bit", "true",
                         "--peft-rank", "16", "--peft-lora-alpha", "32",
                         "--train-max-steps", "3", "--model-max-seq-length", "512"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    logs = r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--eval-dataset-file", str(dev),
                         "--results-dir", str(tmp_path / "r"), "--model-dir", str(tmp_path / "m"),
                         "--eval-batch-size", "16", "--eval-max-new-tokens", "32"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "Unsloth should be imported before" not in logs + r.stdout + r.stderr
     assert check_performance(json.loads((tmp_path / "r" / "performance.json").read_text())) == []
 
 
