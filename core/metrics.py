@@ -21,6 +21,7 @@ stopword. One shared character is never enough.
 
 from __future__ import annotations
 
+import random
 from typing import Callable, Iterable, Sequence
 
 from core.data import Entity
@@ -92,13 +93,67 @@ def _prf(n_pred: int, n_gold: int, tp_pred: int, tp_gold: int) -> dict[str, floa
             "fn": n_gold - tp_gold, "support": n_gold}
 
 
+BOOTSTRAP_REPS = 1000
+BOOTSTRAP_SEED = 0
+CI_LEVEL = 0.95
+
+
+def _percentile(sorted_vals: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile of an already sorted list (q in [0, 1])."""
+    pos = q * (len(sorted_vals) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
+def bootstrap_ci(counts: Sequence[tuple[int, int, int]], reps: int = BOOTSTRAP_REPS,
+                 seed: int = BOOTSTRAP_SEED, level: float = CI_LEVEL
+                 ) -> dict[str, list[float]]:
+    """Percentile-bootstrap interval of micro P, R and F1, resampling records.
+
+    `counts` holds one (predicted, gold, matched) triple per record. Records, not entities,
+    are resampled because a record's entities are not independent of each other (one misread
+    sentence loses several). Deterministic for a given seed.
+
+    >>> bootstrap_ci([(1, 1, 1)] * 5)["f1"]
+    [1.0, 1.0]
+    >>> lo, hi = bootstrap_ci([(1, 1, 1), (1, 1, 0)] * 20)["f1"]
+    >>> lo < 0.5 < hi
+    True
+    """
+    n = len(counts)
+    if n == 0 or reps <= 0:
+        return {}
+    rng = random.Random(seed)
+    stats: dict[str, list[float]] = {"p": [], "r": [], "f1": []}
+    order = range(n)
+    for _ in range(reps):
+        n_pred = n_gold = tp = 0
+        for k in rng.choices(order, k=n):
+            c = counts[k]
+            n_pred += c[0]
+            n_gold += c[1]
+            tp += c[2]
+        prf = _prf(n_pred, n_gold, tp, tp)
+        for key in stats:
+            stats[key].append(float(prf[key]))
+    tail = (1 - level) / 2
+    out = {}
+    for key, vals in stats.items():
+        vals.sort()
+        out[key] = [round(_percentile(vals, tail), 6), round(_percentile(vals, 1 - tail), 6)]
+    return out
+
+
 def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
           texts: Sequence[str] | None = None, metrics: Sequence[str] = ("exact", "relaxed",
                                                                         "overlap"),
-          unique: bool = True) -> dict[str, dict]:
+          unique: bool = True, ci_reps: int = 0) -> dict[str, dict]:
     """Micro, per-label and macro P/R/F1 for each metric.
 
-    Returns {"total": {metric: prf}, "labels": {label: {metric: prf}}, "macro": {metric: prf}}.
+    Returns {"total": {metric: prf}, "labels": {label: {metric: prf}}, "macro": {metric: prf}},
+    plus "ci95": {metric: {"p"|"r"|"f1": [low, high]}, "level", "reps", "seed", "resampled"}
+    when `ci_reps` > 0 (a record-level bootstrap of the micro totals, see `bootstrap_ci`).
     Per label, precision counts the label's predictions that were matched and recall its gold
     entities that were matched; labels seen only in predictions are included (recall 0).
     """
@@ -110,7 +165,11 @@ def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
         for e in ents:
             labels.setdefault(e.label, None)
     result: dict[str, dict] = {"total": {}, "labels": {lab: {} for lab in labels}, "macro": {}}
+    if ci_reps > 0:
+        result["ci95"] = {"level": CI_LEVEL, "reps": ci_reps, "seed": BOOTSTRAP_SEED,
+                          "resampled": "records"}
     for metric in metrics:
+        per_record: list[tuple[int, int, int]] = []
         n_pred = dict.fromkeys(labels, 0)
         n_gold = dict.fromkeys(labels, 0)
         tp_pred = dict.fromkeys(labels, 0)
@@ -123,9 +182,13 @@ def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
             for e in p:
                 n_pred[e.label] += 1
             src = texts[k] if texts is not None else None
-            for i, j in max_matching(g, p, predicate(metric, src)):
+            pairs = max_matching(g, p, predicate(metric, src))
+            for i, j in pairs:
                 tp_gold[g[i].label] += 1
                 tp_pred[p[j].label] += 1
+            per_record.append((len(p), len(g), len(pairs)))
+        if ci_reps > 0:
+            result["ci95"][metric] = bootstrap_ci(per_record, reps=ci_reps)
         result["total"][metric] = _prf(sum(n_pred.values()), sum(n_gold.values()),
                                        sum(tp_pred.values()), sum(tp_gold.values()))
         per = {lab: _prf(n_pred[lab], n_gold[lab], tp_pred[lab], tp_gold[lab]) for lab in labels}

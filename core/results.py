@@ -45,6 +45,9 @@ def performance_doc(scores: dict[str, Any], *, num_examples: int, avg_inference_
         "hallucination_rate": hallucination_rate,
         "config": config,
     }
+    if scores.get("ci95"):
+        # Optional (older files lack it): a record-level bootstrap of metrics.total.
+        doc["ci95"] = scores["ci95"]
     doc.update(extra)
     return doc
 

@@ -18,7 +18,7 @@ from core.config import ConfigError, RunConfig, config_from_dict, parse_metrics
 from core.data import DataError, Entity, load_dataset
 from core.families import detect_family
 from core.fileio import atomic_write_json, file_sha256, read_json
-from core.metrics import hallucination_rate, score
+from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import FAILED, OK, SALVAGED, ParseResult, parse_output
 from core.prompts import prompt_messages, target_entities, target_json
 from core.results import (
@@ -189,7 +189,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]
     texts = [r.text for r in records]
-    scores = score(gold, pred, texts, metrics, unique=cfg.eval.unique_entities)
+    scores = score(gold, pred, texts, metrics, unique=cfg.eval.unique_entities,
+                   ci_reps=BOOTSTRAP_REPS)
 
     facts = modeling.device_facts(model)
     train_summary = read_json(model_dir / TRAIN_SUMMARY) if (

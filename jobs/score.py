@@ -16,7 +16,7 @@ from core.cliargs import add_config_flags, config_from_args
 from core.config import ConfigError, RunConfig, parse_metrics
 from core.data import DataError, Entity
 from core.fileio import atomic_write_json, file_sha256, read_json
-from core.metrics import hallucination_rate, score
+from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.results import PERFORMANCE, environment_info, performance_doc
 
 SCORE_KEYS = ["eval.unique_entities", "eval.metrics"]
@@ -62,7 +62,7 @@ def rescore(path: Path, cfg: RunConfig) -> dict[str, Any]:
                               or not all(isinstance(t, str) for t in texts)):
         raise DataError(f"{path}: 'texts' must be a list of strings, one per example")
     scores = score(gold, pred, texts, parse_metrics(cfg.eval.metrics),
-                   unique=cfg.eval.unique_entities)
+                   unique=cfg.eval.unique_entities, ci_reps=BOOTSTRAP_REPS)
     return performance_doc(
         scores, num_examples=len(gold), avg_inference_time=0.0,
         parse={"ok": None, "salvaged": None, "failed": None, "failure_rate": None},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -87,10 +87,14 @@ def collect(sweep_folders: list[Path]) -> Board:
             for k in board.varied_keys:
                 row[k] = _get(doc["config"], k)
             total = doc["metrics"]["total"]
+            ci = doc.get("ci95") if isinstance(doc.get("ci95"), dict) else {}
             for m in METRIC_NAMES:
                 if m in total:
                     for s in ("p", "r", "f1"):
                         row[f"{m}.{s}"] = total[m].get(s)
+                        bounds = _get(ci, f"{m}.{s}")
+                        if _is_interval(bounds):
+                            row[f"{m}.{s}.ci95"] = bounds
             row["macro.exact.f1"] = _get(doc, "macro.exact.f1")
             row["parse_fail"] = _get(doc, "parse.failure_rate")
             row["halluc"] = doc.get("hallucination_rate")
@@ -102,6 +106,11 @@ def collect(sweep_folders: list[Path]) -> Board:
     return board
 
 
+def _is_interval(v: Any) -> TypeGuard[list[float]]:
+    return (isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+
+
 def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     descending = not key.endswith(("_s", "s_per_ex", "parse_fail", "halluc", "vram_gb"))
     present = [r for r in rows if isinstance(r.get(key), (int, float))]
@@ -109,11 +118,16 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return sorted(present, key=lambda r: r[key], reverse=descending) + absent
 
 
-def table_columns(board: Board, with_pr: bool) -> list[str]:
+def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[str]:
+    """The columns shown; the sort metric's 95% interval sits beside it, where runs have one
+    (runs evaluated before medsweep wrote intervals leave the cell empty)."""
     cols = ["run_id", *board.varied_keys]
     for m in METRIC_NAMES:
         if any(f"{m}.f1" in r for r in board.rows):
-            cols += [f"{m}.p", f"{m}.r", f"{m}.f1"] if with_pr else [f"{m}.f1"]
+            for c in ([f"{m}.p", f"{m}.r", f"{m}.f1"] if with_pr else [f"{m}.f1"]):
+                cols.append(c)
+                if c == sort and any(f"{c}.ci95" in r for r in board.rows):
+                    cols.append(f"{c}.ci95")
     # peak_vram_gb is summed over a run's GPUs: where any run was split over several, the
     # count shows beside it (one-GPU sweeps keep the narrower table).
     split = any(isinstance(r.get("gpus"), int) and r["gpus"] > 1 for r in board.rows)
@@ -131,16 +145,27 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(cols)
+        # An interval is two numeric columns, so spreadsheets and pandas read it as numbers.
+        w.writerow([x for c in cols for x in ((f"{c}.low", f"{c}.high")
+                                               if c.endswith(".ci95") else (c,))])
         for r in board.rows:
-            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+            cells: list[Any] = []
+            for c in cols:
+                v = r.get(c)
+                if c.endswith(".ci95"):
+                    cells += list(v) if _is_interval(v) else ["", ""]
+                else:
+                    cells.append("" if v is None else v)
+            w.writerow(cells)
         return buf.getvalue()
     from tabulate import tabulate
 
     def cell(v: Any) -> Any:
+        if _is_interval(v):
+            return f"{v[0]:.3f}-{v[1]:.3f}"
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
 
     headers = [c.split(".", 1)[1] if c.startswith(("model.", "peft.", "train.", "eval."))
-               else c for c in cols]
+               else c.replace(".ci95", " 95% CI") for c in cols]
     return tabulate([[cell(r.get(c)) for c in cols] for r in board.rows], headers=headers,
                     tablefmt="github", disable_numparse=True)

@@ -65,6 +65,9 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     assert perf["num_examples"] == 12 and perf["schema_version"] == 1
     for m in ("exact", "relaxed", "overlap"):
         assert set(perf["metrics"]["total"][m]) >= {"p", "r", "f1", "tp", "fp", "fn"}
+        lo, hi = perf["ci95"][m]["f1"]
+        assert lo <= perf["metrics"]["total"][m]["f1"] <= hi
+    assert perf["ci95"]["reps"] == 1000 and perf["ci95"]["resampled"] == "records"
     assert perf["generation"]["do_sample"] is False
     assert perf["data"]["eval_sha256"] and perf["data"]["train_sha256"]
     assert perf["family"] == ("llama3" if "llama" in model else "gemma3")
@@ -79,6 +82,7 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     assert r.returncode == 0, r.stderr
     again = json.loads((tmp_path / "rescored" / "performance.json").read_text())
     assert again["metrics"]["total"] == perf["metrics"]["total"]
+    assert again["ci95"] == perf["ci95"]  # seeded: the same interval from the same records
 
     # A second train on the same folder recognises the finished model.
     r = run_module("jobs.train", *seed_train_argv(train_file, out, model))

@@ -3,7 +3,7 @@
 import pytest
 
 from core.data import Entity as E
-from core.metrics import hallucination_rate, max_matching, predicate, score
+from core.metrics import bootstrap_ci, hallucination_rate, max_matching, predicate, score
 
 
 def f1(s, metric):
@@ -104,3 +104,67 @@ def test_hallucination_rate():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="lengths differ"):
         score([[]], [[], []])
+
+
+def _records(n, seed=1):
+    """n records of (predicted, gold, matched) counts, about half the entities matched."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        n_pred, n_gold = rng.randint(0, 4), rng.randint(0, 4)
+        out.append((n_pred, n_gold, rng.randint(0, min(n_pred, n_gold))))
+    return out
+
+
+def _micro_f1(counts):
+    n_pred, n_gold, tp = (sum(c[i] for c in counts) for i in range(3))
+    p, r = tp / n_pred, tp / n_gold
+    return 2 * p * r / (p + r)
+
+
+def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_records():
+    small, large = _records(50), _records(800)
+    lo_s, hi_s = bootstrap_ci(small)["f1"]
+    lo_l, hi_l = bootstrap_ci(large)["f1"]
+    assert lo_s < _micro_f1(small) < hi_s
+    assert lo_l < _micro_f1(large) < hi_l
+    # The width shrinks about as 1/sqrt(n): 16x the records, about a quarter of the width.
+    assert (hi_l - lo_l) < 0.4 * (hi_s - lo_s)
+    assert 0 < lo_s and hi_s < 1
+
+
+def test_bootstrap_is_seeded_and_degenerate_where_every_record_agrees():
+    counts = _records(100)
+    assert bootstrap_ci(counts) == bootstrap_ci(counts)
+    assert bootstrap_ci(counts, seed=1) != bootstrap_ci(counts, seed=2)
+    assert bootstrap_ci([(2, 2, 2)] * 30) == {"p": [1.0, 1.0], "r": [1.0, 1.0],
+                                               "f1": [1.0, 1.0]}
+    assert bootstrap_ci([]) == {} and bootstrap_ci(counts, reps=0) == {}
+
+
+def test_score_resamples_records_not_entities():
+    # One record with 10 gold entities all found, nine records with one gold entity missed:
+    # micro recall is 10/19. Resampling records keeps the 10 together, so the interval is far
+    # wider than an entity-level resample (19 independent draws) would suggest.
+    gold = [[E("D", f"d{i}") for i in range(10)]] + [[E("D", "x")] for _ in range(9)]
+    pred = [list(gold[0])] + [[] for _ in range(9)]
+    s = score(gold, pred, metrics=("exact",), ci_reps=2000)
+    lo, hi = s["ci95"]["exact"]["r"]
+    assert s["total"]["exact"]["r"] == pytest.approx(10 / 19)
+    # Without the big record (0.9**10 = 35% of resamples) recall is 0; with it three times,
+    # 30/37. Entity-level draws would give about 0.53 +- 0.22.
+    assert lo == 0.0 and hi > 0.8
+    assert {k: s["ci95"][k] for k in ("level", "reps", "resampled")} == {
+        "level": 0.95, "reps": 2000, "resampled": "records"}
+    assert "ci95" not in score(gold, pred, metrics=("exact",))
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import core.metrics
+
+    result = doctest.testmod(core.metrics)
+    assert result.attempted >= 4 and result.failed == 0

@@ -81,3 +81,29 @@ def test_leaderboard_shows_the_gpu_count_only_where_a_run_was_split(sweep, capsy
     assert main(args) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert sorted(r["gpus"] for r in rows if r["gpus"] is not None) == [2]
+
+
+def test_leaderboard_shows_the_sort_metrics_interval_where_runs_have_one(sweep, capsys):
+    # run-1..run-7 are as older medsweep wrote them (no ci95); run-8 has an interval.
+    perf = sweep / "run-8" / "results" / "performance.json"
+    doc = json.loads(perf.read_text())
+    doc["ci95"] = {"level": 0.95, "reps": 1000, "seed": 0, "resampled": "records",
+                   "exact": {"p": [0.3, 0.5], "r": [0.3, 0.5], "f1": [0.312, 0.489]}}
+    perf.write_text(json.dumps(doc))
+    base = ["leaderboard", "s", "--runs-dir", str(sweep.parent)]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    assert "exact.f1 95% CI" in header
+    assert header.index("exact.f1 95% CI") > header.index("exact.f1 ")
+    top = out.splitlines()[2]
+    assert "run-8" in top and "0.312-0.489" in top
+    assert main([*base, "--format", "csv"]) == 0
+    rows = list(__import__("csv").DictReader(capsys.readouterr().out.splitlines()))
+    by_id = {r["run_id"]: r for r in rows}
+    assert float(by_id["run-8"]["exact.f1.ci95.low"]) == 0.312
+    assert float(by_id["run-8"]["exact.f1.ci95.high"]) == 0.489
+    assert by_id["run-1"]["exact.f1.ci95.low"] == ""
+    # Sorted by another column, no interval column is shown.
+    assert main([*base, "--sort", "train_s"]) == 0
+    assert "95% CI" not in capsys.readouterr().out

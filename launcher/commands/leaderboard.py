@@ -30,7 +30,7 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
                 write: bool, plot: Path | None = None) -> int:
     board = collect(folders)
     board.rows = sort_rows(board.rows, sort)
-    cols = table_columns(board, with_pr)
+    cols = table_columns(board, with_pr, sort)
     if sort not in cols and board.rows and sort not in board.rows[0]:
         print(f"error: --sort {sort}: no such column; choose from {', '.join(cols)}",
               file=sys.stderr)
