@@ -14,53 +14,16 @@ from typing import Any, Sequence
 
 from core.cliargs import add_config_flags, config_from_args
 from core.config import ConfigError, RunConfig, parse_metrics
-from core.data import DataError, Entity
-from core.fileio import atomic_write_json, file_sha256, read_json
+from core.data import DataError
+from core.fileio import atomic_write_json, file_sha256
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
-from core.results import PERFORMANCE, environment_info, performance_doc
+from core.results import PERFORMANCE, environment_info, performance_doc, read_true_pred
 
 SCORE_KEYS = ["eval.unique_entities", "eval.metrics"]
 
 
-def _entities(value: Any, where: str) -> list[list[Entity]]:
-    if not isinstance(value, list):
-        raise DataError(f"{where} must be a list with one list of entities per example")
-    out = []
-    for i, ents in enumerate(value):
-        if not isinstance(ents, list):
-            raise DataError(f"{where}[{i}] must be a list of {{label, text}} objects")
-        row = []
-        for j, e in enumerate(ents):
-            if isinstance(e, dict) and isinstance(e.get("label"), str) and isinstance(
-                    e.get("text"), str):
-                row.append(Entity(e["label"], e["text"]))
-            elif isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(x, str)
-                                                                     for x in e):
-                # The seed's tool kept (text, label) tuples in some versions.
-                row.append(Entity(e[1], e[0]))
-            else:
-                raise DataError(f"{where}[{i}][{j}] is not a {{label, text}} object")
-        out.append(row)
-    return out
-
-
 def rescore(path: Path, cfg: RunConfig) -> dict[str, Any]:
-    try:
-        doc = read_json(path)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
-    if not isinstance(doc, dict) or "true_ents" not in doc or "pred_ents" not in doc:
-        raise DataError(f"{path}: expected an object with 'true_ents' and 'pred_ents' "
-                        "(a true_pred_entities.json)")
-    gold = _entities(doc["true_ents"], f"{path}: true_ents")
-    pred = _entities(doc["pred_ents"], f"{path}: pred_ents")
-    if len(gold) != len(pred):
-        raise DataError(f"{path}: {len(gold)} true_ents but {len(pred)} pred_ents; they must "
-                        "pair up one per example")
-    texts = doc.get("texts")
-    if texts is not None and (not isinstance(texts, list) or len(texts) != len(gold)
-                              or not all(isinstance(t, str) for t in texts)):
-        raise DataError(f"{path}: 'texts' must be a list of strings, one per example")
+    gold, pred, texts = read_true_pred(path)
     scores = score(gold, pred, texts, parse_metrics(cfg.eval.metrics),
                    unique=cfg.eval.unique_entities, ci_reps=BOOTSTRAP_REPS)
     return performance_doc(

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from launcher.commands import (
     cancel,
+    compare,
     leaderboard,
     plot_loss,
     prefetch,
@@ -18,8 +19,8 @@ from launcher.commands import (
 )
 
 COMMANDS = {"submit": submit, "status": status, "leaderboard": leaderboard, "cancel": cancel,
-            "resubmit": resubmit, "prefetch": prefetch, "plot-loss": plot_loss,
-            "reference": reference}
+            "resubmit": resubmit, "compare": compare, "prefetch": prefetch,
+            "plot-loss": plot_loss, "reference": reference}
 
 
 def build_parser() -> argparse.ArgumentParser:

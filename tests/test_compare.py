@@ -1,0 +1,81 @@
+"""launcher compare: a paired bootstrap between two runs' saved predictions (files only)."""
+
+import json
+
+from core.data import Entity as E
+from core.metrics import bootstrap_ci, paired_bootstrap, record_counts
+from core.results import TRUE_PRED, true_pred_doc
+from launcher.cli import main
+
+
+def _records(n):
+    texts = [f"Patient {i} was given drug{i} for disease{i}." for i in range(n)]
+    gold = [[E("Chemical", f"drug{i}"), E("Disease", f"disease{i}")] for i in range(n)]
+    return texts, gold
+
+
+def _write_run(folder, texts, gold, right):
+    """A run folder whose predictions get the records in `right` fully right and miss the
+    disease elsewhere."""
+    pred = [list(g) if i in right else [g[0]] for i, g in enumerate(gold)]
+    (folder / "results").mkdir(parents=True)
+    (folder / "results" / TRUE_PRED).write_text(
+        json.dumps(true_pred_doc(gold, pred, texts, ["" for _ in texts])))
+    return folder
+
+
+def test_paired_resampling_sees_a_difference_that_separate_intervals_hide():
+    texts, gold = _records(60)
+    a_pred = [list(g) if i < 36 else [g[0]] for i, g in enumerate(gold)]
+    b_pred = [list(g) if i < 30 else [g[0]] for i, g in enumerate(gold)]
+    a = record_counts(gold, a_pred, texts, "exact")
+    b = record_counts(gold, b_pred, texts, "exact")
+    a_lo, _ = bootstrap_ci(a)["f1"]
+    _, b_hi = bootstrap_ci(b)["f1"]
+    assert a_lo < b_hi  # the runs' own intervals overlap ...
+    r = paired_bootstrap(a, b)
+    assert r["ci95"][0] > 0 and r["a_better"] > 0.97  # ... yet A is better on every record
+    assert r["diff"] == round(r["a"] - r["b"], 6) and r["records"] == 60
+
+
+def test_compare_two_runs_of_a_sweep(tmp_path, capsys):
+    texts, gold = _records(40)
+    runs = tmp_path / "runs"
+    _write_run(runs / "s" / "good", texts, gold, right=set(range(34)))
+    _write_run(runs / "s" / "weak", texts, gold, right=set(range(8)))
+    assert main(["compare", "s/good", "s/weak", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "A is better: the interval lies above 0" in out
+    assert main(["compare", str(runs / "s" / "weak"), str(runs / "s" / "good" / "results"),
+                 "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["metric"] == "exact.f1" and r["diff"] < 0 and r["ci95"][1] < 0
+    assert r["verdict"].startswith("B is better") and r["a_better"] == 0.0
+    # Precision: both runs predict only true entities, so they tie.
+    assert main(["compare", "s/weak", "s/good", "--runs-dir", str(runs), "--metric",
+                 "overlap", "--stat", "p", "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["metric"] == "overlap.p" and r["diff"] == 0.0
+
+
+def test_a_run_against_itself_shows_no_difference(tmp_path, capsys):
+    texts, gold = _records(20)
+    run = _write_run(tmp_path / "r", texts, gold, right={1, 2, 3})
+    assert main(["compare", str(run), str(run), "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["diff"] == 0.0 and r["ci95"] == [0.0, 0.0] and r["a_better"] == 0.0
+    assert r["verdict"].startswith("no clear difference")
+
+
+def test_runs_on_different_records_or_unfinished_are_refused(tmp_path, capsys):
+    texts, gold = _records(20)
+    a = _write_run(tmp_path / "a", texts, gold, right={1})
+    b = _write_run(tmp_path / "b", texts[:19], gold[:19], right={1})
+    assert main(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "same eval file" in err
+    assert str(a / "results" / TRUE_PRED) in err and str(b / "results" / TRUE_PRED) in err
+    (tmp_path / "c").mkdir()
+    assert main(["compare", str(a), str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"no {TRUE_PRED} found" in err and "evaluation has finished" in err
