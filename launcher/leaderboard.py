@@ -6,6 +6,7 @@ Reads files only. Missing or corrupt result files are returned as problems, neve
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -18,6 +19,7 @@ from core.rundir import RunDir
 from launcher.sweep import flatten_keys
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
+SEED_KEY = "train.seed"
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Board:
     varied_keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     pending: int = 0
+    over_seeds: bool = False
 
 
 def varied_keys_of(sweep_folder: Path) -> list[str]:
@@ -118,16 +121,44 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return sorted(present, key=lambda r: r[key], reverse=descending) + absent
 
 
+def over_seeds(board: Board, sort: str) -> Board:
+    """One row per configuration: runs of a sweep that differ only in train.seed become one
+    row holding the mean of each number, the sample standard deviation of the sort column
+    (`<sort>.sd`, from 2 seeds on) and `seeds`, how many runs it merges."""
+    keys = [k for k in board.varied_keys if k != SEED_KEY]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in board.rows:
+        ident = (r["sweep"], *(json.dumps(r.get(k), sort_keys=True) for k in keys))
+        groups.setdefault(ident, []).append(r)
+    out = Board(varied_keys=keys, problems=board.problems, pending=board.pending,
+                over_seeds=True)
+    for rows in groups.values():
+        agg: dict[str, Any] = {"sweep": rows[0]["sweep"], "seeds": len(rows),
+                               **{k: rows[0].get(k) for k in keys}}
+        for col in rows[0]:
+            if col in agg or col in ("run_id", SEED_KEY) or col.endswith(".ci95"):
+                continue
+            nums = [r[col] for r in rows if isinstance(r.get(col), (int, float))
+                    and not isinstance(r.get(col), bool)]
+            agg[col] = (max(nums) if col == "gpus" else statistics.fmean(nums)) if nums else None
+            if col == sort:
+                agg[f"{col}.sd"] = statistics.stdev(nums) if len(nums) > 1 else None
+        out.rows.append(agg)
+    return out
+
+
 def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[str]:
     """The columns shown; the sort metric's 95% interval sits beside it, where runs have one
-    (runs evaluated before medsweep wrote intervals leave the cell empty)."""
-    cols = ["run_id", *board.varied_keys]
+    (runs evaluated before medsweep wrote intervals leave the cell empty), or, over seeds,
+    its standard deviation."""
+    cols = ["seeds" if board.over_seeds else "run_id", *board.varied_keys]
+    beside = ".sd" if board.over_seeds else ".ci95"
     for m in METRIC_NAMES:
         if any(f"{m}.f1" in r for r in board.rows):
             for c in ([f"{m}.p", f"{m}.r", f"{m}.f1"] if with_pr else [f"{m}.f1"]):
                 cols.append(c)
-                if c == sort and any(f"{c}.ci95" in r for r in board.rows):
-                    cols.append(f"{c}.ci95")
+                if c == sort and any(f"{c}{beside}" in r for r in board.rows):
+                    cols.append(f"{c}{beside}")
     # peak_vram_gb is summed over a run's GPUs: where any run was split over several, the
     # count shows beside it (one-GPU sweeps keep the narrower table).
     split = any(isinstance(r.get("gpus"), int) and r["gpus"] > 1 for r in board.rows)
@@ -166,6 +197,6 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
 
     headers = [c.split(".", 1)[1] if c.startswith(("model.", "peft.", "train.", "eval."))
-               else c.replace(".ci95", " 95% CI") for c in cols]
+               else c.replace(".ci95", " 95% CI").replace(".sd", " sd") for c in cols]
     return tabulate([[cell(r.get(c)) for c in cols] for r in board.rows], headers=headers,
                     tablefmt="github", disable_numparse=True)

@@ -9,7 +9,14 @@ from typing import Any
 
 from core.fileio import atomic_write_text
 from launcher.commands.common import add_sweep_arg, folders_or_report
-from launcher.leaderboard import collect, render, sort_rows, table_columns
+from launcher.leaderboard import (
+    SEED_KEY,
+    collect,
+    over_seeds,
+    render,
+    sort_rows,
+    table_columns,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -21,13 +28,16 @@ def add_parser(sub: Any) -> None:
                    help="Column to sort by, e.g. exact.f1, relaxed.f1, overlap.r, train_s.")
     p.add_argument("--format", default="github", choices=("github", "csv", "json"))
     p.add_argument("--pr", action="store_true", help="Show precision and recall too.")
+    p.add_argument("--over-seeds", action="store_true",
+                   help="One row per configuration: the mean over its seeds (a sweep's "
+                   "`seeds:`), with the sort column's standard deviation.")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="Also plot the sort metric across the varied values (one panel per "
                    "epoch count).")
 
 
 def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
-                write: bool, plot: Path | None = None) -> int:
+                write: bool, plot: Path | None = None, seeds: bool = False) -> int:
     board = collect(folders)
     board.rows = sort_rows(board.rows, sort)
     cols = table_columns(board, with_pr, sort)
@@ -35,7 +45,17 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
         print(f"error: --sort {sort}: no such column; choose from {', '.join(cols)}",
               file=sys.stderr)
         return 2
-    print(render(board, cols, fmt))
+    shown, shown_cols = board, cols
+    if seeds:
+        if SEED_KEY not in board.varied_keys:
+            print(f"error: --over-seeds: {', '.join(str(f) for f in folders)} vary no "
+                  f"{SEED_KEY}; add `seeds: [1, 2, 3]` to the sweep YAML and submit it again",
+                  file=sys.stderr)
+            return 2
+        shown = over_seeds(board, sort)
+        shown.rows = sort_rows(shown.rows, sort)
+        shown_cols = table_columns(shown, with_pr, sort)
+    print(render(shown, shown_cols, fmt))
     if fmt != "json":
         if board.pending:
             print(f"\n{board.pending} run(s) without results yet")
@@ -59,4 +79,4 @@ def run(args: argparse.Namespace) -> int:
     if folders is None:
         return 2
     return print_board(folders, sort=args.sort, fmt=args.format, with_pr=args.pr, write=True,
-                       plot=args.plot)
+                       plot=args.plot, seeds=args.over_seeds)
