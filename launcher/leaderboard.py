@@ -13,9 +13,11 @@ from typing import Any, TypeGuard
 
 import yaml
 
+from core.data import DataError
 from core.fileio import read_json
-from core.results import check_performance
+from core.results import TRUE_PRED, check_performance
 from core.rundir import RunDir
+from launcher.paired import compare_files, load_counts
 from launcher.sweep import flatten_keys
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
@@ -86,7 +88,8 @@ def collect(sweep_folders: list[Path]) -> Board:
             if errs:
                 board.problems.append(f"{perf}: {'; '.join(errs)}")
                 continue
-            row: dict[str, Any] = {"sweep": folder.name, "run_id": rd.run_id}
+            row: dict[str, Any] = {"sweep": folder.name, "run_id": rd.run_id,
+                                   "run_dir": str(d)}
             for k in board.varied_keys:
                 row[k] = _get(doc["config"], k)
             total = doc["metrics"]["total"]
@@ -121,6 +124,33 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return sorted(present, key=lambda r: r[key], reverse=descending) + absent
 
 
+def against_best(board: Board, sort: str) -> None:
+    """Sets `vs_best` on each ranked row (rows sorted best first): whether the paired
+    bootstrap of best - run on the sort metric (`launcher compare`) leaves them tied (its 95%
+    interval includes 0) or the run worse, with the interval."""
+    metric, stat = sort.split(".")
+    ranked = [r for r in board.rows if isinstance(r.get(sort), (int, float))]
+    if not ranked:
+        return
+    best_file = Path(ranked[0]["run_dir"]) / "results" / TRUE_PRED
+    try:
+        cached = load_counts(best_file, metric)
+    except DataError as exc:
+        board.problems.append(f"--vs-best: {exc}")
+        return
+    ranked[0]["vs_best"] = "best"
+    for r in ranked[1:]:
+        try:
+            res = compare_files(best_file, Path(r["run_dir"]) / "results" / TRUE_PRED,
+                                metric, stat, cached_a=cached)
+        except DataError as exc:
+            r["vs_best"] = "not comparable"
+            board.problems.append(f"--vs-best: {exc}")
+            continue
+        lo, hi = res["ci95"] or [0.0, 0.0]
+        r["vs_best"] = f"{'worse' if lo > 0 else 'tied'} ({-hi:+.3f} to {-lo:+.3f})"
+
+
 def over_seeds(board: Board, sort: str) -> Board:
     """One row per configuration: runs of a sweep that differ only in train.seed become one
     row holding the mean of each number, the sample standard deviation of the sort column
@@ -136,7 +166,7 @@ def over_seeds(board: Board, sort: str) -> Board:
         agg: dict[str, Any] = {"sweep": rows[0]["sweep"], "seeds": len(rows),
                                **{k: rows[0].get(k) for k in keys}}
         for col in rows[0]:
-            if col in agg or col in ("run_id", SEED_KEY) or col.endswith(".ci95"):
+            if col in agg or col in ("run_id", "run_dir", SEED_KEY) or col.endswith(".ci95"):
                 continue
             nums = [r[col] for r in rows if isinstance(r.get(col), (int, float))
                     and not isinstance(r.get(col), bool)]
@@ -159,9 +189,13 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
                 cols.append(c)
                 if c == sort and any(f"{c}{beside}" in r for r in board.rows):
                     cols.append(f"{c}{beside}")
+                if c == sort and any("vs_best" in r for r in board.rows):
+                    cols.append("vs_best")
     # peak_vram_gb is summed over a run's GPUs: where any run was split over several, the
     # count shows beside it (one-GPU sweeps keep the narrower table).
     split = any(isinstance(r.get("gpus"), int) and r["gpus"] > 1 for r in board.rows)
+    if "vs_best" not in cols and any("vs_best" in r for r in board.rows):
+        cols.append("vs_best")  # sorted by a column not shown (e.g. exact.p without --pr)
     return cols + ["parse_fail", "train_s", *(["gpus"] if split else []), "peak_vram_gb",
                    "s_per_ex"]
 

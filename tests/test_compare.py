@@ -79,3 +79,51 @@ def test_runs_on_different_records_or_unfinished_are_refused(tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert f"no {TRUE_PRED} found" in err and "evaluation has finished" in err
+
+
+def _ranked_sweep(tmp_path):
+    """Three runs on the same 60 records: best (48 right), close (46) and weak (20)."""
+    from core.metrics import score
+    from core.results import performance_doc
+
+    texts, gold = _records(60)
+    folder = tmp_path / "runs" / "s"
+    for name, n_right in (("best", 48), ("close", 46), ("weak", 20)):
+        run = _write_run(folder / name, texts, gold, right=set(range(n_right)))
+        tp = json.loads((run / "results" / TRUE_PRED).read_text())
+        pred = [[E(e["label"], e["text"]) for e in p] for p in tp["pred_ents"]]
+        doc = performance_doc(score(gold, pred, texts), num_examples=60, avg_inference_time=0.1,
+                              parse={"failure_rate": 0.0}, hallucination_rate=0.0,
+                              config={"eval": {"unique_entities": True}}, extra={})
+        (run / "results" / "performance.json").write_text(json.dumps(doc))
+    (folder / "sweep.yaml").write_text("name: s\n")
+    return folder
+
+
+def test_leaderboard_vs_best_marks_ties_and_worse_runs(tmp_path, capsys):
+    folder = _ranked_sweep(tmp_path)
+    args = ["leaderboard", "s", "--runs-dir", str(folder.parent), "--vs-best"]
+    assert main([*args, "--format", "json"]) == 0
+    rows = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["best"]["vs_best"] == "best"
+    assert rows["close"]["vs_best"].startswith("tied (-")
+    assert rows["weak"]["vs_best"].startswith("worse (-")
+    # The same interval as `compare best close`, negated (run - best).
+    assert main(["compare", "s/best", "s/close", "--runs-dir", str(folder.parent),
+                 "--format", "json"]) == 0
+    lo, hi = json.loads(capsys.readouterr().out)["ci95"]
+    assert rows["close"]["vs_best"] == f"tied ({-hi:+.3f} to {-lo:+.3f})"
+    # Written leaderboard files stay the plain per-run table.
+    assert "vs_best" not in (folder / "leaderboard.csv").read_text()
+
+
+def test_leaderboard_vs_best_needs_a_metric_sort(tmp_path, capsys):
+    folder = _ranked_sweep(tmp_path)
+    assert main(["leaderboard", "s", "--runs-dir", str(folder.parent), "--vs-best",
+                 "--sort", "train_s"]) == 2
+    assert "--vs-best: needs --sort on a metric" in capsys.readouterr().err
+    # Sorted by recall without --pr: the column still shows.
+    assert main(["leaderboard", "s", "--runs-dir", str(folder.parent), "--vs-best",
+                 "--sort", "exact.r"]) == 0
+    out = capsys.readouterr().out
+    assert "vs_best" in out.splitlines()[0] and "worse (" in out

@@ -10,7 +10,9 @@ from typing import Any
 from core.fileio import atomic_write_text
 from launcher.commands.common import add_sweep_arg, folders_or_report
 from launcher.leaderboard import (
+    METRIC_NAMES,
     SEED_KEY,
+    against_best,
     collect,
     over_seeds,
     render,
@@ -28,6 +30,10 @@ def add_parser(sub: Any) -> None:
                    help="Column to sort by, e.g. exact.f1, relaxed.f1, overlap.r, train_s.")
     p.add_argument("--format", default="github", choices=("github", "csv", "json"))
     p.add_argument("--pr", action="store_true", help="Show precision and recall too.")
+    p.add_argument("--vs-best", action="store_true",
+                   help="Test each run against the best by a paired bootstrap of the sort "
+                   "metric (as `compare` does): tied, or worse, with the 95%% interval of "
+                   "run - best.")
     p.add_argument("--over-seeds", action="store_true",
                    help="One row per configuration: the mean over its seeds (a sweep's "
                    "`seeds:`), with the sort column's standard deviation.")
@@ -37,7 +43,8 @@ def add_parser(sub: Any) -> None:
 
 
 def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
-                write: bool, plot: Path | None = None, seeds: bool = False) -> int:
+                write: bool, plot: Path | None = None, seeds: bool = False,
+                vs_best: bool = False) -> int:
     board = collect(folders)
     board.rows = sort_rows(board.rows, sort)
     cols = table_columns(board, with_pr, sort)
@@ -46,6 +53,13 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
               file=sys.stderr)
         return 2
     shown, shown_cols = board, cols
+    if vs_best:
+        if seeds or sort.count(".") != 1 or sort.split(".")[0] not in METRIC_NAMES:
+            print(f"error: --vs-best: needs --sort on a metric ({', '.join(METRIC_NAMES)} with "
+                  ".f1, .p or .r) and no --over-seeds", file=sys.stderr)
+            return 2
+        against_best(board, sort)
+        shown_cols = table_columns(board, with_pr, sort)
     if seeds:
         if SEED_KEY not in board.varied_keys:
             print(f"error: --over-seeds: {', '.join(str(f) for f in folders)} vary no "
@@ -79,4 +93,4 @@ def run(args: argparse.Namespace) -> int:
     if folders is None:
         return 2
     return print_board(folders, sort=args.sort, fmt=args.format, with_pr=args.pr, write=True,
-                       plot=args.plot, seeds=args.over_seeds)
+                       plot=args.plot, seeds=args.over_seeds, vs_best=args.vs_best)

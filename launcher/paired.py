@@ -1,0 +1,67 @@
+"""Paired comparisons of runs from their saved predictions (files only): `launcher compare`
+and `leaderboard --vs-best`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.data import DataError
+from core.fileio import read_json
+from core.metrics import paired_bootstrap, record_counts
+from core.results import TRUE_PRED, read_true_pred
+
+
+def true_pred_file(arg: str, runs_dir: Path) -> Path:
+    """The true_pred_entities.json of a run given as a file, a run or results folder, or
+    SWEEP/RUN_ID under `runs_dir`."""
+    tried = []
+    for base in (Path(arg), runs_dir / arg):
+        if base.is_file():
+            return base
+        for cand in (base / "results" / TRUE_PRED, base / TRUE_PRED):
+            if cand.is_file():
+                return cand
+            tried.append(str(cand))
+    raise DataError(f"{arg}: no {TRUE_PRED} found (looked at {', '.join(tried)}); pass a run "
+                    "whose evaluation has finished")
+
+
+def _unique_setting(tp_file: Path) -> bool:
+    """The run's own eval.unique_entities (from its performance.json), default on."""
+    try:
+        doc = read_json(tp_file.parent / "performance.json")
+        value = doc["config"]["eval"]["unique_entities"]
+        return value if isinstance(value, bool) else True
+    except (ValueError, KeyError, TypeError):
+        return True
+
+
+def load_counts(tp_file: Path, metric: str) -> tuple[Any, list[tuple[int, int, int]]]:
+    """(what identifies the records, per-record counts) of one run under one metric."""
+    gold, pred, texts = read_true_pred(tp_file)
+    counts = record_counts(gold, pred, texts, metric, _unique_setting(tp_file))
+    return (texts if texts is not None else gold), counts
+
+
+def compare_files(file_a: Path, file_b: Path, metric: str, stat: str,
+                  cached_a: tuple[Any, list[tuple[int, int, int]]] | None = None
+                  ) -> dict[str, Any]:
+    """Paired bootstrap of A - B; DataError where the runs saw different records."""
+    ident_a, counts_a = cached_a or load_counts(file_a, metric)
+    ident_b, counts_b = load_counts(file_b, metric)
+    if ident_a != ident_b:
+        raise DataError(f"{file_a} and {file_b} hold different records ({len(counts_a)} vs "
+                        f"{len(counts_b)}); compare needs two runs evaluated on the same eval "
+                        "file")
+    return {"metric": f"{metric}.{stat}", "run_a": str(file_a), "run_b": str(file_b),
+            **paired_bootstrap(counts_a, counts_b, stat=stat)}
+
+
+def verdict(r: dict[str, Any]) -> str:
+    lo, hi = r["ci95"] or [0.0, 0.0]
+    if lo > 0:
+        return "A is better: the interval lies above 0"
+    if hi < 0:
+        return "B is better: the interval lies below 0"
+    return "no clear difference: the interval includes 0"
