@@ -106,6 +106,23 @@ def _percentile(sorted_vals: Sequence[float], q: float) -> float:
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
+def _interval(vals: list[float], level: float) -> list[float]:
+    """The central `level` percentile interval of resampled values (sorts them in place)."""
+    vals.sort()
+    tail = (1 - level) / 2
+    return [round(_percentile(vals, tail), 6), round(_percentile(vals, 1 - tail), 6)]
+
+
+def _micro(counts: Iterable[tuple[int, int, int]]) -> dict[str, float | int]:
+    """Micro P/R/F1 of (predicted, gold, matched) record counts."""
+    n_pred = n_gold = tp = 0
+    for c in counts:
+        n_pred += c[0]
+        n_gold += c[1]
+        tp += c[2]
+    return _prf(n_pred, n_gold, tp, tp)
+
+
 def bootstrap_ci(counts: Sequence[tuple[int, int, int]], reps: int = BOOTSTRAP_REPS,
                  seed: int = BOOTSTRAP_SEED, level: float = CI_LEVEL
                  ) -> dict[str, list[float]]:
@@ -126,23 +143,11 @@ def bootstrap_ci(counts: Sequence[tuple[int, int, int]], reps: int = BOOTSTRAP_R
         return {}
     rng = random.Random(seed)
     stats: dict[str, list[float]] = {"p": [], "r": [], "f1": []}
-    order = range(n)
     for _ in range(reps):
-        n_pred = n_gold = tp = 0
-        for k in rng.choices(order, k=n):
-            c = counts[k]
-            n_pred += c[0]
-            n_gold += c[1]
-            tp += c[2]
-        prf = _prf(n_pred, n_gold, tp, tp)
-        for key in stats:
-            stats[key].append(float(prf[key]))
-    tail = (1 - level) / 2
-    out = {}
-    for key, vals in stats.items():
-        vals.sort()
-        out[key] = [round(_percentile(vals, tail), 6), round(_percentile(vals, 1 - tail), 6)]
-    return out
+        prf = _micro(counts[k] for k in rng.choices(range(n), k=n))
+        for key, vals in stats.items():
+            vals.append(float(prf[key]))
+    return {key: _interval(vals, level) for key, vals in stats.items()}
 
 
 def _match_record(g_ents: Sequence[Entity], p_ents: Sequence[Entity], source: str | None,
@@ -183,12 +188,7 @@ def paired_bootstrap(a: Sequence[tuple[int, int, int]], b: Sequence[tuple[int, i
         raise ValueError(f"paired runs need the same records: {len(a)} vs {len(b)}")
 
     def micro(counts: Iterable[tuple[int, int, int]]) -> float:
-        n_pred = n_gold = tp = 0
-        for c in counts:
-            n_pred += c[0]
-            n_gold += c[1]
-            tp += c[2]
-        return float(_prf(n_pred, n_gold, tp, tp)[stat])
+        return float(_micro(counts)[stat])
 
     n = len(a)
     rng = random.Random(seed)
@@ -196,12 +196,10 @@ def paired_bootstrap(a: Sequence[tuple[int, int, int]], b: Sequence[tuple[int, i
     for _ in range(reps if n else 0):
         idx = rng.choices(range(n), k=n)
         diffs.append(micro(a[k] for k in idx) - micro(b[k] for k in idx))
-    diffs.sort()
-    tail = (1 - level) / 2
-    return {"a": round(micro(a), 6), "b": round(micro(b), 6),
-            "diff": round(micro(a) - micro(b), 6),
-            "ci95": ([round(_percentile(diffs, tail), 6), round(_percentile(diffs, 1 - tail), 6)]
-                     if diffs else []),
+    value_a, value_b = micro(a), micro(b)
+    return {"a": round(value_a, 6), "b": round(value_b, 6),
+            "diff": round(value_a - value_b, 6),
+            "ci95": _interval(diffs, level) if diffs else [],
             "a_better": round(sum(d > 0 for d in diffs) / len(diffs), 4) if diffs else 0.0,
             "records": n, "reps": len(diffs)}
 
