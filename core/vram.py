@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.gguf import is_gguf_name, read_header, shape_numbers
+
 
 # Parameter counts (billions) and shapes of the seed's models and common neighbours.
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ def _key(name: str) -> str:
 def shape_of(name: str) -> tuple[ModelShape | None, str]:
     """Shape from the known table, a local config.json, or the size in the name."""
     low = name.lower()
+    if is_gguf_name(name):
+        # A missing or broken file raises GGUFError, whose message says what to do.
+        return ModelShape(*shape_numbers(read_header(name))), "gguf header"
     if low.startswith("scratch:"):
         size = low.split("-", 1)[1] if "-" in low else "tiny"
         return SCRATCH.get(size), "scratch"

@@ -11,13 +11,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from core.cliargs import add_config_flags, config_from_args
 from core.config import ConfigError, RunConfig, config_from_dict, parse_metrics
 from core.data import DataError, Entity, load_dataset
 from core.families import detect_family
 from core.fileio import atomic_write_json, file_sha256, read_json
+from core.grounding import ground_all
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import FAILED, OK, SALVAGED, ParseResult, parse_output
 from core.prompts import prompt_messages, target_entities, target_json
@@ -33,7 +34,8 @@ from core.results import (
 EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4bit",
              "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",
              "eval.batch_size", "eval.unique_entities", "eval.metrics", "eval.generation",
-             "eval.max_new_tokens", "eval.seed", "eval.max_examples"]
+             "eval.max_new_tokens", "eval.seed", "eval.max_examples", "eval.grounding",
+             "eval.constrained"]
 
 
 class EvalError(RuntimeError):
@@ -63,11 +65,14 @@ def parse_stats(results: Sequence[ParseResult], too_long: int) -> dict[str, Any]
 
 def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunConfig,
                  max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None,
-                 oom_log: list[dict[str, Any]] | None = None) -> tuple[list[str], int]:
+                 oom_log: list[dict[str, Any]] | None = None,
+                 constraint: Callable[[list[int], int], Any] | None = None
+                 ) -> tuple[list[str], int]:
     """Outputs in input order, generated in length-sorted left-padded batches.
 
     A batch that runs out of GPU memory is retried at half the size (and so are the batches
-    after it), down to 1.
+    after it), down to 1. constraint(indices, prompt_width), when given, makes the logits
+    processor of a batch (constrained decoding).
     """
     import torch
 
@@ -93,10 +98,11 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
             mask[row, width - len(seq):] = 1
         try:
             check_eval_batch(len(idx))
+            extra = {} if constraint is None else {"logits_processor": constraint(idx, width)}
             with torch.inference_mode():
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                      max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                     **gen_kwargs)
+                                     **gen_kwargs, **extra)
         except torch.OutOfMemoryError as exc:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -121,6 +127,37 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         if progress is not None:
             progress.update(min(b, len(order)), len(order))
     return outputs, generated_tokens
+
+
+def constraint_labels(train_summary: dict[str, Any] | None, eval_labels: list[str]
+                      ) -> list[str]:
+    """Labels constrained decoding allows: those seen in training (recorded by jobs.train),
+    else, for a model trained elsewhere, the eval file's."""
+    labels = (train_summary or {}).get("labels")
+    if isinstance(labels, list) and labels:
+        return [str(x) for x in labels]
+    from jobs import modeling
+
+    modeling.log("constrained decoding: the model folder records no training labels; using "
+                 f"the eval file's ({', '.join(eval_labels)})")
+    return eval_labels
+
+
+def span_constraints(tokenizer: Any, texts: list[str], labels: list[str], *, greedy: bool
+                     ) -> tuple[Callable[[list[int], int], Any], list[Any]]:
+    """A factory of per-batch constrained-decoding processors, and the list of those made."""
+    from jobs.constrained import SpanConstraint, logits_processors
+
+    made: list[Any] = []
+    pieces: dict[int, str] = {}
+
+    def make(idx: list[int], width: int) -> Any:
+        c = SpanConstraint(tokenizer, [texts[i] for i in idx], labels, width, greedy=greedy)
+        c._pieces = pieces  # decoded token strings are shared across batches
+        made.append(c)
+        return logits_processors(c)
+
+    return make, made
 
 
 def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
@@ -174,27 +211,48 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         torch.cuda.reset_peak_memory_stats()
     keep = [i for i in range(len(records)) if i not in too_long_idx]
     writer = ProgressWriter(progress_path, "evaluate", keep_history=True)
+    train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
+        model_dir / TRAIN_SUMMARY).is_file() else None
+    texts = [r.text for r in records]
+    constraint, constraints = None, []
+    if cfg.eval.constrained:
+        labels = constraint_labels(train_summary, ds.labels)
+        constraint, constraints = span_constraints(tokenizer, [texts[i] for i in keep], labels,
+                                                   greedy=not gen_kwargs.get("do_sample"))
     t1 = time.time()
     oom_log: list[dict[str, Any]] = []
     outs, gen_tokens = generate_all(model, tokenizer, [prompts[i] for i in keep], cfg, budget,
-                                    gen_kwargs, writer, oom_log)
+                                    gen_kwargs, writer, oom_log, constraint)
     eval_s = time.time() - t1
     raw = [""] * len(records)
     for i, o in zip(keep, outs, strict=False):
         raw[i] = o
     parsed = [parse_output(raw[i]) for i in keep]
-    pred: list[list[Entity]] = [[] for _ in records]
+    pred_raw: list[list[Entity]] = [[] for _ in records]
     for i, pr in zip(keep, parsed, strict=False):
-        pred[i] = pr.entities
+        pred_raw[i] = pr.entities
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]
-    texts = [r.text for r in records]
+    grounded, dropped = ground_all(pred_raw, texts)
+    pred = grounded if cfg.eval.grounding else pred_raw
     scores = score(gold, pred, texts, metrics, unique=cfg.eval.unique_entities,
                    ci_reps=BOOTSTRAP_REPS)
+    # The other way of counting, so a reader sees what grounding changed.
+    other = score(gold, pred_raw if cfg.eval.grounding else grounded, texts, metrics,
+                  unique=cfg.eval.unique_entities)["total"]
+    n_pred_raw = sum(len(p) for p in pred_raw)
+    grounding = {
+        "enabled": cfg.eval.grounding,
+        "dropped": dropped,
+        "dropped_rate": dropped / n_pred_raw if n_pred_raw else 0.0,
+        "ungrounded_total" if cfg.eval.grounding else "grounded_total": other,
+        "hallucination_rate_ungrounded": hallucination_rate(pred_raw, texts),
+        "constrained": cfg.eval.constrained,
+        "constrained_masked_steps": sum(c.masked_steps for c in constraints)
+        if cfg.eval.constrained else None,
+    }
 
     facts = modeling.device_facts(model)
-    train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
-        model_dir / TRAIN_SUMMARY).is_file() else None
     n = len(records)
     doc = performance_doc(
         scores, num_examples=n, avg_inference_time=eval_s / n if n else 0.0,
@@ -203,6 +261,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         config=cfg.to_dict(),
         extra={
             "model_dir": str(model_dir),
+            "grounding": grounding,
             "family": family.name,
             "data": {"eval_file": str(cfg.data.eval_dataset_file),
                      "eval_sha256": file_sha256(cfg.data.eval_dataset_file),
@@ -251,6 +310,12 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     lines.append(f"parse failures {doc['parse']['failure_rate']:.1%}, hallucinated "
                  f"{(doc.get('hallucination_rate') or 0):.1%}, "
                  f"{doc['avg_inference_time']:.3f} s/example")
+    g = doc.get("grounding")
+    if isinstance(g, dict) and g.get("enabled"):
+        other = (g.get("ungrounded_total") or {}).get("exact", {})
+        lines.append(f"grounding dropped {g['dropped']} predicted entities not in the input "
+                     f"({g['dropped_rate']:.1%}); ungrounded exact F1 "
+                     f"{float(other.get('f1', 0.0)):.3f}")
     return lines
 
 

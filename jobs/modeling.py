@@ -78,11 +78,24 @@ def import_unsloth() -> None:
     import unsloth  # noqa: F401
 
 
+def resolve_model(name_or_path: str) -> str:
+    """What a loader takes: a GGUF file or PyPI model name becomes its cached, dequantized
+    folder (built on first use); anything else is returned as given."""
+    from core.gguf import is_gguf_name
+
+    if not is_gguf_name(name_or_path):
+        return name_or_path
+    from jobs.gguf_model import ensure_hf_folder
+
+    return str(ensure_hf_folder(name_or_path))
+
+
 def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool) -> tuple[Any, Any]:
     import_unsloth()
     from unsloth import FastLanguageModel, FastModel
 
     family = detect_family(name_or_path, cfg.model.family)
+    name_or_path = resolve_model(name_or_path)
     kwargs: dict[str, Any] = dict(
         max_seq_length=cfg.model.max_seq_length,
         load_in_4bit=cfg.model.load_in_4bit,

