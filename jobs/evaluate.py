@@ -214,7 +214,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
         model_dir / TRAIN_SUMMARY).is_file() else None
     texts = [r.text for r in records]
-    constraint, constraints = None, []
+    constraint: Callable[[list[int], int], Any] | None = None
+    constraints: list[Any] = []
     if cfg.eval.constrained:
         labels = constraint_labels(train_summary, ds.labels)
         constraint, constraints = span_constraints(tokenizer, [texts[i] for i in keep], labels,

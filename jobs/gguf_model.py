@@ -145,8 +145,8 @@ def convert(path: Path, out: Path, sha: str) -> None:
     t0 = time.time()
     header = read_header(path, vocab=True)
     tokenizer = build_tokenizer(path, header)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                      dtype=torch.float32)
     # Every weight is dense now; the GGUF marks only stop save_pretrained.
     model.hf_quantizer = None
     for obj in (model, model.config):

@@ -9,19 +9,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.gguf import is_gguf_name
 from launcher.envs import EnvProfile
 from launcher.sweep import Sweep
 
 
 def hub_models(sweep: Sweep) -> list[str]:
-    """Model ids that come from the Hub (not scratch: models, not local folders)."""
+    """Model ids that come from the Hub (not scratch: models, local folders, GGUF files or
+    PyPI models; the last two are checked where the sweep is validated)."""
     names: dict[str, None] = {}
     for run in sweep.runs:
         name = run.config.model.name_or_path
-        if name.lower().startswith("scratch:") or Path(name).expanduser().exists():
+        if (name.lower().startswith("scratch:") or is_gguf_name(name)
+                or Path(name).expanduser().exists()):
             continue
         names.setdefault(name, None)
     return list(names)
+
+
+def gguf_models(sweep: Sweep) -> list[str]:
+    """GGUF files and PyPI models of a sweep: nothing to download, dequantized by the job."""
+    return list(dict.fromkeys(r.config.model.name_or_path for r in sweep.runs
+                              if is_gguf_name(r.config.model.name_or_path)))
 
 
 def cache_dir(env: EnvProfile) -> Path:

@@ -11,8 +11,9 @@ import os
 import sys
 from typing import Any
 
+from core.gguf import gguf_cache_root
 from launcher.envs import load_env
-from launcher.hubcache import cache_dir, hub_models, is_cached
+from launcher.hubcache import cache_dir, gguf_models, hub_models, is_cached
 from launcher.sweep import load_sweep
 from launcher.yamlio import YamlError
 
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     except YamlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for m in gguf_models(sweep):
+        # Found at validation; the job dequantizes it once into MEDSWEEP_GGUF_CACHE.
+        print(f"local GGUF  {m} (dequantized by the first job into {gguf_cache_root()})")
     cache = cache_dir(env)
     todo = [m for m in hub_models(sweep) if not is_cached(m, cache)]
     for m in hub_models(sweep):
