@@ -68,8 +68,10 @@ def sh(cmd: list[str], log: Path, deadline: float) -> int:
 def row_of(perf: dict[str, Any], **keys: Any) -> dict[str, Any]:
     tot = perf["metrics"]["total"]
     g = perf.get("grounding") or {}
-    labels = {k: v.get("exact", {}).get("f1") for k, v in perf["metrics"].items()
-              if k != "total" and isinstance(v, dict)}
+    from core.results import per_label
+
+    labels = {k: v.get("exact", {}).get("f1") for k, v in per_label(perf).items()
+              if isinstance(v, dict)}
     return {
         **keys,
         "exact_f1": tot.get("exact", {}).get("f1"), "exact_p": tot.get("exact", {}).get("p"),

@@ -21,13 +21,24 @@ stopword. One shared character is never enough.
 
 from __future__ import annotations
 
+import bisect
 import random
 from typing import Callable, Iterable, Sequence
 
 from core.data import Entity
-from core.textnorm import content_tokens, find_spans, normalise
+from core.textnorm import content_tokens, find_spans, find_word_spans, normalise
 
 Predicate = Callable[[Entity, Entity], bool]
+
+LABEL_BLIND = frozenset({"overlap"})
+"""Metrics that ignore labels: a matched pair may join two labels, so they have a micro total
+but no per-label or macro scores (any split of a label-blind match over labels depends on which
+of several equally large matchings is chosen, or gives P / R that its tp / fp / fn contradict)."""
+
+
+def _content_between(src: str, a: tuple[int, int], b: tuple[int, int]) -> bool:
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    return lo < hi and bool(content_tokens(src[lo:hi]))
 
 
 def _texts_overlap(a: str, b: str, source: str | None) -> bool:
@@ -35,9 +46,10 @@ def _texts_overlap(a: str, b: str, source: str | None) -> bool:
     if na == nb:
         return True
     if source is not None:
-        sa, sb = find_spans(source, a), find_spans(source, b)
+        sa, sb = find_word_spans(source, a), find_word_spans(source, b)
         if sa and sb:
-            return any(x0 < y1 and y0 < x1 for x0, x1 in sa for y0, y1 in sb)
+            src = normalise(source)
+            return any(_content_between(src, x, y) for x in sa for y in sb)
     return bool(content_tokens(a) & content_tokens(b))
 
 
@@ -51,26 +63,106 @@ def predicate(metric: str, source: str | None) -> Predicate:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def max_matching(gold: Sequence[Entity], pred: Sequence[Entity], ok: Predicate
-                 ) -> list[tuple[int, int]]:
-    """Maximum bipartite matching (Kuhn's augmenting paths); returns (gold_i, pred_j) pairs."""
-    adj = [[j for j, p in enumerate(pred) if ok(g, p)] for g in gold]
-    match_of_pred: dict[int, int] = {}
+class _Info:
+    """What the predicates need of one entity in one record, computed once."""
 
-    def augment(i: int, seen: set[int]) -> bool:
+    __slots__ = ("label", "norm", "spans", "tokens")
+
+    def __init__(self, e: Entity, source: str | None, exact: bool):
+        self.label = e.label
+        self.norm = normalise(e.text)
+        self.spans = find_word_spans(source, e.text) if source is not None and not exact else ()
+        self.tokens = content_tokens(e.text) if not exact else frozenset()
+
+
+def _edges(gold: Sequence[Entity], pred: Sequence[Entity], metric: str, source: str | None
+           ) -> list[list[int]]:
+    """adj[i]: the predictions gold i may match under metric (the same pairs predicate()
+    accepts), found through indexes instead of testing every pair."""
+    if metric not in ("exact", "relaxed", "overlap"):
+        raise ValueError(f"unknown metric {metric!r}")
+    if len(gold) * len(pred) <= 64:  # the usual record: testing each pair is cheaper
+        ok = predicate(metric, source)
+        return [[j for j, p in enumerate(pred) if ok(g, p)] for g in gold]
+    exact = metric == "exact"
+    g_info = [_Info(e, source, exact) for e in gold]
+    p_info = [_Info(e, source, exact) for e in pred]
+    by_norm: dict[str, list[int]] = {}
+    for j, q in enumerate(p_info):
+        by_norm.setdefault(q.norm, []).append(j)
+    if metric == "exact":
+        return [[j for j in by_norm.get(g.norm, []) if p_info[j].label == g.label]
+                for g in g_info]
+    src = normalise(source) if source is not None else ""
+    located = sorted(((s0, s1, j) for j, q in enumerate(p_info) for s0, s1 in q.spans))
+    starts = [t[0] for t in located]
+    by_token: dict[str, list[int]] = {}
+    for j, q in enumerate(p_info):
+        for t in q.tokens:
+            by_token.setdefault(t, []).append(j)
+    adj = []
+    for g in g_info:
+        cand = set(by_norm.get(g.norm, []))
+        for t in g.tokens:  # shared content word: where either side is not located
+            cand.update(j for j in by_token.get(t, []) if not (g.spans and p_info[j].spans))
+        for x in g.spans:
+            for s0, s1, j in located[:bisect.bisect_left(starts, x[1])]:
+                if s1 > x[0] and j not in cand and _content_between(src, x, (s0, s1)):
+                    cand.add(j)
+        if metric == "relaxed":
+            cand = {j for j in cand if p_info[j].label == g.label}
+        adj.append(sorted(cand))
+    return adj
+
+
+def max_matching(gold: Sequence[Entity], pred: Sequence[Entity], ok: Predicate | None = None,
+                 *, adj: list[list[int]] | None = None) -> list[tuple[int, int]]:
+    """Maximum bipartite matching; returns (gold_i, pred_j) pairs.
+
+    Kuhn's augmenting paths, searched iteratively (a record with thousands of entities does not
+    exhaust the stack), after a greedy start. Edges come from adj, else from testing ok on
+    every pair.
+    """
+    if adj is None:
+        assert ok is not None
+        adj = [[j for j, p in enumerate(pred) if ok(g, p)] for g in gold]
+    match_of_pred: dict[int, int] = {}
+    match_of_gold: dict[int, int] = {}
+    # Gold entities with fewer candidates first: same maximum, fewer augmentations.
+    order = sorted(range(len(gold)), key=lambda k: len(adj[k]))
+    for i in order:
         for j in adj[i]:
+            if j not in match_of_pred:
+                match_of_pred[j], match_of_gold[i] = i, j
+                break
+    for root in order:
+        if root in match_of_gold or not adj[root]:
+            continue
+        seen: set[int] = set()
+        # Each frame: (gold vertex, position in its list); parents[j] = gold that reached j.
+        stack = [(root, 0)]
+        parent: dict[int, int] = {}
+        found = None
+        while stack and found is None:
+            i, k = stack[-1]
+            if k >= len(adj[i]):
+                stack.pop()
+                continue
+            stack[-1] = (i, k + 1)
+            j = adj[i][k]
             if j in seen:
                 continue
             seen.add(j)
-            if j not in match_of_pred or augment(match_of_pred[j], seen):
-                match_of_pred[j] = i
-                return True
-        return False
-
-    # Gold entities with fewer candidates first: same maximum, fewer augmentations.
-    for i in sorted(range(len(gold)), key=lambda k: len(adj[k])):
-        if adj[i]:
-            augment(i, set())
+            parent[j] = i
+            if j not in match_of_pred:
+                found = j
+            else:
+                stack.append((match_of_pred[j], 0))
+        while found is not None:  # flip the path back to the root
+            i = parent[found]
+            prev = match_of_gold.get(i)
+            match_of_pred[found], match_of_gold[i] = i, found
+            found = prev if i != root else None
     return sorted((i, j) for j, i in match_of_pred.items())
 
 
@@ -155,7 +247,7 @@ def _match_record(g_ents: Sequence[Entity], p_ents: Sequence[Entity], source: st
                   ) -> tuple[list[Entity], list[Entity], list[tuple[int, int]]]:
     g = dedupe(g_ents) if unique else list(g_ents)
     p = dedupe(p_ents) if unique else list(p_ents)
-    return g, p, max_matching(g, p, predicate(metric, source))
+    return g, p, max_matching(g, p, adj=_edges(g, p, metric, source))
 
 
 def record_counts(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
@@ -215,6 +307,7 @@ def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
     when `ci_reps` > 0 (a record-level bootstrap of the micro totals, see `bootstrap_ci`).
     Per label, precision counts the label's predictions that were matched and recall its gold
     entities that were matched; labels seen only in predictions are included (recall 0).
+    Label-blind metrics (overlap) have no per-label or macro entry.
     """
     if len(gold) != len(pred) or (texts is not None and len(texts) != len(gold)):
         raise ValueError(f"lengths differ: {len(gold)} gold, {len(pred)} predicted"
@@ -248,6 +341,8 @@ def score(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
             result["ci95"][metric] = bootstrap_ci(per_record, reps=ci_reps)
         result["total"][metric] = _prf(sum(n_pred.values()), sum(n_gold.values()),
                                        sum(tp_pred.values()), sum(tp_gold.values()))
+        if metric in LABEL_BLIND:
+            continue
         per = {lab: _prf(n_pred[lab], n_gold[lab], tp_pred[lab], tp_gold[lab]) for lab in labels}
         for lab, prf in per.items():
             result["labels"][lab][metric] = prf

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from core.data import Entity
 
@@ -86,3 +86,60 @@ def parse_output(raw: str) -> ParseResult:
     if ents:
         return ParseResult(ents, SALVAGED, bad)
     return ParseResult([], FAILED, 0)
+
+
+class AnswerEnd:
+    """Tells, fed a model's output piece by piece, when its JSON answer is complete: the first
+    top-level list or object closed. Generation can stop a row there (the parser reads only the
+    first JSON value), so one row that talks on after its answer does not hold its batch to the
+    token budget. An answer that does not start with JSON (a code fence, prose) never ends here.
+
+    >>> end = AnswerEnd()
+    >>> [end.feed(p) for p in ['[{"label": "D", ', '"text": "a]b"}', '] and more']]
+    [False, False, True]
+    >>> AnswerEnd().feed("```json [] ```")
+    False
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.started = self.done = self.failed = False
+        self.in_str = self.esc = False
+
+    def feed(self, piece: str) -> bool:
+        for ch in piece:
+            if self.done or self.failed:
+                break
+            if not self.started:
+                if ch.isspace():
+                    continue
+                if ch not in "[{":
+                    self.failed = True
+                    break
+                self.started = True
+            if self.in_str:
+                if self.esc:
+                    self.esc = False
+                elif ch == "\\":
+                    self.esc = True
+                elif ch == '"':
+                    self.in_str = False
+            elif ch == '"':
+                self.in_str = True
+            elif ch in "[{":
+                self.depth += 1
+            elif ch in "]}":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.done = True
+        return self.done
+
+
+def parse_stats(results: Sequence[ParseResult], too_long: int) -> dict[str, Any]:
+    """Counts of each parse outcome and the failure rate (broken or salvaged answers) over the
+    answers that were generated; too_long prompts were not generated and are counted apart."""
+    n = len(results)
+    counts = {s: sum(1 for r in results if r.status == s) for s in (OK, SALVAGED, FAILED)}
+    return {**counts, "too_long": too_long, "invalid_items": sum(r.invalid_items
+                                                                  for r in results),
+            "failure_rate": (counts[FAILED] + counts[SALVAGED]) / n if n else 0.0}

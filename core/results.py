@@ -1,8 +1,9 @@
 """Result files and their versioned schema: what evaluate writes and leaderboard reads.
 
 ``performance.json`` keeps the seed's keys (``num_examples``, ``avg_inference_time``,
-``metrics.total.<metric>.{p,r,f1}`` and ``metrics.<label>.<metric>``) and adds what a
-leaderboard needs without opening anything else.
+``metrics.total.<metric>.{p,r,f1}``), puts per-label scores under ``labels.<label>.<metric>``
+(schema 2; schema 1 had them beside ``total``, where a label named "total" overwrote it) and
+adds what a leaderboard needs without opening anything else.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, Sequence
 from core.data import DataError, Entity
 from core.fileio import read_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: per-label scores moved from metrics.<label> to labels.<label> (see per_label)."""
 PERFORMANCE = "performance.json"
 TRUE_PRED = "true_pred_entities.json"
 TRAIN_SUMMARY = "medsweep_train.json"
@@ -34,14 +36,15 @@ def now_iso() -> str:
 def performance_doc(scores: dict[str, Any], *, num_examples: int, avg_inference_time: float,
                     parse: dict[str, Any], hallucination_rate: float | None,
                     config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"total": scores["total"]}
-    metrics.update(scores["labels"])
     doc = {
         "schema_version": SCHEMA_VERSION,
         "created_at": now_iso(),
         "num_examples": num_examples,
         "avg_inference_time": avg_inference_time,
-        "metrics": metrics,
+        # The seed's metrics.total.<metric> stays; per-label scores live apart, so that no
+        # label name (not even "total") can collide with the totals (schema 1 mixed them).
+        "metrics": {"total": scores["total"]},
+        "labels": scores["labels"],
         "macro": scores["macro"],
         "parse": parse,
         "hallucination_rate": hallucination_rate,
@@ -52,6 +55,13 @@ def performance_doc(scores: dict[str, Any], *, num_examples: int, avg_inference_
         doc["ci95"] = scores["ci95"]
     doc.update(extra)
     return doc
+
+
+def per_label(doc: dict[str, Any]) -> dict[str, Any]:
+    """Per-label scores of a performance.json of any schema version."""
+    if int(doc.get("schema_version", 1)) >= 2:
+        return dict(doc.get("labels") or {})
+    return {k: v for k, v in (doc.get("metrics") or {}).items() if k != "total"}
 
 
 def check_performance(doc: Any) -> list[str]:
@@ -73,14 +83,32 @@ def check_performance(doc: Any) -> list[str]:
 
 
 def true_pred_doc(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
-                  texts: Sequence[str], raw: Sequence[str]) -> dict[str, Any]:
+                  texts: Sequence[str], raw: Sequence[str],
+                  too_long: Sequence[int] = ()) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "true_ents": [[e.to_dict() for e in g] for g in gold],
         "pred_ents": [[e.to_dict() for e in p] for p in pred],
         "texts": list(texts),
         "raw_outputs": list(raw),
+        "too_long": list(too_long),
     }
+
+
+def read_raw_outputs(path: Path, n: int) -> tuple[list[str], list[int]] | None:
+    """(raw outputs, indices of prompts too long to generate) of a true_pred_entities.json,
+    or None where the file has no raw outputs (the seed tool's)."""
+    doc = read_json(path)
+    raw = doc.get("raw_outputs") if isinstance(doc, dict) else None
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != n or not all(isinstance(r, str) for r in raw):
+        raise DataError(f"{path}: 'raw_outputs' must be a list of strings, one per example")
+    too_long = doc.get("too_long") or []
+    if not isinstance(too_long, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in too_long):
+        raise DataError(f"{path}: 'too_long' must list record indices below {n}")
+    return list(raw), sorted(set(too_long))
 
 
 def environment_info() -> dict[str, Any]:

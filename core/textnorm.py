@@ -40,5 +40,28 @@ def find_spans(source: str, needle: str) -> list[tuple[int, int]]:
     return out
 
 
+@lru_cache(maxsize=65536)
+def find_word_spans(source: str, needle: str) -> tuple[tuple[int, int], ...]:
+    """find_spans, keeping only occurrences that start and end on word boundaries (where the
+    needle itself starts or ends with a word character): "in" is not located inside "aspirin".
+
+    >>> find_word_spans("He was given aspirin.", "in"), find_word_spans("stress ulcers", "ulcers")
+    ((), ((7, 13),))
+    """
+    src, ndl = normalise(source), normalise(needle)
+    if not ndl:
+        return ()
+    head, tail = _WORD.match(ndl[0]) is not None, _WORD.match(ndl[-1]) is not None
+    out = []
+    for s0, s1 in find_spans(source, needle):
+        if head and s0 > 0 and _WORD.match(src[s0 - 1]):
+            continue
+        if tail and s1 < len(src) and _WORD.match(src[s1]):
+            continue
+        out.append((s0, s1))
+    return tuple(out)
+
+
+@lru_cache(maxsize=65536)
 def content_tokens(text: str) -> frozenset[str]:
     return frozenset(t for t in _WORD.findall(normalise(text)) if t not in STOPWORDS)

@@ -20,7 +20,7 @@ from core.families import detect_family
 from core.fileio import atomic_write_json, file_sha256, read_json
 from core.grounding import ground_all
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
-from core.parsing import FAILED, OK, SALVAGED, ParseResult, parse_output
+from core.parsing import AnswerEnd, parse_output, parse_stats
 from core.prompts import prompt_messages, target_entities, target_json
 from core.results import (
     PERFORMANCE,
@@ -55,14 +55,6 @@ def saved_config(model_dir: Path) -> RunConfig | None:
         return None
 
 
-def parse_stats(results: Sequence[ParseResult], too_long: int) -> dict[str, Any]:
-    n = len(results)
-    counts = {s: sum(1 for r in results if r.status == s) for s in (OK, SALVAGED, FAILED)}
-    return {**counts, "too_long": too_long, "invalid_items": sum(r.invalid_items
-                                                                  for r in results),
-            "failure_rate": (counts[FAILED] + counts[SALVAGED]) / n if n else 0.0}
-
-
 def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunConfig,
                  max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None,
                  oom_log: list[dict[str, Any]] | None = None,
@@ -86,6 +78,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         tokenizer.eos_token_id
     device = next(model.parameters()).device
     stops = set(gen_kwargs.get("eos_token_id", []))
+    pieces: dict[int, str] = {}
     b = 0
     while b < len(order):
         idx = order[b:b + bs]
@@ -98,7 +91,10 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
             mask[row, width - len(seq):] = 1
         try:
             check_eval_batch(len(idx))
-            extra = {} if constraint is None else {"logits_processor": constraint(idx, width)}
+            extra: dict[str, Any] = {"stopping_criteria": answer_end_criteria(
+                tokenizer, len(idx), width, pieces)}
+            if constraint is not None:
+                extra["logits_processor"] = constraint(idx, width)
             with torch.inference_mode():
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                      max_new_tokens=max_new_tokens, pad_token_id=pad_id,
@@ -127,6 +123,31 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         if progress is not None:
             progress.update(min(b, len(order)), len(order))
     return outputs, generated_tokens
+
+
+def answer_end_criteria(tokenizer: Any, rows: int, width: int, pieces: dict[int, str]) -> Any:
+    """Stop each row of a batch once its JSON answer is complete (core.parsing.AnswerEnd)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class AnswerStop(StoppingCriteria):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.ends = [AnswerEnd() for _ in range(rows)]
+            self.seen = [0] * rows
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = []
+            for row, gen in enumerate(input_ids[:, width:].tolist()):
+                end = self.ends[row]
+                for t in gen[self.seen[row]:]:
+                    if t not in pieces:
+                        pieces[t] = tokenizer.decode([t], skip_special_tokens=False)
+                    end.feed(pieces[t])
+                self.seen[row] = len(gen)
+                done.append(end.done)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([AnswerStop()])
 
 
 def constraint_labels(train_summary: dict[str, Any] | None, eval_labels: list[str]
@@ -287,7 +308,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
             "environment": environment_info(),
         })
     results_dir = Path(results_dir)
-    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(gold, pred, texts, raw))
+    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(gold, pred, texts, raw,
+                                                             sorted(too_long_idx)))
     atomic_write_json(results_dir / PERFORMANCE, doc)
     return doc
 

@@ -17,7 +17,14 @@ from core.config import ConfigError, RunConfig, parse_metrics
 from core.data import DataError
 from core.fileio import atomic_write_json, file_sha256
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
-from core.results import PERFORMANCE, environment_info, performance_doc, read_true_pred
+from core.parsing import parse_output, parse_stats
+from core.results import (
+    PERFORMANCE,
+    environment_info,
+    performance_doc,
+    read_raw_outputs,
+    read_true_pred,
+)
 
 SCORE_KEYS = ["eval.unique_entities", "eval.metrics"]
 
@@ -26,9 +33,18 @@ def rescore(path: Path, cfg: RunConfig) -> dict[str, Any]:
     gold, pred, texts = read_true_pred(path)
     scores = score(gold, pred, texts, parse_metrics(cfg.eval.metrics),
                    unique=cfg.eval.unique_entities, ci_reps=BOOTSTRAP_REPS)
+    raw = read_raw_outputs(path, len(gold))
+    if raw is None:  # the seed tool's file: no answers to re-parse
+        parse: dict[str, Any] = {"ok": None, "salvaged": None, "failed": None,
+                                 "failure_rate": None}
+    else:
+        outputs, too_long = raw
+        skip = set(too_long)
+        parse = parse_stats([parse_output(o) for i, o in enumerate(outputs) if i not in skip],
+                            len(too_long))
     return performance_doc(
         scores, num_examples=len(gold), avg_inference_time=0.0,
-        parse={"ok": None, "salvaged": None, "failed": None, "failure_rate": None},
+        parse=parse,
         hallucination_rate=hallucination_rate(pred, texts) if texts is not None else None,
         config=cfg.to_dict(),
         extra={"rescored_from": str(path), "source_sha256": file_sha256(path),

@@ -332,3 +332,29 @@ def test_gemma_tokenizer_is_rebuilt_as_bpe_and_survives_a_reload(gemma, gguf_cac
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<eos>", "<pad>", "<bos>")
     assert tok.chat_template is None  # a base model: jobs apply the Gemma 3 template
     assert detect_family(str(folder)).name == "gemma3"
+
+
+@pytest.mark.slow
+def test_generation_stops_a_row_once_its_json_answer_is_closed(smol_folder):
+    import torch
+    from transformers import AutoTokenizer
+
+    from jobs.evaluate import answer_end_criteria
+
+    tok = AutoTokenizer.from_pretrained(smol_folder)
+    prompt = tok("PROMPT", add_special_tokens=False)["input_ids"]
+    answer = tok('[{"label": "D", "text": "a]b"}] and then some chatter',
+                 add_special_tokens=False)["input_ids"]
+    fence = tok('```json\n[{"label": "D", "text": "x"}]\n```', add_special_tokens=False)[
+        "input_ids"]
+    stop = answer_end_criteria(tok, 2, len(prompt), {})
+    first_done = None
+    for k in range(1, len(answer) + 1):
+        ids = torch.tensor([prompt + answer[:k], prompt + (fence + fence)[:k]])
+        done = stop(ids, None)
+        assert not bool(done[1])  # an answer in a code fence ends at EOS, not here
+        if first_done is None and bool(done[0]):
+            first_done = k
+    assert first_done is not None
+    assert tok.decode(answer[:first_done]).rstrip().endswith("}]")
+    assert "chatter" not in tok.decode(answer[:first_done])

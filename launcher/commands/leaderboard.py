@@ -70,6 +70,8 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
         shown.rows = sort_rows(shown.rows, sort)
         shown_cols = table_columns(shown, with_pr, sort)
     print(render(shown, shown_cols, fmt))
+    if fmt == "github" and board.rows:
+        print(f"\n{COUNTING_NOTE}")
     if fmt != "json":
         if board.pending:
             print(f"\n{board.pending} run(s) without results yet")
@@ -83,9 +85,16 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
         if fmt != "json":
             print(f"plot: {plot}")
     if write and len(folders) == 1:
-        atomic_write_text(folders[0] / "leaderboard.md", render(board, cols, "github") + "\n")
+        atomic_write_text(folders[0] / "leaderboard.md",
+                          render(board, cols, "github") + f"\n\n{COUNTING_NOTE}\n")
         atomic_write_text(folders[0] / "leaderboard.csv", render(board, cols, "csv"))
     return 0
+
+
+COUNTING_NOTE = (
+    "Entities are counted once per (label, text) in each record (eval.unique_entities true, "
+    "the seed's default); published BC5CDR / NCBI-disease scores count every mention: "
+    "evaluate with --eval-unique-entities false to compare with them.")
 
 
 def run(args: argparse.Namespace) -> int:
