@@ -97,7 +97,8 @@ class TrainConfig:
     save_steps: int = _f(0, "Checkpoint every N optimizer steps (0: about 10 per run).")
     save_total_limit: int = _f(2, "Checkpoints kept in the run folder.")
     logging_steps: int = _f(1, "Log loss every N optimizer steps.")
-    report_to: str = _f("none", "Experiment tracker passed to the trainer (none, tensorboard).")
+    report_to: str = _f("none", "Experiment tracker passed to the trainer: none, tensorboard, "
+                        "mlflow or wandb (local, offline stores in the run folder).")
 
 
 @dataclass(frozen=True)

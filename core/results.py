@@ -8,6 +8,7 @@ adds what a leaderboard needs without opening anything else.
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 from datetime import datetime, timezone
@@ -79,6 +80,14 @@ def check_performance(doc: Any) -> list[str]:
                     f"({SCHEMA_VERSION}); upgrade medsweep")
     if not errs and not isinstance(doc["metrics"].get("total"), dict):
         errs.append("missing metrics.total")
+    if not errs:
+        for metric, prf in doc["metrics"]["total"].items():
+            for stat in ("p", "r", "f1"):
+                v = prf.get(stat) if isinstance(prf, dict) else None
+                if (not isinstance(v, (int, float)) or isinstance(v, bool)
+                        or not math.isfinite(v) or not 0.0 <= v <= 1.0):
+                    errs.append(f"metrics.total.{metric}.{stat} is {v!r}, not a score in "
+                                "[0, 1]; the file is not ranked (re-score it with jobs.score)")
     return errs
 
 

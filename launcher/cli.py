@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from launcher.commands import (
@@ -25,7 +26,8 @@ COMMANDS = {"submit": submit, "status": status, "leaderboard": leaderboard, "can
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m launcher",
+        # The console script says its own name; `python -m launcher` otherwise.
+        prog="medsweep" if Path(sys.argv[0]).name == "medsweep" else "python -m launcher",
         description="Run sweeps of Unsloth fine-tuning + evaluation runs, one job per "
                     "configuration, on Slurm or this machine, and rank the results.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

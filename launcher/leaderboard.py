@@ -106,7 +106,8 @@ def collect(sweep_folders: list[Path]) -> Board:
             row["halluc"] = doc.get("hallucination_rate")
             row["train_s"] = _get(doc, "timings.train_s")
             row["gpus"] = _get(doc, "hardware.gpu_count")
-            row["peak_vram_gb"] = doc.get("peak_vram_gb")
+            # A CPU run has no GPU memory to report (its 0.0 would read as a measurement).
+            row["peak_vram_gb"] = None if row["gpus"] == 0 else doc.get("peak_vram_gb")
             row["s_per_ex"] = doc.get("avg_inference_time")
             board.rows.append(row)
     return board

@@ -3,6 +3,11 @@
 # Every value is quoted (the seed's passed the system prompt unquoted), and the trained
 # adapter is kept. For sweeps, use: python -m launcher submit sweeps/medical.yaml
 set -euo pipefail
+# Runs from any folder: the repository's modules on the path, its venv's python if there is one.
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+if [ -z "${PYTHON:-}" ] && [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; fi
+PYTHON="${PYTHON:-python}"
 
 BASE_STORAGE_DIR="${BASE_STORAGE_DIR:-.}"
 BASE_PROJECT_DIR="${BASE_PROJECT_DIR:-.}"
@@ -50,7 +55,7 @@ TRAIN_OUTPUT_DIR="${BASE_STORAGE_DIR}/${MODELS_DIR}/${MODEL_STORE_NAME}"
 TEST_OUTPUT_DIR="${BASE_PROJECT_DIR}/${RESULTS_DIR}/${MODEL_STORE_NAME}"
 
 echo "Training the model..."
-python -m jobs.train \
+"$PYTHON" -m jobs.train \
     --train-dataset-file "${TRAIN_DATASET_FILE_PATH}" \
     --output-dir "${TRAIN_OUTPUT_DIR}" \
     --model-name "${MODEL_NAME}" \
@@ -78,7 +83,7 @@ python -m jobs.train \
     --unique-entities "${UNIQUE_ENTITIES}"
 
 echo "Testing the model..."
-python -m jobs.evaluate \
+"$PYTHON" -m jobs.evaluate \
     --eval-dataset-file "${EVAL_DATASET_FILE_PATH}" \
     --results-dir "${TEST_OUTPUT_DIR}" \
     --model-dir "${TRAIN_OUTPUT_DIR}" \

@@ -185,8 +185,9 @@ def test_ported_seed_script_runs_with_quoted_values(demo_data, tmp_path):
     (tmp_path / "data").mkdir()
     for f in (train_file, dev_file):
         (tmp_path / "data" / f.name).write_bytes(f.read_bytes())
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "train_eval.sh")], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+    env.pop("PYTHONPATH", None)  # run from elsewhere, as a user would: the script finds jobs/
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "train_eval.sh")], env=env,
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     perf = next((tmp_path / "results").rglob("performance.json"))
     doc = json.loads(perf.read_text())

@@ -151,3 +151,38 @@ def test_indexed_candidates_equal_testing_every_pair(metric):
         ok = predicate(metric, text)
         brute = [[j for j, p in enumerate(pred) if ok(g, p)] for g in gold]
         assert _edges(gold, pred, metric, text) == brute
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1e308, -0.1, "0.9", None])
+def test_an_invalid_score_is_listed_not_ranked(bad):
+    from core.results import check_performance
+
+    doc = {"schema_version": 2, "num_examples": 1, "avg_inference_time": 0.0, "macro": {},
+           "parse": {}, "config": {},
+           "metrics": {"total": {"exact": {"p": 0.5, "r": 0.5, "f1": bad}}}}
+    errs = check_performance(doc)
+    assert len(errs) == 1 and "metrics.total.exact.f1" in errs[0] and "[0, 1]" in errs[0]
+
+
+def test_results_honour_the_umask(tmp_path):
+    import os
+
+    from core.fileio import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "b.json", {})
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_status_watch_must_be_a_positive_interval(capsys):
+    from launcher.cli import main
+
+    assert main(["status", "--watch", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--watch -1" in err and len(err.strip().splitlines()) == 1

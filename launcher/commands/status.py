@@ -61,6 +61,10 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.watch is not None and not (args.watch > 0 and args.watch < 86400):
+        print(f"error: status --watch {args.watch:g}: give a refresh interval in seconds "
+              "between 0 and 86400 (e.g. --watch 10)", file=sys.stderr)
+        return 2
     folders = folders_or_report(args)
     if folders is None:
         return 2
