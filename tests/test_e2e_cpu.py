@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.results import TRAIN_SUMMARY, check_performance
+from core.results import SCHEMA_VERSION, TRAIN_SUMMARY, check_performance
 
 from .conftest import ROOT, job_env, run_module
 
@@ -62,7 +62,7 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     assert "exact" in r.stdout and "F1=" in r.stdout
     perf = json.loads((res / "performance.json").read_text())
     assert check_performance(perf) == []
-    assert perf["num_examples"] == 12 and perf["schema_version"] == 1
+    assert perf["num_examples"] == 12 and perf["schema_version"] == SCHEMA_VERSION
     for m in ("exact", "relaxed", "overlap"):
         assert set(perf["metrics"]["total"][m]) >= {"p", "r", "f1", "tp", "fp", "fn"}
         lo, hi = perf["ci95"][m]["f1"]
@@ -83,6 +83,8 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     again = json.loads((tmp_path / "rescored" / "performance.json").read_text())
     assert again["metrics"]["total"] == perf["metrics"]["total"]
     assert again["ci95"] == perf["ci95"]  # seeded: the same interval from the same records
+    assert again["parse"] == perf["parse"]  # re-parsed from the kept raw outputs
+    assert again["hallucination_rate"] == perf["hallucination_rate"]
 
     # A second train on the same folder recognises the finished model.
     r = run_module("jobs.train", *seed_train_argv(train_file, out, model))
