@@ -9,6 +9,7 @@ job.json files removed: a submit is all or nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import shlex
@@ -76,8 +77,14 @@ def sweep_lock(folder: Path) -> Iterator[None]:
 
 def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool) -> None:
     states = {s.run_id: s for s in run_states(folder)} if folder.is_dir() else {}
+    # The hash at the end of an id is the resolved config's: a run submitted before under
+    # another slug (an older medsweep, a reordered sweep) is the same run.
+    by_hash = {rid.rsplit("-", 1)[-1]: st for rid, st in sorted(states.items())}
     for p in planned:
         st = states.get(p.run.run_id)
+        if st is None and p.run.run_id.rsplit("-", 1)[-1] in by_hash:
+            st = by_hash[p.run.run_id.rsplit("-", 1)[-1]]
+            p.run = dataclasses.replace(p.run, run_id=st.run_id)
         state = st.state if st else "NOT_SUBMITTED"
         if state == "COMPLETED":
             p.action = "skip-done"

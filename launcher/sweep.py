@@ -71,8 +71,14 @@ def _slug_value(key: str, value: Any) -> str:
     return prefix + v
 
 
+_KEY_ORDER = {k: i for i, k in enumerate(SPECS)}
+
+
 def run_id(cfg: RunConfig, varied: dict[str, Any]) -> str:
-    parts = [_slug_value(k, v) for k, v in varied.items()]
+    """A readable slug of the varied values, in the config's own key order (not the YAML's),
+    then the hash of the resolved config, which alone identifies the run."""
+    ordered = sorted(varied.items(), key=lambda kv: _KEY_ORDER.get(kv[0], len(_KEY_ORDER)))
+    parts = [_slug_value(k, v) for k, v in ordered]
     slug = re.sub(r"[^a-z0-9.+-]+", "-", "-".join(p for p in parts if p).lower()).strip("-.")
     slug = re.sub(r"-{2,}", "-", slug)[:80]
     return f"{slug}-{config_hash(cfg)}" if slug else f"run-{config_hash(cfg)}"
@@ -233,9 +239,16 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             for line in str(exc).splitlines():
                 combo_errors[f"{where}: run with {label}: {line}"] = None
             continue
-        runs.append(Run(run_id(cfg, varied), cfg, varied))
+        runs.append(Run("", cfg, varied))
     if combo_errors:
         raise YamlError("\n".join(combo_errors))
+    # Only keys that take more than one value name runs: a one-value grid is the same config
+    # as that value in base, and must get the same id.
+    moving = {k for k in varied_keys
+              if len({json.dumps(r.varied.get(k), sort_keys=True, default=str)
+                      for r in runs}) > 1}
+    runs = [Run(run_id(r.config, {k: v for k, v in r.varied.items() if k in moving}),
+                r.config, r.varied) for r in runs]
     return Sweep(name=str(name), path=path, env=str(env), runs=runs, varied_keys=varied_keys,
                  demo_data=demo, raw=data)
 

@@ -298,3 +298,43 @@ def test_offline_env_refuses_models_missing_from_the_cache(tmp_path, data_files,
     assert main(["prefetch", str(sweep)]) == 0
     out = capsys.readouterr().out
     assert "every model of t is in" in out and out.count("cached ") == 2
+
+
+def test_run_ids_ignore_grid_key_order_and_one_value_grids(data_files):
+    tmp, train, dev = data_files
+    grid_a = {"peft.rank": [8, 16], "train.seed": [1], "model.name_or_path": ["scratch:llama-tiny"]}
+    grid_b = {"train.seed": [1], "model.name_or_path": ["scratch:llama-tiny"], "peft.rank": [8, 16]}
+    a = parse_sweep(sweep_doc(train, dev, grid=grid_a), tmp / "s.yaml")
+    b = parse_sweep(sweep_doc(train, dev, grid=grid_b), tmp / "s.yaml")
+    base = sweep_doc(train, dev, grid={"peft.rank": [8, 16]})
+    base["base"].update({"train.seed": 1, "model.name_or_path": "scratch:llama-tiny"})
+    c = parse_sweep(base, tmp / "s.yaml")
+    ids = sorted(r.run_id for r in a.runs)
+    assert ids == sorted(r.run_id for r in b.runs) == sorted(r.run_id for r in c.runs)
+    assert all(i.startswith(("r8-", "r16-")) for i in ids), ids
+
+
+def test_resubmit_finds_a_run_submitted_under_another_slug(data_files, capsys):
+    from core.fileio import atomic_write_json
+    from launcher.cli import main
+
+    tmp, train, dev = data_files
+    doc = sweep_doc(train, dev, grid={"peft.rank": [8]})
+    doc["base"]["model.name_or_path"] = "scratch:llama-tiny"
+    p = tmp / "s.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    run = parse_sweep(doc, p).runs[0]
+    # The same config, finished under an older slug (the hash at the end is what counts).
+    old = tmp / "runs" / "t" / f"old-slug-{run.run_id.rsplit('-', 1)[-1]}"
+    (old / "results").mkdir(parents=True)
+    from core.fileio import atomic_write_yaml
+
+    atomic_write_yaml(old / "config.yaml", run.config.to_dict())
+    atomic_write_json(old / "results" / "performance.json", {
+        "schema_version": 2, "num_examples": 1, "avg_inference_time": 0.0, "macro": {},
+        "parse": {}, "config": run.config.to_dict(),
+        "metrics": {"total": {"exact": {"p": 1.0, "r": 1.0, "f1": 1.0}}}})
+    assert main(["submit", str(p), "--runs-dir", str(tmp / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "skip-done" in out, out
+    assert [d.name for d in (tmp / "runs" / "t").iterdir() if d.is_dir()] == [old.name]
