@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,20 @@ ENV_KEYS = {f.name for f in dataclasses.fields(EnvProfile)}
 PARTITION_KEYS = {f.name for f in dataclasses.fields(Partition)}
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# Slurm constraints combine features with & | , [ ] ( ) * and counts.
+_CONSTRAINT = re.compile(r"[A-Za-z0-9._&|,\[\]()*:-]+")
+_SLURM_NAMES = {"account": _NAME, "qos": _NAME}
+_SECRET = re.compile(r"\bhf_[A-Za-z0-9]{30,}|(HF_TOKEN|HUGGING_FACE_HUB_TOKEN)\s*=")
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, never the whole of an unbounded one."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_scalar(errors: list[str], where: str, key: str, value: Any, typ: type) -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -80,17 +95,43 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 errors.append(f"{where}: setup: expected a list of shell lines")
             else:
+                for i, line in enumerate(value):
+                    if _SECRET.search(line):
+                        errors.append(f"{where}: setup[{i}]: a Hugging Face token must not be "
+                                      "written in a profile; export HF_TOKEN in your shell (the "
+                                      "job reads it from the environment)")
+                    if "\0" in line or "\n" in line:
+                        errors.append(f"{where}: setup[{i}]: one shell line per list item, "
+                                      "without NUL or newline characters")
                 kwargs[key] = tuple(value)
         elif key == "env_vars":
             if not isinstance(value, dict):
                 errors.append(f"{where}: env_vars: expected a mapping NAME: value")
             else:
-                bad = [k for k in value if k.upper() in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")]
+                bad = [k for k in value if str(k).upper() in ("HF_TOKEN",
+                                                              "HUGGING_FACE_HUB_TOKEN")]
                 if bad:
                     errors.append(f"{where}: env_vars: {bad[0]} must not be written in a "
                                   "profile; export it in your shell (the job reads it from "
                                   "the environment)")
+                for k, v in value.items():
+                    if not isinstance(k, str) or not _ENV_NAME.fullmatch(k):
+                        errors.append(f"{where}: env_vars: {_short(k)} is not a variable name "
+                                      "(letters, digits and _, not starting with a digit)")
+                    elif "\0" in str(v):
+                        errors.append(f"{where}: env_vars: {k}: the value contains a NUL "
+                                      "character, which no environment can hold")
+                    elif _SECRET.search(str(v)):
+                        errors.append(f"{where}: env_vars: {k}: a Hugging Face token must not "
+                                      "be written in a profile; export HF_TOKEN in your shell")
                 kwargs[key] = {str(k): str(v) for k, v in value.items()}
+        elif key in _SLURM_NAMES:
+            v = _check_scalar(errors, where, key, value, str)
+            if v is not None and v != "" and not _SLURM_NAMES[key].fullmatch(v):
+                errors.append(f"{where}: {key}: {_short(v)} is not a valid Slurm {key} "
+                              "(letters, digits and . _ - only)")
+            elif v is not None:
+                kwargs[key] = v
         else:
             typ = type(getattr(EnvProfile(), key))
             v = _check_scalar(errors, where, key, value, typ)
@@ -145,6 +186,11 @@ def _parse_partitions(value: Any, where: str, errors: list[str]) -> list[Partiti
             p = Partition(**kw)
             if p.vram_gb <= 0 or p.gpus_per_node < 1:
                 errors.append(f"{at}: vram_gb and gpus_per_node must be positive")
+            for fld, rx in (("name", _NAME), ("gpu_type", _NAME), ("constraint", _CONSTRAINT)):
+                v = item.get(fld)
+                if isinstance(v, str) and v and not rx.fullmatch(v):
+                    errors.append(f"{at}: {fld}: {_short(v)} is not a valid Slurm {fld} "
+                                  "(no spaces, quotes or line breaks)")
             out.append(p)
     return out
 

@@ -59,6 +59,13 @@ ENVS = {
     "env_partition_missing_vram.yaml": "partitions[0]: missing vram_gb",
     "env_token.yaml": "HF_TOKEN must not be written in a profile",
     "env_zero_time.yaml": "time_limit_min must be >= 1",
+    "env_var_name_injection.yaml": "is not a variable name",
+    "env_partition_newline.yaml": "partitions[0]: name:",
+    "env_partition_space.yaml": "is not a valid Slurm name",
+    "env_account_newline.yaml": "account:",
+    "env_gpu_type_newline.yaml": "partitions[0]: gpu_type:",
+    "env_setup_token.yaml": "setup[0]: a Hugging Face token must not be written",
+    "env_nul_value.yaml": "contains a NUL character",
 }
 
 RESULTS = {

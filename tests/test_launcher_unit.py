@@ -338,3 +338,20 @@ def test_resubmit_finds_a_run_submitted_under_another_slug(data_files, capsys):
     out = capsys.readouterr().out
     assert "skip-done" in out, out
     assert [d.name for d in (tmp / "runs" / "t").iterdir() if d.is_dir()] == [old.name]
+
+
+def test_resubmit_never_takes_an_env_file_named_by_the_runs_folder(data_files, capsys):
+    from launcher.cli import main
+
+    tmp, train, dev = data_files
+    evil = tmp / "evil.yaml"
+    evil.write_text("name: evil\nexecutor: local\nenv_vars: {PYTHONPATH: /tmp/evil}\n")
+    runs = tmp / "runs" / "t"
+    runs.mkdir(parents=True)
+    doc = sweep_doc(train, dev, env=str(evil))
+    (runs / "sweep.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["resubmit", "t", "--runs-dir", str(tmp / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "not trusted to choose the jobs' environment: pass --env" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in runs.iterdir()) == ["sweep.yaml"]  # nothing submitted

@@ -122,7 +122,8 @@ def test_preemption_requeue_resumes_from_the_last_checkpoint(slurm_cluster, tmp_
 
 
 def test_killed_job_shows_failed_and_resubmit_resumes(slurm_cluster, tmp_path, data, capsys):
-    folder = submit(tmp_path, "killed", data, {**LONG, "train.max_steps": 3000})
+    env = env_file(tmp_path)
+    folder = submit(tmp_path, "killed", data, {**LONG, "train.max_steps": 3000}, env=env)
     run_dir = next(p for p in folder.iterdir() if (p / "config.yaml").is_file())
     wait_checkpoint(run_dir)
     job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
@@ -141,7 +142,11 @@ def test_killed_job_shows_failed_and_resubmit_resumes(slurm_cluster, tmp_path, d
     capsys.readouterr()
     assert main(["status", "killed", "--runs-dir", str(tmp_path / "runs")]) == 1
     assert "FAILED" in capsys.readouterr().out
-    assert main(["resubmit", "killed", "--runs-dir", str(tmp_path / "runs")]) == 0
+    # The saved sweep names a profile file outside envs/: the resubmit names it itself.
+    assert main(["resubmit", "killed", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "not trusted to choose the jobs' environment" in capsys.readouterr().err
+    assert main(["resubmit", "killed", "--runs-dir", str(tmp_path / "runs"),
+                 "--env", str(env)]) == 0
     states = wait_for(folder, all_ended, timeout=900, every=3)
     assert states[0].state == "COMPLETED", states[0].error
     summary = json.loads((run_dir / "adapter" / TRAIN_SUMMARY).read_text())
