@@ -13,6 +13,7 @@ defaults); the help text says what the script used.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -255,14 +256,20 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
     if typ is float:
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got {value!r}")
+        number: float | None = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
-                pass
-        raise ValueError(f"expected a number, got {value!r}")
+                number = None
+        if number is None:
+            raise ValueError(f"expected a number, got {value!r}")
+        if not math.isfinite(number):
+            # nan / inf pass every "> 0" check and fail only after the model has loaded.
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     if spec.choices and value not in spec.choices:

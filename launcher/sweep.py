@@ -154,7 +154,11 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             if k not in DATA_KEYS:
                 errors.append(f"{where}: data: unknown key {k!r}; valid keys: "
                               f"{', '.join(DATA_KEYS)}")
-        demo = bool(data_sec.get("demo", False))
+        demo_value = data_sec.get("demo", False)
+        if not isinstance(demo_value, bool):
+            errors.append(f"{where}: data.demo: expected true or false, got {demo_value!r}"[:300])
+            demo_value = True  # reported once: no follow-on "data.train required" lines
+        demo = demo_value
         if not demo:
             for k, cfg_key in (("train", "data.train_dataset_file"),
                                ("eval", "data.eval_dataset_file")):
@@ -239,6 +243,15 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             for line in str(exc).splitlines():
                 combo_errors[f"{where}: run with {label}: {line}"] = None
             continue
+        for key in ("data.train_dataset_file", "data.eval_dataset_file"):
+            value = str(getattr(cfg.data, key.split(".", 1)[1]))
+            f = Path(value).expanduser()
+            if not value.startswith("demo:") and not f.is_file():
+                label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"
+                what = "is a folder" if f.is_dir() else (
+                    "is not a regular file" if f.exists() else "does not exist")
+                combo_errors[f"{where}: run with {label}: {key}: {f} {what}; give a JSON "
+                             "dataset file"] = None
         runs.append(Run("", cfg, varied))
     if combo_errors:
         raise YamlError("\n".join(combo_errors))

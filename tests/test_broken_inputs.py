@@ -32,6 +32,10 @@ DATA = {
 
 SWEEPS = {
     "sweep_syntax.yaml": "line 2 column 1",
+    "sweep_nan_learning_rate.yaml": "train.learning_rate: expected a finite number",
+    "sweep_demo_string.yaml": "data.demo: expected true or false, got 'false'",
+    "sweep_data_in_grid_missing.yaml": "/nonexistent/dev.json does not exist",
+    "sweep_data_in_base_folder.yaml": "data.train_dataset_file: /tmp is a folder",
     "sweep_unknown_top_key.yaml": "unknown key 'colour'; valid keys: name,",
     "sweep_unknown_config_key.yaml": "unknown key 'peft.rnk'; valid keys:",
     "sweep_wrong_type.yaml": "peft.rank: expected an integer, got 'eight'",
@@ -81,6 +85,9 @@ FLAGS = [
     (["--train-per-device-batch-size", "-4"], "--train-per-device-batch-size must be positive"),
     (["--model-family", "gpt"], "unknown model family 'gpt'"),
     (["--train-learning-rate", "fast"], "--train-learning-rate: expected a number"),
+    (["--train-learning-rate", "nan"], "--train-learning-rate: expected a finite number"),
+    (["--train-num-epochs", "inf"], "--train-num-epochs: expected a finite number"),
+    (["--train-weight-decay", "NaN"], "--train-weight-decay: expected a finite number"),
     (["--peft-lora-dropout", "1.5"], "--peft-lora-dropout must be in [0, 1)"),
     (["--train-num-epochs", "0"], "--train-num-epochs must be positive"),
     (["--model-name", "scratch:dolphin-tiny"], "unknown scratch family"),
