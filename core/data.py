@@ -7,6 +7,7 @@ Problems that may be legitimate (paraphrased entity text) are warnings with a co
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ class Dataset:
         return list(seen)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _decode(path: Path) -> Any:
     try:
         raw = path.read_bytes()
@@ -72,6 +76,9 @@ def _decode(path: Path) -> Any:
                         f"{exc.msg}") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply; records are flat objects") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DataError(f"{path}: unreadable JSON value ({str(exc).split(';')[0]}); "
+                        "records hold only text and entities") from None
 
 
 def parse_records(data: Any, where: str) -> list[Record]:
@@ -95,6 +102,10 @@ def parse_records(data: Any, where: str) -> list[Record]:
             raise DataError(f"{at}: 'text' must be a string, got {_kind(rec['text'])}")
         if not rec["text"].strip():
             raise DataError(f"{at}: 'text' is empty")
+        if _SURROGATE.search(rec["text"]):
+            raise DataError(f"{at}: 'text' holds a lone UTF-16 surrogate (an escape like "
+                            "\\ud800 without its pair), which is no character; fix the "
+                            "escape or remove it")
         ents = rec["entities"]
         if not isinstance(ents, list):
             raise DataError(f"{at}: 'entities' must be a list, got {_kind(ents)}")
@@ -112,6 +123,9 @@ def parse_records(data: Any, where: str) -> list[Record]:
                     raise DataError(f"{eat}: {key!r} must be a string, got {_kind(ent[key])}")
                 if not ent[key].strip():
                     raise DataError(f"{eat}: {key!r} is empty")
+                if _SURROGATE.search(ent[key]):
+                    raise DataError(f"{eat}: {key!r} holds a lone UTF-16 surrogate; fix the "
+                                    "escape or remove it")
             parsed.append(Entity(ent["label"].strip(), ent["text"]))
         records.append(Record(rec["text"], tuple(parsed)))
     return records

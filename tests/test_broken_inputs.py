@@ -16,6 +16,8 @@ DATA = {
     "data_empty_file.json": "file is empty",
     "data_null.json": "top level is a JSON null",
     "data_trailing_garbage.json": "invalid JSON at line 1 column 4: Extra data",
+    "data_lone_surrogate.json": "record 0: 'text' holds a lone UTF-16 surrogate",
+    "data_huge_number.json": "unreadable JSON value (Exceeds the limit (4300 digits)",
     "data_missing_entities.json": "record 0: missing key 'entities'",
     "data_missing_text.json": "record 0: missing key 'text'",
     "data_text_not_string.json": "record 1: 'text' must be a string, got a number",
