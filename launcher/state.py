@@ -94,12 +94,27 @@ def _error_line(rd: RunDir, job: dict[str, Any] | None) -> str:
     return ""
 
 
-def _pid_alive(pid: Any) -> bool:
+def process_start(pid: int) -> str | None:
+    """When a process started (clock ticks since boot, /proc/PID/stat field 22), or None where
+    /proc is unavailable: with the PID, it names one process, not whichever reused the PID."""
     try:
-        os.kill(int(pid), 0)
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError, TypeError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def local_process_alive(job: dict[str, Any]) -> bool:
+    """Whether the local job's own process still runs (same PID and same start time)."""
+    try:
+        pid = int(job.get("pid"))  # type: ignore[arg-type]
+        os.kill(pid, 0)
     except (OSError, ValueError, TypeError):
         return False
-    return True
+    started = job.get("pid_start")
+    return started is None or process_start(pid) in (None, str(started))
 
 
 def run_states(sweep_dir: Path) -> list[RunState]:
@@ -139,7 +154,7 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             if rd.error.is_file():
                 st.state = "FAILED"
                 st.error = _error_line(rd, job)
-            elif _pid_alive(job.get("pid")):
+            elif local_process_alive(job):
                 st.state = "RUNNING"
             else:
                 st.state = "FAILED"

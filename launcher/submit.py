@@ -29,7 +29,7 @@ from core.rundir import RunDir
 from launcher.envs import EnvProfile
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
-from launcher.state import ACTIVE, RETRYABLE, run_states
+from launcher.state import ACTIVE, RETRYABLE, process_start, run_states
 from launcher.sweep import Run, Sweep
 from launcher.yamlio import YamlError
 
@@ -239,7 +239,8 @@ def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
             job = ex.submit(PipelineJob(str(folder / p.run.run_id)))
             atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(
                 p, env, str(job.job_id), "local", {"timeout_min": env.time_limit_min},
-                str(job.paths.stdout), str(job.paths.stderr), pid=int(job.job_id)))
+                str(job.paths.stdout), str(job.paths.stderr), pid=int(job.job_id),
+                pid_start=process_start(int(job.job_id))))
             on_event(f"started {p.run.run_id}")
             running.append((job, p))
         time.sleep(0.5)

@@ -355,3 +355,39 @@ def test_resubmit_never_takes_an_env_file_named_by_the_runs_folder(data_files, c
     assert "not trusted to choose the jobs' environment: pass --env" in err
     assert len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in runs.iterdir()) == ["sweep.yaml"]  # nothing submitted
+
+
+def test_a_reused_pid_is_not_a_running_local_job():
+    import os
+
+    from launcher.state import local_process_alive, process_start
+
+    me = os.getpid()
+    assert local_process_alive({"pid": me, "pid_start": process_start(me)})
+    # The same PID, but a process that started at another time: not our job.
+    assert not local_process_alive({"pid": me, "pid_start": "1"})
+    assert not local_process_alive({"pid": 2**22 + 12345})
+    assert not local_process_alive({"pid": "junk"})
+
+
+def test_cancel_of_a_local_sweep_never_calls_scancel(tmp_path, capsys, monkeypatch):
+    import os
+
+    from core.fileio import atomic_write_json, atomic_write_yaml
+    from launcher.cli import main
+    from launcher.state import process_start
+
+    run = tmp_path / "runs" / "loc" / "r1-deadbeef"
+    run.mkdir(parents=True)
+    (run.parent / "sweep.yaml").write_text("name: loc\n")
+    atomic_write_yaml(run / "config.yaml", {})
+    # A local job whose PID was reused by this very test process: alive, but not ours.
+    atomic_write_json(run / "job.json", {"cluster": "local", "job_id": str(os.getpid()),
+                                         "pid": os.getpid(), "pid_start": "1"})
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    rc = main(["cancel", "loc", "--runs-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in out.err
+    assert "scancel" not in out.err and ("nothing to cancel" in out.out
+                                         or "stopped 0 local run(s)" in out.out)
+    assert process_start(os.getpid()) is not None  # and we are still here

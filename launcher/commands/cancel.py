@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from typing import Any
 
+from core.rundir import RunDir
 from launcher.commands.common import add_sweep_arg, folders_or_report
-from launcher.state import ACTIVE, run_states
+from launcher.state import ACTIVE, local_process_alive, read_job, run_states
 
 
 def add_parser(sub: Any) -> None:
@@ -20,14 +24,37 @@ def run(args: argparse.Namespace) -> int:
     folders = folders_or_report(args)
     if folders is None:
         return 2
-    ids = [s.job_id for f in folders for s in run_states(f)
-           if s.state in ACTIVE and s.job_id]
-    if not ids:
+    active = [s for f in folders for s in run_states(f) if s.state in ACTIVE and s.job_id]
+    slurm_ids, local = [], []
+    for st in active:
+        job = read_job(RunDir(st.path)) or {}
+        if job.get("cluster") == "slurm":
+            slurm_ids.append(str(st.job_id))
+        else:
+            local.append((st, job))
+    if not active:
         print("nothing to cancel")
         return 0
-    out = subprocess.run(["scancel", *ids], capture_output=True, text=True)
-    if out.returncode != 0:
-        print(f"error: scancel failed: {out.stderr.strip()}", file=sys.stderr)
-        return 1
-    print(f"cancelled {len(ids)} job(s): {' '.join(ids)}")
+    stopped = []
+    for st, job in local:
+        # A local run is this machine's process: signalled only while it is still the same
+        # process (PID and start time), never through scancel.
+        if local_process_alive(job):
+            try:
+                os.kill(int(job["pid"]), signal.SIGTERM)
+                stopped.append(st.run_id)
+            except OSError:
+                pass
+    if local:
+        print(f"stopped {len(stopped)} local run(s)" + "".join(f"\n  {r}" for r in stopped))
+    if slurm_ids:
+        if shutil.which("scancel") is None:
+            print("error: scancel is not on PATH; run cancel where the Slurm tools are "
+                  f"(job ids {' '.join(slurm_ids)})", file=sys.stderr)
+            return 1
+        out = subprocess.run(["scancel", *slurm_ids], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"error: scancel failed: {out.stderr.strip()}", file=sys.stderr)
+            return 1
+        print(f"cancelled {len(slurm_ids)} job(s): {' '.join(slurm_ids)}")
     return 0
