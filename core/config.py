@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -227,6 +228,16 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = (
+    60, 60, 4, 4, 2)
+
+
+def short(value: Any) -> str:
+    """A bounded repr for messages: an alias-bomb list or a huge string is never expanded."""
+    return _SHORT.repr(value)
+
+
 def coerce(spec: FieldSpec, value: Any) -> Any:
     """Turn a CLI string or YAML scalar into the field's type, or raise ValueError."""
     if value is None:
@@ -239,10 +250,10 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
             return value
         if isinstance(value, str):
             return parse_bool(value)
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {short(value)}")
     if typ is int:
         if isinstance(value, bool):
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise ValueError(f"expected an integer, got {short(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -252,10 +263,10 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise ValueError(f"expected an integer, got {value!r}")
+        raise ValueError(f"expected an integer, got {short(value)}")
     if typ is float:
         if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
+            raise ValueError(f"expected a number, got {short(value)}")
         number: float | None = None
         if isinstance(value, (int, float)):
             number = float(value)
@@ -265,15 +276,15 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
             except ValueError:
                 number = None
         if number is None:
-            raise ValueError(f"expected a number, got {value!r}")
+            raise ValueError(f"expected a number, got {short(value)}")
         if not math.isfinite(number):
             # nan / inf pass every "> 0" check and fail only after the model has loaded.
-            raise ValueError(f"expected a finite number, got {value!r}")
+            raise ValueError(f"expected a finite number, got {short(value)}")
         return number
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
+        raise ValueError(f"expected a string, got {short(value)}")
     if spec.choices and value not in spec.choices:
-        raise ValueError(f"{value!r} is not one of {', '.join(spec.choices)}")
+        raise ValueError(f"{short(value)} is not one of {', '.join(spec.choices)}")
     return value
 
 

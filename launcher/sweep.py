@@ -16,15 +16,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import SPECS, ConfigError, RunConfig, build_config, coerce
+from core.config import SPECS, ConfigError, RunConfig, build_config, coerce, short
 from launcher.yamlio import YamlError, load_yaml_mapping
 
-SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "seeds")
+SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "seeds",
+              "max_runs")
+MAX_RUNS = 10_000
+"""Default cap on the runs one sweep may expand to (the sweep's max_runs raises it)."""
 DATA_KEYS = ("train", "eval", "demo")
 _ABBREV = {
     "model.name_or_path": "", "peft.rank": "r", "peft.lora_alpha": "a", "train.num_epochs": "e",
@@ -117,14 +121,14 @@ def _typed(key: str, value: Any, where: str, errors: list[str]) -> Any:
 
 def _axis(values: Any, where: str, key: str, errors: list[str]) -> list[Any]:
     if not isinstance(values, list):
-        errors.append(f"{where}: {key}: expected a list of values, got {values!r}")
+        errors.append(f"{where}: {key}: expected a list of values, got {short(values)}")
         return []
     if not values:
         errors.append(f"{where}: {key}: empty list; give at least one value or remove the key")
         return []
     typed = [_typed(key, v, where, errors) for v in values]
     if len({json.dumps(t, default=str) for t in typed}) != len(typed):
-        errors.append(f"{where}: {key}: repeated values {values!r}")
+        errors.append(f"{where}: {key}: repeated values {short(values)}")
     return typed
 
 
@@ -137,7 +141,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
         errors.append(f"{where}: name: required, letters, digits, '.', '_' or '-' "
-                      f"(got {name!r})")
+                      f"(got {short(name)})")
     env = data.get("env", "local")
     if not isinstance(env, str):
         errors.append(f"{where}: env: expected a profile name such as local or slurm")
@@ -156,7 +160,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
                               f"{', '.join(DATA_KEYS)}")
         demo_value = data_sec.get("demo", False)
         if not isinstance(demo_value, bool):
-            errors.append(f"{where}: data.demo: expected true or false, got {demo_value!r}"[:300])
+            errors.append(f"{where}: data.demo: expected true or false, got {short(demo_value)}"[:300])
             demo_value = True  # reported once: no follow-on "data.train required" lines
         demo = demo_value
         if not demo:
@@ -222,6 +226,14 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
                       "set it in one place")
     if "model.name_or_path" not in fixed and "model.name_or_path" not in varied_keys:
         errors.append(f"{where}: model.name_or_path: set it in base or grid")
+    cap = data.get("max_runs", MAX_RUNS)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        errors.append(f"{where}: max_runs: expected a positive integer, got {short(cap)}")
+        cap = MAX_RUNS
+    total = math.prod(len(a) for a in axes) if axes else 1
+    if total > cap:
+        errors.append(f"{where}: the grid expands to {total:,} runs, more than max_runs "
+                      f"{cap:,}; shrink the grid or set max_runs: {total} at the top of the sweep")
     if errors:
         raise YamlError("\n".join(dict.fromkeys(errors)))
 

@@ -36,6 +36,8 @@ SWEEPS = {
     "sweep_syntax.yaml": "line 2 column 1",
     "sweep_nan_learning_rate.yaml": "train.learning_rate: expected a finite number",
     "sweep_demo_string.yaml": "data.demo: expected true or false, got 'false'",
+    "sweep_too_many_runs.yaml": "the grid expands to 100,000 runs, more than max_runs 10,000",
+    "sweep_alias_bomb_value.yaml": "model.system_prompt: expected a string, got [[",
     "sweep_data_in_grid_missing.yaml": "/nonexistent/dev.json does not exist",
     "sweep_data_in_base_folder.yaml": "data.train_dataset_file: /tmp is a folder",
     "sweep_unknown_top_key.yaml": "unknown key 'colour'; valid keys: name,",
