@@ -229,6 +229,9 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
     def cell(v: Any) -> Any:
         if _is_interval(v):
             return f"{v[0]:.3f}-{v[1]:.3f}"
+        if isinstance(v, str):
+            # A config value (a system prompt) must not end the cell or the row.
+            return " ".join(v.split()).replace("|", "\\|")
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
 
     headers = [c.split(".", 1)[1] if c.startswith(("model.", "peft.", "train.", "eval."))

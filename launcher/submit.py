@@ -137,6 +137,22 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
                 f"prefetch {sweep.path}` where there is internet")
     folder = sweep_dir(sweep, env, runs_dir)
     new_sweep = not (folder / "sweep.yaml").exists()
+    try:
+        return _submit_locked(planned, sweep, env, folder, new_sweep, only_retryable, on_event)
+    except SubmitError:
+        if new_sweep:
+            # Nothing of a refused first submit stays: not even the lock or the empty folder.
+            for leftover in (folder / ".submit.lock", folder):
+                try:
+                    leftover.unlink() if leftover.is_file() else leftover.rmdir()
+                except OSError:
+                    pass
+        raise
+
+
+def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, folder: Path,
+                   new_sweep: bool, only_retryable: bool,
+                   on_event: Callable[[str], None]) -> list[PlannedRun]:
     with sweep_lock(folder):
         _mark_actions(planned, folder, only_retryable)
         todo = [p for p in planned if p.action == "submit"]

@@ -272,7 +272,8 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     moving = {k for k in varied_keys
               if len({json.dumps(r.varied.get(k), sort_keys=True, default=str)
                       for r in runs}) > 1}
-    runs = [Run(run_id(r.config, {k: v for k, v in r.varied.items() if k in moving}),
+    runs = [Run(run_id(r.config, {k: v for k, v in r.varied.items() if k in moving}
+                       or {"model.name_or_path": r.config.model.name_or_path}),
                 r.config, r.varied) for r in runs]
     return Sweep(name=str(name), path=path, env=str(env), runs=runs, varied_keys=varied_keys,
                  demo_data=demo, raw=data)

@@ -324,6 +324,7 @@ def test_resubmit_finds_a_run_submitted_under_another_slug(data_files, capsys):
     p = tmp / "s.yaml"
     p.write_text(yaml.safe_dump(doc))
     run = parse_sweep(doc, p).runs[0]
+    assert run.run_id.startswith("llama-tiny-")  # a single run is named after its model
     # The same config, finished under an older slug (the hash at the end is what counts).
     old = tmp / "runs" / "t" / f"old-slug-{run.run_id.rsplit('-', 1)[-1]}"
     (old / "results").mkdir(parents=True)
@@ -391,3 +392,14 @@ def test_cancel_of_a_local_sweep_never_calls_scancel(tmp_path, capsys, monkeypat
     assert "scancel" not in out.err and ("nothing to cancel" in out.out
                                          or "stopped 0 local run(s)" in out.out)
     assert process_start(os.getpid()) is not None  # and we are still here
+
+
+def test_leaderboard_markdown_escapes_config_text():
+    from launcher.leaderboard import Board, render
+
+    board = Board(rows=[{"run_id": "a", "model.system_prompt": "x | y\n| fake | row |",
+                         "exact.f1": 0.5}])
+    md = render(board, ["run_id", "model.system_prompt", "exact.f1"], "github")
+    lines = md.splitlines()
+    assert len(lines) == 3  # header, rule, one row: no row injected
+    assert "x \\| y \\| fake \\| row \\|" in lines[2]
