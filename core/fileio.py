@@ -53,15 +53,24 @@ def atomic_write_yaml(path: str | Path, data: Any) -> None:
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file; raise ValueError naming the file on any problem."""
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():
+        # A FIFO or device would block the read (or never end); results are regular files.
+        raise ValueError(f"{p}: not a regular file; give a JSON file")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"{p}: file not found") from None
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not UTF-8") from None
+    except IsADirectoryError:
+        raise ValueError(f"{p}: is a folder; give a JSON file") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: "
                          f"{exc.msg}") from None
+    except RecursionError:
+        raise ValueError(f"{p}: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ValueError(f"{p}: unreadable JSON value ({str(exc).split(';')[0]})") from None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -70,3 +79,15 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def folder_problem(path: str | Path, flag: str) -> str | None:
+    """Why path cannot be an output folder (it exists as something else), or None."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                return (f"{flag} {p}: {q} is a file, not a folder; give a folder path "
+                        "(it is created if missing)")
+            return None
+    return None

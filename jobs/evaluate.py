@@ -17,7 +17,7 @@ from core.cliargs import add_config_flags, config_from_args
 from core.config import ConfigError, RunConfig, config_from_dict, parse_metrics
 from core.data import DataError, Entity, load_dataset
 from core.families import detect_family
-from core.fileio import atomic_write_json, file_sha256, read_json
+from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
 from core.grounding import ground_all
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import AnswerEnd, parse_output, parse_stats
@@ -47,7 +47,13 @@ def saved_config(model_dir: Path) -> RunConfig | None:
     summary = model_dir / TRAIN_SUMMARY
     if not summary.is_file():
         return None
-    ident = dict(read_json(summary).get("identity", {}))
+    try:
+        doc = read_json(summary)
+    except ValueError as exc:
+        raise EvalError(f"{exc}; the model folder is damaged: train it again") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("identity", {}), dict):
+        raise EvalError(f"{summary}: not a medsweep training record; train the model again")
+    ident = dict(doc.get("identity", {}))
     ident.get("data", {}).pop("train_sha256", None)
     try:
         return config_from_dict(ident, str(summary))
@@ -344,6 +350,10 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    bad = folder_problem(args.results_dir, "--results-dir")
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         base = saved_config(Path(args.model_dir))
         cfg = config_from_args(args, base)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from core.cliargs import add_config_flags, config_from_args
 from core.config import ConfigError, RunConfig, parse_metrics
 from core.data import DataError
-from core.fileio import atomic_write_json, file_sha256
+from core.fileio import atomic_write_json, file_sha256, folder_problem
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import parse_output, parse_stats
 from core.results import (
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    bad = folder_problem(args.results_dir, "--results-dir")
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         cfg = config_from_args(args)
         doc = rescore(Path(args.true_pred_file), cfg)

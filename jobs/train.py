@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from core.cliargs import add_config_flags, config_from_args, keys_of
 from core.config import ConfigError, RunConfig
 from core.data import DataError, Dataset, Record, load_dataset
-from core.fileio import atomic_write_json, file_sha256, read_json
+from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
 from core.prompts import prompt_messages, target_json
 from core.results import TRAIN_SUMMARY, environment_info, now_iso
 
@@ -78,6 +78,19 @@ def training_identity(cfg: RunConfig, data_sha: str) -> dict[str, Any]:
     d["data"].pop("eval_dataset_file", None)
     d["data"]["train_sha256"] = data_sha
     return d
+
+
+def _read_own(path: Path) -> dict[str, Any]:
+    """A file this job wrote earlier into its output folder; TrainError when it is damaged."""
+    try:
+        doc = read_json(path)
+    except ValueError as exc:
+        raise TrainError(f"{exc}; the output folder is damaged: delete that file to train "
+                         "again, or use a new --output-dir") from None
+    if not isinstance(doc, dict):
+        raise TrainError(f"{path}: not a medsweep record (expected an object); delete it to "
+                         "train again, or use a new --output-dir")
+    return doc
 
 
 def effective_warmup(warmup_steps: int, total_steps: int) -> int:
@@ -193,13 +206,13 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
 
     summary_path = output_dir / TRAIN_SUMMARY
     if summary_path.is_file():
-        done = read_json(summary_path)
+        done = _read_own(summary_path)
         if done.get("identity") == identity:
             modeling.log(f"{output_dir} already holds this trained model; nothing to do")
             return TrainResult(dict(done))
         raise TrainError(f"{output_dir} holds a model trained with a different configuration; "
                          "use a new --output-dir")
-    started = read_json(output_dir / "medsweep_train_started.json") if (
+    started = _read_own(output_dir / "medsweep_train_started.json") if (
         output_dir / "medsweep_train_started.json").is_file() else None
     if started is not None and started.get("identity") != identity:
         raise TrainError(f"{output_dir} holds checkpoints of a different configuration; use a "
@@ -447,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    bad = folder_problem(args.output_dir, "--output-dir")
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         cfg = config_from_args(args)
         summary = train(cfg, Path(args.output_dir))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import read_json
+from core.rundir import clean_progress
 
 
 def _short(value: Any) -> str:
@@ -70,8 +71,8 @@ def plot_losses(run_dirs: list[Path], out: Path) -> tuple[Path, list[str]]:
     skipped = []
     for d in run_dirs:
         try:
-            hist = read_json(d / "progress.json").get("history", [])
-        except (ValueError, AttributeError):
+            hist = (clean_progress(read_json(d / "progress.json")) or {}).get("history", [])
+        except ValueError:
             hist = []
         if not hist:
             skipped.append(d.name)

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from core.fileio import read_json
 from core.results import check_performance
-from core.rundir import RunDir
+from core.rundir import RunDir, clean_progress
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SUBMITTED", "STAGE_OUT", "SIGNALING"}
@@ -128,7 +128,7 @@ def run_states(sweep_dir: Path) -> list[RunState]:
         progress = None
         if rd.progress.is_file():
             try:
-                progress = read_json(rd.progress)
+                progress = clean_progress(read_json(rd.progress))
             except ValueError:
                 progress = None
         st = RunState(rd.run_id, d, "NOT_SUBMITTED", None, (job or {}).get("varied", {}),

@@ -20,6 +20,10 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {type(key).__name__} cannot be a key; keys are names such as "
+                "peft.rank", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -30,6 +34,19 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+def _depth(text: str) -> int:
+    """Deepest nesting of flow brackets (a bound that needs no parse; block nesting of that
+    depth is as unusual and indents far enough to hit the same limit in the parser's stack)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -37,6 +54,13 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
         raise YamlError(f"{path}: file not found") from None
     except UnicodeDecodeError:
         raise YamlError(f"{path}: not UTF-8 text") from None
+    except IsADirectoryError:
+        raise YamlError(f"{path}: is a folder; give a .yaml file") from None
+    except OSError as exc:
+        raise YamlError(f"{path}: cannot read ({exc.strerror})") from None
+    if _depth(text) > 200:
+        raise YamlError(f"{path}: nested more than 200 levels deep; sweep and env files are "
+                        "flat mappings of keys")
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader subclass)
     except yaml.MarkedYAMLError as exc:
@@ -45,6 +69,9 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
         raise YamlError(f"{path}: {where}{exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise YamlError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlError(f"{path}: nested too deeply; sweep and env files are flat mappings "
+                        "of keys") from None
     if data is None:
         raise YamlError(f"{path}: file is empty")
     if not isinstance(data, dict):

@@ -403,3 +403,19 @@ def test_leaderboard_markdown_escapes_config_text():
     lines = md.splitlines()
     assert len(lines) == 3  # header, rule, one row: no row injected
     assert "x \\| y \\| fake \\| row \\|" in lines[2]
+
+
+@pytest.mark.parametrize("garbage", ['[1,2,3]', '{"total":"x"}', '{"step":"5"}',
+                                     '{"total":-1,"step":1e8}', '{"total":10,"step":1e300}',
+                                     '{"history":[{"step":"a","loss":null}, 5]}', 'not json'])
+def test_garbage_progress_never_breaks_status_or_plot_loss(tmp_path, capsys, garbage):
+    from launcher.cli import main
+
+    run = tmp_path / "runs" / "s" / "r1-abcdef12"
+    run.mkdir(parents=True)
+    (run.parent / "sweep.yaml").write_text("name: s\n")
+    (run / "config.yaml").write_text("{}\n")
+    (run / "progress.json").write_text(garbage)
+    assert main(["status", "s", "--runs-dir", str(tmp_path / "runs")]) in (0, 1)
+    assert main(["plot-loss", str(run.parent), "--out", str(tmp_path / "l.png")]) == 0
+    assert "Traceback" not in capsys.readouterr().err

@@ -29,7 +29,7 @@ def _progress(st: RunState) -> str:
     frac = min(1.0, pr.get("step", 0) / pr["total"])
     bar = "#" * int(frac * 10) + "." * (10 - int(frac * 10))
     eta = pr.get("eta_s")
-    return (f"{pr.get('phase', '')} [{bar}] {pr.get('step')}/{pr['total']}"
+    return (f"{pr.get('phase', '')} [{bar}] {pr.get('step', 0)}/{pr['total']}"
             + (f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""))
 
 

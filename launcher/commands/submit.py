@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.fileio import folder_problem
 from launcher.envs import load_env
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import sbatch_parameters
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
             if args.env:
                 raise
             raise YamlError(f"{sweep.path}: {exc}") from None
+        bad = folder_problem(args.runs_dir or env.runs_dir,
+                             "--runs-dir" if args.runs_dir else f"{env.name}: runs_dir")
+        if bad:
+            raise YamlError(bad)
         if args.dry_run:
             planned = plan_sweep(sweep, env)
             return _print_dry_run(sweep, env, planned)

@@ -1,0 +1,74 @@
+"""Inputs that used to end in a traceback (issue 15.5): each is now a one-line error, exit 2."""
+
+import json
+import os
+
+import pytest
+
+from .conftest import run_module
+
+
+def one_line_error(r, *words):
+    assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture()
+def tp_file(tmp_path):
+    f = tmp_path / "tp.json"
+    f.write_text(json.dumps({"true_ents": [[]], "pred_ents": [[]], "texts": ["x"]}))
+    return f
+
+
+def test_output_folders_that_are_files(tmp_path, tp_file):
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    one_line_error(run_module("jobs.score", "--true-pred-file", str(tp_file),
+                              "--results-dir", str(a_file)), "is a file, not a folder")
+    one_line_error(run_module("jobs.train", "--train-dataset-file", str(tp_file),
+                              "--output-dir", str(a_file / "sub"), "--model-name",
+                              "scratch:llama-tiny"), "--output-dir", "is a file, not a folder")
+    one_line_error(run_module("launcher", "submit", "sweeps/demo.yaml", "--runs-dir",
+                              str(a_file), "--dry-run"), "--runs-dir", "is a file")
+
+
+def test_true_pred_file_that_is_a_folder_or_a_fifo(tmp_path):
+    one_line_error(run_module("jobs.score", "--true-pred-file", str(tmp_path),
+                              "--results-dir", str(tmp_path / "o")), "is a folder")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    one_line_error(run_module("jobs.score", "--true-pred-file", str(fifo), "--results-dir",
+                              str(tmp_path / "o"), timeout=60), "not a regular file")
+
+
+def test_deep_nesting_and_list_keys(tmp_path):
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text("[" * 100_000 + "]" * 100_000)
+    one_line_error(run_module("jobs.score", "--true-pred-file", str(deep_json),
+                              "--results-dir", str(tmp_path / "o")), "nested too deeply")
+    deep_yaml = tmp_path / "deep.yaml"
+    deep_yaml.write_text("name: x\nbase: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    one_line_error(run_module("launcher", "submit", str(deep_yaml), "--dry-run"),
+                   "nested more than 200 levels")
+    list_key = tmp_path / "listkey.yaml"
+    list_key.write_text("name: x\n? [1, 2]\n: v\n")
+    one_line_error(run_module("launcher", "submit", str(list_key), "--dry-run"),
+                   "a list cannot be a key")
+
+
+def test_a_damaged_training_record_is_named(tmp_path, tp_file):
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"text": "fever", "entities": []}]))
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "medsweep_train.json").write_text('{"identity": ')
+    one_line_error(run_module("jobs.train", "--train-dataset-file", str(data),
+                              "--output-dir", str(model), "--model-name", "scratch:llama-tiny"),
+                   "medsweep_train.json", "delete that file")
+    one_line_error(run_module("jobs.evaluate", "--eval-dataset-file", str(data),
+                              "--results-dir", str(tmp_path / "r"), "--model-dir", str(model)),
+                   "medsweep_train.json", "train it again")
