@@ -119,7 +119,10 @@ def local_process_alive(job: dict[str, Any]) -> bool:
 
 def run_states(sweep_dir: Path) -> list[RunState]:
     """States of every run folder of a sweep, with a single sacct round trip."""
-    dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / "config.yaml").is_file())
+    # A run folder is one with any of its own files (a finished run whose config.yaml was
+    # deleted is still a run: the leaderboard shows it, so status must too).
+    dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and any(
+        (p / f).is_file() for f in ("config.yaml", "job.json", "results/performance.json")))
     jobs = {d: read_job(RunDir(d)) for d in dirs}
     info = sacct_states(j["job_id"] for j in jobs.values() if j and j.get("cluster") == "slurm")
     out = []
