@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.demo_data import write_demo_data
-from core.fileio import atomic_write_json, atomic_write_yaml
+from core.fileio import atomic_write_json, atomic_write_yaml, read_json
 from core.results import now_iso
-from core.rundir import RunDir
+from core.rundir import RunDir, clean_progress
 from launcher.envs import EnvProfile
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
@@ -236,6 +236,32 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
                           "submitted") from None
 
 
+PROGRESS_EVERY_S = 5.0
+
+
+def progress_line(rd: RunDir, shown: dict[str, tuple[float, str]],
+                  every_s: float = PROGRESS_EVERY_S) -> str | None:
+    """A run's phase, step / total, loss and eta from its progress.json, when it has changed
+    and the last line for that run is at least every_s old (a long local sweep shows life)."""
+    try:
+        pr = clean_progress(read_json(rd.progress)) if rd.progress.is_file() else None
+    except ValueError:
+        pr = None
+    if not pr or not pr.get("total"):
+        return None
+    text = f"{rd.run_id}: {pr.get('phase', '')} {pr.get('step', 0)}/{pr['total']}"
+    if "loss" in pr:
+        text += f" loss {pr['loss']:.3f}"
+    if "eta_s" in pr:
+        text += f" eta {pr['eta_s']:.0f}s"
+    now = time.monotonic()
+    last = shown.get(rd.run_id)
+    if last and (last[1] == text or now - last[0] < every_s):
+        return None
+    shown[rd.run_id] = (now, text)
+    return text
+
+
 def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
                on_event: Callable[[str], None]) -> None:
     """Run on this machine through submitit's local executor, max_parallel at a time."""
@@ -247,6 +273,7 @@ def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
         os.environ.setdefault(k, v)
     queue = list(todo)
     running: list[tuple[Any, PlannedRun]] = []
+    shown: dict[str, tuple[float, str]] = {}
     while queue or running:
         while queue and len(running) < env.max_parallel:
             p = queue.pop(0)
@@ -260,6 +287,10 @@ def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
             on_event(f"started {p.run.run_id}")
             running.append((job, p))
         time.sleep(0.5)
+        for _job, p in running:
+            line = progress_line(RunDir(folder / p.run.run_id), shown)
+            if line:
+                on_event(line)
         for item in list(running):
             job, p = item
             if job.done():

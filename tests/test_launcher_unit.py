@@ -419,3 +419,21 @@ def test_garbage_progress_never_breaks_status_or_plot_loss(tmp_path, capsys, gar
     assert main(["status", "s", "--runs-dir", str(tmp_path / "runs")]) in (0, 1)
     assert main(["plot-loss", str(run.parent), "--out", str(tmp_path / "l.png")]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_local_sweep_progress_lines_show_change_at_most_every_few_seconds(tmp_path):
+    from core.fileio import atomic_write_json
+    from core.rundir import RunDir
+    from launcher.submit import progress_line
+
+    rd = RunDir(tmp_path / "r1-abcdef12")
+    rd.path.mkdir()
+    shown: dict = {}
+    assert progress_line(rd, shown) is None  # nothing yet
+    atomic_write_json(rd.progress, {"phase": "train", "step": 3, "total": 40, "loss": 2.5,
+                                    "eta_s": 12.4})
+    assert progress_line(rd, shown, every_s=60) == "r1-abcdef12: train 3/40 loss 2.500 eta 12s"
+    atomic_write_json(rd.progress, {"phase": "train", "step": 4, "total": 40, "loss": 2.4})
+    assert progress_line(rd, shown, every_s=60) is None  # too soon after the last line
+    assert progress_line(rd, shown, every_s=0) == "r1-abcdef12: train 4/40 loss 2.400"
+    assert progress_line(rd, shown, every_s=0) is None  # unchanged
