@@ -125,6 +125,8 @@ def run_states(sweep_dir: Path) -> list[RunState]:
         (p / f).is_file() for f in ("config.yaml", "job.json", "results/performance.json")))
     jobs = {d: read_job(RunDir(d)) for d in dirs}
     info = sacct_states(j["job_id"] for j in jobs.values() if j and j.get("cluster") == "slurm")
+    seen_keys = list(dict.fromkeys(k for j in jobs.values() if j
+                                   for k in (j.get("varied") or {})))
     out = []
     for d in dirs:
         rd, job = RunDir(d), jobs[d]
@@ -139,6 +141,9 @@ def run_states(sweep_dir: Path) -> list[RunState]:
         if job:
             st.job_id = str(job.get("job_id"))
             st.elapsed = info.get(st.job_id, {}).get("elapsed", "")
+        else:
+            # Queued (not yet started) local runs: model and varied values from their config.
+            st.model, st.varied = _from_config(rd, seen_keys)
         if has_results(rd):
             st.state = "COMPLETED"
         elif job is None:
@@ -162,5 +167,44 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             else:
                 st.state = "FAILED"
                 st.error = _error_line(rd, job) or "the local job ended without results"
+        if job and job.get("cluster") != "slurm" and not st.elapsed:
+            st.elapsed = _local_elapsed(rd, job, st.state)
         out.append(st)
     return out
+
+
+def _from_config(rd: RunDir, keys: list[str]) -> tuple[str, dict[str, Any]]:
+    try:
+        import yaml
+
+        cfg = yaml.safe_load(rd.config.read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return "", {}
+    if not isinstance(cfg, dict):
+        return "", {}
+
+    def get(key: str) -> Any:
+        section, _, name = key.partition(".")
+        sec = cfg.get(section)
+        return sec.get(name) if isinstance(sec, dict) else None
+
+    return str(get("model.name_or_path") or ""), {k: get(k) for k in keys}
+
+
+def _local_elapsed(rd: RunDir, job: dict[str, Any], state: str) -> str:
+    """Wall time of a local run, from its submission to its results (or to now while it runs),
+    as Slurm's sacct writes it (H:MM:SS)."""
+    from datetime import datetime, timezone
+
+    try:
+        start = datetime.fromisoformat(str(job.get("submitted_at")))
+    except ValueError:
+        return ""
+    if state == "COMPLETED" and rd.performance.is_file():
+        end = datetime.fromtimestamp(rd.performance.stat().st_mtime, timezone.utc)
+    elif state == "RUNNING":
+        end = datetime.now(timezone.utc)
+    else:
+        return ""
+    secs = max(0, int((end - start).total_seconds()))
+    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"

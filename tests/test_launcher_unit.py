@@ -437,3 +437,28 @@ def test_local_sweep_progress_lines_show_change_at_most_every_few_seconds(tmp_pa
     assert progress_line(rd, shown, every_s=60) is None  # too soon after the last line
     assert progress_line(rd, shown, every_s=0) == "r1-abcdef12: train 4/40 loss 2.400"
     assert progress_line(rd, shown, every_s=0) is None  # unchanged
+
+
+def test_status_shows_queued_runs_model_and_local_elapsed(tmp_path, capsys):
+    from core.fileio import atomic_write_json, atomic_write_yaml
+    from core.results import now_iso
+    from launcher.state import run_states
+
+    sweep = tmp_path / "s"
+    done, queued = sweep / "r8-aaaaaaaa", sweep / "r16-bbbbbbbb"
+    for d, rank in ((done, 8), (queued, 16)):
+        d.mkdir(parents=True)
+        atomic_write_yaml(d / "config.yaml", {"model": {"name_or_path": "scratch:llama-tiny"},
+                                              "peft": {"rank": rank}})
+    atomic_write_json(done / "job.json", {"cluster": "local", "job_id": "1", "pid": 1,
+                                          "varied": {"peft.rank": 8}, "model": "scratch:x",
+                                          "submitted_at": now_iso()})
+    atomic_write_json(done / "results" / "performance.json", {
+        "schema_version": 2, "num_examples": 1, "avg_inference_time": 0.0, "macro": {},
+        "parse": {}, "config": {}, "metrics": {"total": {"exact": {"p": 1, "r": 1, "f1": 1}}}})
+    by_id = {s.run_id: s for s in run_states(sweep)}
+    q = by_id[queued.name]
+    assert q.state == "NOT_SUBMITTED" and q.model == "scratch:llama-tiny"
+    assert q.varied == {"peft.rank": 16}
+    assert by_id[done.name].state == "COMPLETED"
+    assert by_id[done.name].elapsed.startswith("0:00:")
