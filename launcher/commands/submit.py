@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     except (YamlError, SubmitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the local runs too (same terminal); they stop where they are.
+        print("\ninterrupted: the running local runs were stopped; `python -m launcher "
+              "resubmit` continues them from their last checkpoints", file=sys.stderr)
+        return 130
     counts: dict[str, int] = {}
     for p in planned:
         counts[p.action] = counts.get(p.action, 0) + 1
