@@ -265,14 +265,34 @@ def progress_line(rd: RunDir, shown: dict[str, tuple[float, str]],
 def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
                on_event: Callable[[str], None]) -> None:
     """Run on this machine through submitit's local executor, max_parallel at a time."""
-    import submitit
-
-    from jobs.pipeline import PipelineJob
-
     for k, v in env.env_vars.items():
         os.environ.setdefault(k, v)
     queue = list(todo)
     running: list[tuple[Any, PlannedRun]] = []
+    try:
+        _local_loop(queue, running, env, folder, on_event)
+    except KeyboardInterrupt:
+        # Stop what runs (SIGTERM, then SIGKILL): they resume from their checkpoints later.
+        for job, _p in running:
+            proc = getattr(job, "_process", None)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for job, _p in running:
+            proc = getattr(job, "_process", None)
+            if proc is not None:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        raise
+
+
+def _local_loop(queue: list[PlannedRun], running: list[tuple[Any, PlannedRun]],
+                env: EnvProfile, folder: Path, on_event: Callable[[str], None]) -> None:
+    import submitit
+
+    from jobs.pipeline import PipelineJob
+
     shown: dict[str, tuple[float, str]] = {}
     while queue or running:
         while queue and len(running) < env.max_parallel:

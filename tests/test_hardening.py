@@ -72,3 +72,30 @@ def test_a_damaged_training_record_is_named(tmp_path, tp_file):
     one_line_error(run_module("jobs.evaluate", "--eval-dataset-file", str(data),
                               "--results-dir", str(tmp_path / "r"), "--model-dir", str(model)),
                    "medsweep_train.json", "train it again")
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_local_submit_is_one_line(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT, job_env
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: intr\nenv: local\ndata: {demo: true}\nbase: {model.name_or_path: "
+                     "scratch:llama-tiny, model.load_in_4bit: false, train.max_steps: 100000}\n")
+    p = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-dir",
+                          str(tmp_path / "runs")], cwd=ROOT, env=job_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    progress = next((tmp_path / "runs" / "intr").glob("*/progress.json"), None)
+    while progress is None and time.time() < deadline:
+        time.sleep(1)
+        progress = next((tmp_path / "runs" / "intr").glob("*/progress.json"), None)
+    assert progress is not None, "the run never started"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (out[-1000:], err[-2000:])
+    assert "Traceback" not in err and "interrupted:" in err
