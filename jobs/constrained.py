@@ -15,13 +15,29 @@ from typing import Any, Sequence
 from core.grounding import allowed_piece, escaped_source, json_value_state
 
 
+class TokenPieces:
+    """What each token decodes to on its own, decoded once per evaluation (the constraint and
+    the answer-end stop both read it every step)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        p = self._cache.get(token_id)
+        if p is None:
+            p = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._cache[token_id] = p
+        return p
+
+
 class SpanConstraint:
     """Per-row state for one generate() call over left-padded prompts of width prompt_width."""
 
     def __init__(self, tokenizer: Any, sources: Sequence[str], labels: Sequence[str],
                  prompt_width: int, *, greedy: bool, top_k: int = 64,
-                 max_candidates: int = 2048):
-        self.tokenizer = tokenizer
+                 max_candidates: int = 2048, pieces: TokenPieces | None = None):
+        self.piece = pieces or TokenPieces(tokenizer)
         self.sources = [escaped_source(s) for s in sources]
         self.labels = list(labels)
         self.width = prompt_width
@@ -30,16 +46,8 @@ class SpanConstraint:
         self.max_candidates = max_candidates
         self.texts = [""] * len(sources)
         self.seen = [0] * len(sources)
-        self._pieces: dict[int, str] = {}
         self.masked_steps = 0
         """Row-steps at which a constraint removed the model's first choice."""
-
-    def piece(self, token_id: int) -> str:
-        p = self._pieces.get(token_id)
-        if p is None:
-            p = self.tokenizer.decode([token_id], skip_special_tokens=False)
-            self._pieces[token_id] = p
-        return p
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch

@@ -64,13 +64,13 @@ def saved_config(model_dir: Path) -> RunConfig | None:
 def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunConfig,
                  max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None,
                  oom_log: list[dict[str, Any]] | None = None,
-                 constraint: Callable[[list[int], int], Any] | None = None
+                 constraint: Callable[[list[int], int, Any], Any] | None = None
                  ) -> tuple[list[str], int]:
     """Outputs in input order, generated in length-sorted left-padded batches.
 
     A batch that runs out of GPU memory is retried at half the size (and so are the batches
-    after it), down to 1. constraint(indices, prompt_width), when given, makes the logits
-    processor of a batch (constrained decoding).
+    after it), down to 1. constraint(indices, prompt_width, pieces), when given, makes the
+    logits processor of a batch (constrained decoding).
     """
     import torch
 
@@ -84,7 +84,9 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         tokenizer.eos_token_id
     device = next(model.parameters()).device
     stops = set(gen_kwargs.get("eos_token_id", []))
-    pieces: dict[int, str] = {}
+    from jobs.constrained import TokenPieces
+
+    pieces = TokenPieces(tokenizer)
     b = 0
     while b < len(order):
         idx = order[b:b + bs]
@@ -98,9 +100,9 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         try:
             check_eval_batch(len(idx))
             extra: dict[str, Any] = {"stopping_criteria": answer_end_criteria(
-                tokenizer, len(idx), width, pieces)}
+                pieces, len(idx), width)}
             if constraint is not None:
-                extra["logits_processor"] = constraint(idx, width)
+                extra["logits_processor"] = constraint(idx, width, pieces)
             with torch.inference_mode():
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                      max_new_tokens=max_new_tokens, pad_token_id=pad_id,
@@ -131,7 +133,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
     return outputs, generated_tokens
 
 
-def answer_end_criteria(tokenizer: Any, rows: int, width: int, pieces: dict[int, str]) -> Any:
+def answer_end_criteria(pieces: Any, rows: int, width: int) -> Any:
     """Stop each row of a batch once its JSON answer is complete (core.parsing.AnswerEnd)."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -146,9 +148,7 @@ def answer_end_criteria(tokenizer: Any, rows: int, width: int, pieces: dict[int,
             for row, gen in enumerate(input_ids[:, width:].tolist()):
                 end = self.ends[row]
                 for t in gen[self.seen[row]:]:
-                    if t not in pieces:
-                        pieces[t] = tokenizer.decode([t], skip_special_tokens=False)
-                    end.feed(pieces[t])
+                    end.feed(pieces(t))
                 self.seen[row] = len(gen)
                 done.append(end.done)
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
@@ -171,16 +171,15 @@ def constraint_labels(train_summary: dict[str, Any] | None, eval_labels: list[st
 
 
 def span_constraints(tokenizer: Any, texts: list[str], labels: list[str], *, greedy: bool
-                     ) -> tuple[Callable[[list[int], int], Any], list[Any]]:
+                     ) -> tuple[Callable[[list[int], int, Any], Any], list[Any]]:
     """A factory of per-batch constrained-decoding processors, and the list of those made."""
     from jobs.constrained import SpanConstraint, logits_processors
 
     made: list[Any] = []
-    pieces: dict[int, str] = {}
 
-    def make(idx: list[int], width: int) -> Any:
-        c = SpanConstraint(tokenizer, [texts[i] for i in idx], labels, width, greedy=greedy)
-        c._pieces = pieces  # decoded token strings are shared across batches
+    def make(idx: list[int], width: int, pieces: Any) -> Any:
+        c = SpanConstraint(tokenizer, [texts[i] for i in idx], labels, width, greedy=greedy,
+                           pieces=pieces)
         made.append(c)
         return logits_processors(c)
 
@@ -241,7 +240,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
         model_dir / TRAIN_SUMMARY).is_file() else None
     texts = [r.text for r in records]
-    constraint: Callable[[list[int], int], Any] | None = None
+    constraint: Callable[[list[int], int, Any], Any] | None = None
     constraints: list[Any] = []
     if cfg.eval.constrained:
         labels = constraint_labels(train_summary, ds.labels)
@@ -274,7 +273,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         "dropped": dropped,
         "dropped_rate": dropped / n_pred_raw if n_pred_raw else 0.0,
         "ungrounded_total" if cfg.eval.grounding else "grounded_total": other,
-        "hallucination_rate_ungrounded": hallucination_rate(pred_raw, texts),
+        # Grounding drops exactly the texts the hallucination rate counts (same locating).
+        "hallucination_rate_ungrounded": dropped / n_pred_raw if n_pred_raw else 0.0,
         "constrained": cfg.eval.constrained,
         "constrained_masked_steps": sum(c.masked_steps for c in constraints)
         if cfg.eval.constrained else None,

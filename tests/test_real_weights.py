@@ -347,7 +347,9 @@ def test_generation_stops_a_row_once_its_json_answer_is_closed(smol_folder):
                  add_special_tokens=False)["input_ids"]
     fence = tok('```json\n[{"label": "D", "text": "x"}]\n```', add_special_tokens=False)[
         "input_ids"]
-    stop = answer_end_criteria(tok, 2, len(prompt), {})
+    from jobs.constrained import TokenPieces
+
+    stop = answer_end_criteria(TokenPieces(tok), 2, len(prompt))
     first_done = None
     for k in range(1, len(answer) + 1):
         ids = torch.tensor([prompt + answer[:k], prompt + (fence + fence)[:k]])
