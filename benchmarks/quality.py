@@ -117,7 +117,11 @@ class Bench:
                  flags: list[str], log: Path) -> None:
         res = self.runs / tag / recipe
         dev = Path(self.args.data_root) / corpus / "dev.json"
-        cmd = [self.py, "-m", "jobs.evaluate", "--eval-dataset-file", str(dev), "--results-dir",
+        # QUALITY_EVAL_WRAPPER="script args": run the evaluation through a wrapper script
+        # (a diagnosis aid: benchmarks/diag_eval.py dumps stacks and can switch parts off).
+        wrapper = os.environ.get("QUALITY_EVAL_WRAPPER", "").split()
+        cmd = [self.py, *(wrapper or ["-m", "jobs.evaluate"]), "--eval-dataset-file", str(dev),
+               "--results-dir",
                str(res), "--model-dir", model_dir, "--eval-batch-size",
                str(self.args.eval_batch_size), *flags]
         if self.args.eval_max_examples and "--eval-max-examples" not in flags:
