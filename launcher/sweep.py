@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import SPECS, ConfigError, RunConfig, build_config, coerce, short
+from core.data import DataError, load_dataset
 from launcher.yamlio import YamlError, load_yaml_mapping
 
 SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "seeds",
@@ -239,6 +240,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
 
     runs: list[Run] = []
     combo_errors: dict[str, None] = {}
+    data_files: dict[str, str] = {}
     for combo in itertools.product(*axes) if axes else [()]:
         values = dict(fixed)
         varied: dict[str, Any] = {}
@@ -264,7 +266,16 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
                     "is not a regular file" if f.exists() else "does not exist")
                 combo_errors[f"{where}: run with {label}: {key}: {f} {what}; give a JSON "
                              "dataset file"] = None
+            elif not value.startswith("demo:"):
+                data_files.setdefault(str(f), key)
         runs.append(Run("", cfg, varied))
+    # The content too, once per file: a symlink to a binary file or a list of strings would
+    # otherwise be found by the job, after the submission and the queue wait.
+    for data_file, key in data_files.items():
+        try:
+            load_dataset(data_file)
+        except DataError as exc:
+            combo_errors[f"{where}: {key}: {exc}"] = None
     if combo_errors:
         raise YamlError("\n".join(combo_errors))
     # Only keys that take more than one value name runs: a one-value grid is the same config

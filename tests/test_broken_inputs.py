@@ -123,6 +123,24 @@ def test_broken_dataset(name, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name", sorted(DATA))
+def test_broken_dataset_is_refused_at_submit_even_through_a_symlink(name, tmp_path):
+    """Found by submit, not by the job after the queue wait (issue 15.4)."""
+    from core.demo_data import write_demo_data
+
+    _, dev = write_demo_data(tmp_path / "d", n_train=4, n_dev=2)
+    link = tmp_path / "train.json"
+    link.symlink_to(BROKEN / name)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: s\nenv: local\ndata: {{train: {link}, eval: {dev}}}\n"
+                     "base: {model.name_or_path: scratch:llama-tiny}\n")
+    runs = tmp_path / "runs"
+    r = run_module("launcher", "submit", str(sweep), "--runs-dir", str(runs), "--dry-run")
+    assert_one_line_error(r, str(sweep), "data.train_dataset_file", str(BROKEN / name),
+                          DATA[name])
+    assert not runs.exists()
+
+
 @pytest.mark.slow
 def test_enormous_record_is_left_out_and_nothing_is_written(tmp_path):
     path = BROKEN / "data_enormous_record.json"
