@@ -1,12 +1,13 @@
 """GPU memory estimate for one training run, from the parameter count and the settings.
 
-Deliberately simple and conservative; the figures it rests on were measured on an H100
-(shared/gpu/short-records.md: Llama-3.2-1B 4-bit QLoRA r8 peaked at 2.1 GiB, Llama-3.1-8B at
-7.9 GiB with batch 16 of ~126-token records).
+Deliberately simple and conservative. The figures it rests on were measured on an H100: a
+Llama-3.2-1B 4-bit QLoRA r8 run peaked at 2.1 GiB and a Llama-3.1-8B one at 7.9 GiB with batch
+16 of ~126-token records; at the grown default batch of 64 the 8B run peaked at 9.7 GiB
+(benchmarks/RESULTS.md, "Training throughput on short records").
 
 >>> round(estimate(ModelShape(8.03, 4096, 32, 14336, 128256), bits=4, lora_rank=8,
 ...               full=False, batch=16, seq_tokens=256).total_gb, 1)
-12.6
+9.2
 """
 
 from __future__ import annotations

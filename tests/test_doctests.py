@@ -1,0 +1,25 @@
+"""The examples in docstrings are tests too: each module's doctests run in the fast tier."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["core.vram", "core.metrics", "core.families", "core.batching", "core.parsing",
+           "core.gguf", "core.rundir", "core.grounding", "core.textnorm"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples; take it off the list"
+    assert result.failed == 0
+
+
+def test_every_module_with_examples_is_listed():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "core"
+    with_examples = {f"core.{p.stem}" for p in root.glob("*.py") if ">>> " in p.read_text()}
+    assert with_examples <= set(MODULES), sorted(with_examples - set(MODULES))
