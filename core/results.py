@@ -20,9 +20,6 @@ from core.fileio import read_json
 
 SCHEMA_VERSION = 2
 """2: per-label scores moved from metrics.<label> to labels.<label> (see per_label)."""
-PERFORMANCE = "performance.json"
-TRUE_PRED = "true_pred_entities.json"
-TRAIN_SUMMARY = "medsweep_train.json"
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema_version": int, "num_examples": int, "avg_inference_time": (int, float),

@@ -1,7 +1,10 @@
-"""The run directory: the contract between the launcher and the jobs.
+"""The run directory: the contract between the launcher and the jobs, and the one home of
+its file names (nothing else spells them).
 
-runs/<sweep>/sweep.yaml, and per run: config.yaml, job.json, progress.json, checkpoints/,
-adapter/, results/{performance.json,true_pred_entities.json}, logs/, error.json.
+runs/<sweep>/sweep.yaml, demo-data/, _submitit/, .submit.lock, and per run: config.yaml,
+job.json, progress.json, error.json, checkpoints/ (trainer checkpoints, micro_batch.json),
+adapter/ (the trained model folder: medsweep_train.json, medsweep_train_started.json), logs/,
+results/{performance.json,true_pred_entities.json}.
 """
 
 from __future__ import annotations
@@ -9,7 +12,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The sweep folder
+SWEEP_FILE = "sweep.yaml"
+DEMO_DATA = "demo-data"
+SUBMITIT = "_submitit"
+SUBMIT_LOCK = ".submit.lock"
+# A run folder
+CONFIG_FILE = "config.yaml"
+JOB_FILE = "job.json"
+PROGRESS_FILE = "progress.json"
 ERROR_FILE = "error.json"
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+RESULTS = "results"
+LOGS = "logs"
+# results/
+PERFORMANCE = "performance.json"
+TRUE_PRED = "true_pred_entities.json"
+# A trained model folder (adapter/, or any --output-dir of jobs.train)
+TRAIN_SUMMARY = "medsweep_train.json"
+TRAIN_STARTED = "medsweep_train_started.json"
+# checkpoints/
+MICRO_BATCH_FILE = "micro_batch.json"
 
 
 @dataclass(frozen=True)
@@ -22,35 +46,35 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.path / "config.yaml"
+        return self.path / CONFIG_FILE
 
     @property
     def job(self) -> Path:
-        return self.path / "job.json"
+        return self.path / JOB_FILE
 
     @property
     def progress(self) -> Path:
-        return self.path / "progress.json"
+        return self.path / PROGRESS_FILE
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
     @property
     def adapter(self) -> Path:
-        return self.path / "adapter"
+        return self.path / ADAPTER
 
     @property
     def results(self) -> Path:
-        return self.path / "results"
+        return self.path / RESULTS
 
     @property
     def performance(self) -> Path:
-        return self.results / "performance.json"
+        return self.results / PERFORMANCE
 
     @property
     def logs(self) -> Path:
-        return self.path / "logs"
+        return self.path / LOGS
 
     @property
     def error(self) -> Path:

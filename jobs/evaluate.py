@@ -23,13 +23,11 @@ from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import AnswerEnd, parse_output, parse_stats
 from core.prompts import prompt_messages, target_entities, target_json
 from core.results import (
-    PERFORMANCE,
-    TRAIN_SUMMARY,
-    TRUE_PRED,
     environment_info,
     performance_doc,
     true_pred_doc,
 )
+from core.rundir import PERFORMANCE, TRAIN_SUMMARY, TRUE_PRED
 
 EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4bit",
              "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",

@@ -17,8 +17,8 @@ import yaml
 
 from core.config import config_from_dict
 from core.fileio import atomic_write_json
-from core.results import PERFORMANCE, now_iso
-from core.rundir import RunDir
+from core.results import now_iso
+from core.rundir import PERFORMANCE, RunDir
 
 
 def run_pipeline(run_dir: str | Path) -> dict[str, Any]:

@@ -19,12 +19,12 @@ from core.fileio import atomic_write_json, file_sha256, folder_problem
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import parse_output, parse_stats
 from core.results import (
-    PERFORMANCE,
     environment_info,
     performance_doc,
     read_raw_outputs,
     read_true_pred,
 )
+from core.rundir import PERFORMANCE
 
 SCORE_KEYS = ["eval.unique_entities", "eval.metrics"]
 

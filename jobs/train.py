@@ -22,7 +22,8 @@ from core.config import ConfigError, RunConfig
 from core.data import DataError, Dataset, Record, load_dataset
 from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
 from core.prompts import prompt_messages, target_json
-from core.results import TRAIN_SUMMARY, environment_info, now_iso
+from core.results import environment_info, now_iso
+from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
 
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
                                                    "data.unique_entities"]
@@ -197,7 +198,7 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
     from jobs import modeling
 
     output_dir = Path(output_dir)
-    checkpoint_dir = Path(checkpoint_dir or output_dir / "checkpoints")
+    checkpoint_dir = Path(checkpoint_dir or output_dir / CHECKPOINTS)
     ds = load_dataset(cfg.data.train_dataset_file)
     for w in ds.warnings:
         modeling.log(f"warning: {w}")
@@ -212,15 +213,15 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
             return TrainResult(dict(done))
         raise TrainError(f"{output_dir} holds a model trained with a different configuration; "
                          "use a new --output-dir")
-    started = _read_own(output_dir / "medsweep_train_started.json") if (
-        output_dir / "medsweep_train_started.json").is_file() else None
+    started = _read_own(output_dir / TRAIN_STARTED) if (
+        output_dir / TRAIN_STARTED).is_file() else None
     if started is not None and started.get("identity") != identity:
         raise TrainError(f"{output_dir} holds checkpoints of a different configuration; use a "
                          "new --output-dir")
     setup_tracking(cfg.train.report_to, checkpoint_dir.parent)
     fresh = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(output_dir / "medsweep_train_started.json",
+    atomic_write_json(output_dir / TRAIN_STARTED,
                       {"identity": identity, "started_at": now_iso()})
     try:
         return _run_training(cfg, ds, identity, output_dir, checkpoint_dir, progress_path,
@@ -404,7 +405,6 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     return TrainResult(summary, model, tokenizer)
 
 
-MICRO_BATCH_FILE = "micro_batch.json"
 
 
 def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,

@@ -15,8 +15,8 @@ import yaml
 
 from core.data import DataError
 from core.fileio import read_json
-from core.results import TRUE_PRED, check_performance
-from core.rundir import RunDir
+from core.results import check_performance
+from core.rundir import DEMO_DATA, RESULTS, SWEEP_FILE, TRUE_PRED, RunDir
 from launcher.paired import compare_files, load_counts
 from launcher.sweep import flatten_keys
 
@@ -36,7 +36,7 @@ class Board:
 def varied_keys_of(sweep_folder: Path) -> list[str]:
     """Keys a sweep varies, read from its saved sweep.yaml (no validation needed here)."""
     try:
-        raw = yaml.safe_load((sweep_folder / "sweep.yaml").read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load((sweep_folder / SWEEP_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return []
     keys: list[str] = []
@@ -69,7 +69,7 @@ def collect(sweep_folders: list[Path]) -> Board:
     for folder in sweep_folders:
         try:
             run_dirs = sorted(p for p in folder.iterdir() if p.is_dir()
-                              and not p.name.startswith(("_", ".")) and p.name != "demo-data")
+                              and not p.name.startswith(("_", ".")) and p.name != DEMO_DATA)
         except OSError as exc:
             board.problems.append(f"{folder}: cannot list ({exc.strerror})")
             continue
@@ -133,7 +133,7 @@ def against_best(board: Board, sort: str) -> None:
     ranked = [r for r in board.rows if isinstance(r.get(sort), (int, float))]
     if not ranked:
         return
-    best_file = Path(ranked[0]["run_dir"]) / "results" / TRUE_PRED
+    best_file = Path(ranked[0]["run_dir"]) / RESULTS / TRUE_PRED
     try:
         cached = load_counts(best_file, metric)
     except DataError as exc:
@@ -142,7 +142,7 @@ def against_best(board: Board, sort: str) -> None:
     ranked[0]["vs_best"] = "best"
     for r in ranked[1:]:
         try:
-            res = compare_files(best_file, Path(r["run_dir"]) / "results" / TRUE_PRED,
+            res = compare_files(best_file, Path(r["run_dir"]) / RESULTS / TRUE_PRED,
                                 metric, stat, cached_a=cached)
         except DataError as exc:
             r["vs_best"] = "not comparable"

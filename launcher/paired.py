@@ -9,7 +9,8 @@ from typing import Any
 from core.data import DataError
 from core.fileio import read_json
 from core.metrics import paired_bootstrap, record_counts
-from core.results import TRUE_PRED, read_true_pred
+from core.results import read_true_pred
+from core.rundir import PERFORMANCE, RESULTS, TRUE_PRED
 
 
 def true_pred_file(arg: str, runs_dir: Path) -> Path:
@@ -19,7 +20,7 @@ def true_pred_file(arg: str, runs_dir: Path) -> Path:
     for base in (Path(arg), runs_dir / arg):
         if base.is_file():
             return base
-        for cand in (base / "results" / TRUE_PRED, base / TRUE_PRED):
+        for cand in (base / RESULTS / TRUE_PRED, base / TRUE_PRED):
             if cand.is_file():
                 return cand
             tried.append(str(cand))
@@ -30,7 +31,7 @@ def true_pred_file(arg: str, runs_dir: Path) -> Path:
 def _unique_setting(tp_file: Path) -> bool:
     """The run's own eval.unique_entities (from its performance.json), default on."""
     try:
-        doc = read_json(tp_file.parent / "performance.json")
+        doc = read_json(tp_file.parent / PERFORMANCE)
         value = doc["config"]["eval"]["unique_entities"]
         return value if isinstance(value, bool) else True
     except (ValueError, KeyError, TypeError):

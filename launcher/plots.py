@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import read_json
-from core.rundir import clean_progress
+from core.rundir import RunDir, clean_progress
 
 
 def _short(value: Any) -> str:
@@ -71,7 +71,7 @@ def plot_losses(run_dirs: list[Path], out: Path) -> tuple[Path, list[str]]:
     skipped = []
     for d in run_dirs:
         try:
-            hist = (clean_progress(read_json(d / "progress.json")) or {}).get("history", [])
+            hist = (clean_progress(read_json(RunDir(d).progress)) or {}).get("history", [])
         except ValueError:
             hist = []
         if not hist:

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from core.fileio import read_json
 from core.results import check_performance
-from core.rundir import RunDir, clean_progress
+from core.rundir import CONFIG_FILE, JOB_FILE, RunDir, clean_progress
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SUBMITTED", "STAGE_OUT", "SIGNALING"}
@@ -121,8 +121,8 @@ def run_states(sweep_dir: Path) -> list[RunState]:
     """States of every run folder of a sweep, with a single sacct round trip."""
     # A run folder is one with any of its own files (a finished run whose config.yaml was
     # deleted is still a run: the leaderboard shows it, so status must too).
-    dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and any(
-        (p / f).is_file() for f in ("config.yaml", "job.json", "results/performance.json")))
+    dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (
+        (p / CONFIG_FILE).is_file() or (p / JOB_FILE).is_file() or RunDir(p).performance.is_file()))
     jobs = {d: read_job(RunDir(d)) for d in dirs}
     info = sacct_states(j["job_id"] for j in jobs.values() if j and j.get("cluster") == "slurm")
     seen_keys = list(dict.fromkeys(k for j in jobs.values() if j

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from core.demo_data import write_demo_data
 from core.fileio import atomic_write_json, atomic_write_yaml, read_json
 from core.results import now_iso
-from core.rundir import RunDir, clean_progress
+from core.rundir import DEMO_DATA, SUBMIT_LOCK, SUBMITIT, SWEEP_FILE, RunDir, clean_progress
 from launcher.envs import EnvProfile
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
@@ -67,7 +67,7 @@ def plan_sweep(sweep: Sweep, env: EnvProfile) -> list[PlannedRun]:
 @contextmanager
 def sweep_lock(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".submit.lock", "w") as fh:
+    with open(folder / SUBMIT_LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -98,9 +98,9 @@ def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool)
 
 def _materialise_data(sweep: Sweep, folder: Path, cfg_dict: dict[str, Any]) -> dict[str, Any]:
     if sweep.demo_data:
-        train, dev = folder / "demo-data" / "train.json", folder / "demo-data" / "dev.json"
+        train, dev = folder / DEMO_DATA / "train.json", folder / DEMO_DATA / "dev.json"
         if not (train.is_file() and dev.is_file()):
-            write_demo_data(folder / "demo-data")
+            write_demo_data(folder / DEMO_DATA)
         if cfg_dict["data"]["train_dataset_file"] == "demo:train":
             cfg_dict["data"]["train_dataset_file"] = str(train)
         if cfg_dict["data"]["eval_dataset_file"] == "demo:eval":
@@ -136,13 +136,13 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
                 f"are not in {cache_dir(env)}: {', '.join(missing)}; run `python -m launcher "
                 f"prefetch {sweep.path}` where there is internet")
     folder = sweep_dir(sweep, env, runs_dir)
-    new_sweep = not (folder / "sweep.yaml").exists()
+    new_sweep = not (folder / SWEEP_FILE).exists()
     try:
         return _submit_locked(planned, sweep, env, folder, new_sweep, only_retryable, on_event)
     except SubmitError:
         if new_sweep:
             # Nothing of a refused first submit stays: not even the lock or the empty folder.
-            for leftover in (folder / ".submit.lock", folder):
+            for leftover in (folder / SUBMIT_LOCK, folder):
                 try:
                     leftover.unlink() if leftover.is_file() else leftover.rmdir()
                 except OSError:
@@ -156,7 +156,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
     with sweep_lock(folder):
         _mark_actions(planned, folder, only_retryable)
         todo = [p for p in planned if p.action == "submit"]
-        atomic_write_yaml(folder / "sweep.yaml", _saved_sweep(sweep))
+        atomic_write_yaml(folder / SWEEP_FILE, _saved_sweep(sweep))
         created = []
         for p in todo:
             rd = RunDir(folder / p.run.run_id)
@@ -176,7 +176,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                 for path in created:
                     shutil.rmtree(path, ignore_errors=True)
                 if new_sweep:
-                    for leftover in ("sweep.yaml", "demo-data", "_submitit"):
+                    for leftover in (SWEEP_FILE, DEMO_DATA, SUBMITIT):
                         target = folder / leftover
                         if target.is_dir():
                             shutil.rmtree(target, ignore_errors=True)
@@ -210,7 +210,7 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
     try:
         for members in groups.values():
             params = sbatch_parameters(members[0].resources, env)
-            ex = submitit.AutoExecutor(folder=folder / "_submitit" / "%j", cluster="slurm",
+            ex = submitit.AutoExecutor(folder=folder / SUBMITIT / "%j", cluster="slurm",
                                        slurm_max_num_timeout=env.max_requeues)
             setup = _env_setup_lines(env)
             ex.update_parameters(name=f"medsweep-{sweep.name}", slurm_setup=setup,
@@ -297,7 +297,7 @@ def _local_loop(queue: list[PlannedRun], running: list[tuple[Any, PlannedRun]],
     while queue or running:
         while queue and len(running) < env.max_parallel:
             p = queue.pop(0)
-            ex = submitit.AutoExecutor(folder=folder / "_submitit" / "%j", cluster="local")
+            ex = submitit.AutoExecutor(folder=folder / SUBMITIT / "%j", cluster="local")
             ex.update_parameters(timeout_min=env.time_limit_min, gpus_per_node=0)
             job = ex.submit(PipelineJob(str(folder / p.run.run_id)))
             atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(

@@ -4,7 +4,8 @@ import json
 
 from core.data import Entity as E
 from core.metrics import bootstrap_ci, paired_bootstrap, record_counts
-from core.results import TRUE_PRED, true_pred_doc
+from core.results import true_pred_doc
+from core.rundir import TRUE_PRED
 from launcher.cli import main
 
 

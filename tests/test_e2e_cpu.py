@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.results import SCHEMA_VERSION, TRAIN_SUMMARY, check_performance
+from core.results import SCHEMA_VERSION, check_performance
+from core.rundir import TRAIN_SUMMARY
 
 from .conftest import ROOT, job_env, run_module
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from core.results import TRAIN_SUMMARY
+from core.rundir import TRAIN_SUMMARY
 
 from .conftest import ROOT, job_env, run_module
 

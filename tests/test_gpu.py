@@ -20,7 +20,8 @@ import pytest
 
 from core.config import build_config
 from core.fileio import atomic_write_json
-from core.results import TRAIN_SUMMARY, check_performance
+from core.results import check_performance
+from core.rundir import TRAIN_SUMMARY
 
 from .conftest import ROOT, job_env
 

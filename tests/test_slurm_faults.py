@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.results import TRAIN_SUMMARY
+from core.rundir import TRAIN_SUMMARY
 from launcher.cli import main
 from launcher.state import run_states
 

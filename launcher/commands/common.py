@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.rundir import SWEEP_FILE
 from launcher.envs import load_env
 from launcher.sweep import load_sweep
 from launcher.yamlio import YamlError
@@ -27,7 +28,7 @@ def sweep_folders(args: argparse.Namespace) -> list[Path]:
         if not runs_dir.is_dir():
             raise YamlError(f"{runs_dir}: no runs folder here; submit a sweep first or pass "
                             "--runs-dir")
-        found = sorted(p for p in runs_dir.iterdir() if (p / "sweep.yaml").is_file())
+        found = sorted(p for p in runs_dir.iterdir() if (p / SWEEP_FILE).is_file())
         if not found:
             raise YamlError(f"{runs_dir}: holds no sweeps; submit one first")
         return found
@@ -38,11 +39,11 @@ def sweep_folders(args: argparse.Namespace) -> list[Path]:
             sw = load_sweep(p)
             base = Path(args.runs_dir or load_env(sw.env).runs_dir)
             folder = base / sw.name
-        elif p.is_dir() and (p / "sweep.yaml").is_file():
+        elif p.is_dir() and (p / SWEEP_FILE).is_file():
             folder = p
         else:
             folder = runs_dir / s
-        if not (folder / "sweep.yaml").is_file():
+        if not (folder / SWEEP_FILE).is_file():
             raise YamlError(f"{s}: no submitted sweep at {folder}; check the name or "
                             "--runs-dir")
         out.append(folder)

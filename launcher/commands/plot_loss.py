@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.rundir import SWEEP_FILE, RunDir
 from launcher.plots import plot_losses
 
 
@@ -20,9 +21,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     dirs: list[Path] = []
     for p in args.runs:
-        if (p / "sweep.yaml").is_file():
-            dirs += sorted(d for d in p.iterdir() if (d / "config.yaml").is_file())
-        elif (p / "config.yaml").is_file() or (p / "progress.json").is_file():
+        if (p / SWEEP_FILE).is_file():
+            dirs += sorted(d for d in p.iterdir() if RunDir(d).config.is_file())
+        elif RunDir(p).config.is_file() or RunDir(p).progress.is_file():
             dirs.append(p)
         else:
             print(f"error: {p}: not a run folder (no config.yaml) nor a sweep folder",

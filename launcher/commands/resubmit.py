@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from core.rundir import SWEEP_FILE
 from launcher.commands.common import add_sweep_arg, sweep_folders
 from launcher.envs import ENVS_DIR, load_env, resolve_env_path
 from launcher.submit import SubmitError, submit_sweep
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         folders = sweep_folders(args)
         total = 0
         for folder in folders:
-            sweep = load_sweep(folder / "sweep.yaml")
+            sweep = load_sweep(folder / SWEEP_FILE)
             env = load_env(args.env or trusted_env_name(folder, sweep.env))
             print(f"sweep {sweep.name}: env profile {env.name} "
                   f"({resolve_env_path(args.env or sweep.env)})")
