@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from core.errors import UserError
 from core.families import detect_family
 from core.gguf import GGUFError, is_gguf_name, read_header
 
@@ -215,7 +216,7 @@ _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """Bad configuration; the message is one or more complete, user-facing lines."""
 
 

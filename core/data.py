@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
 from core.textnorm import find_spans
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset that cannot be used; the message is one complete line."""
 
 

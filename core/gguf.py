@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from core.errors import UserError
+
 GGUF_MAGIC = b"GGUF"
 PYPI_PREFIX = "pypi:"
 
 
-class GGUFError(ValueError):
+class GGUFError(UserError):
     """A GGUF file or PyPI model name that cannot be used; the message says what to do."""
 
 

@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 
 from core.cliargs import add_config_flags, config_from_args
 from core.config import ConfigError, RunConfig, config_from_dict, parse_metrics
-from core.data import DataError, Entity, load_dataset
+from core.data import Entity, load_dataset
+from core.errors import UserError
 from core.families import detect_family
 from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
 from core.grounding import ground_all
@@ -36,7 +37,7 @@ EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4b
              "eval.constrained"]
 
 
-class EvalError(RuntimeError):
+class EvalError(UserError):
     """An evaluation that cannot proceed; the message says what to change."""
 
 
@@ -349,15 +350,14 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    bad = folder_problem(args.results_dir, "--results-dir")
-    if bad:
-        print(f"error: {bad}", file=sys.stderr)
-        return 2
     try:
+        bad = folder_problem(args.results_dir, "--results-dir")
+        if bad:
+            raise UserError(bad)
         base = saved_config(Path(args.model_dir))
         cfg = config_from_args(args, base)
         doc = evaluate(cfg, Path(args.model_dir), Path(args.results_dir))
-    except (ConfigError, DataError, EvalError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in summary_lines(doc):

@@ -18,10 +18,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from core.errors import UserError
+
 FORMATS = ("lora", "merged-16bit", "gguf")
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError):
     """An export that cannot be done; the message says what is missing."""
 
 
@@ -100,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = export(args.model_dir, args.output_dir, args.format, args.gguf_quantization)
         if args.push_to_hub:
             push(out, args.push_to_hub)
-    except ExportError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"exported {args.format} to {out}")

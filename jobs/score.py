@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.cliargs import add_config_flags, config_from_args
-from core.config import ConfigError, RunConfig, parse_metrics
-from core.data import DataError
+from core.config import RunConfig, parse_metrics
+from core.errors import UserError
 from core.fileio import atomic_write_json, file_sha256, folder_problem
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import parse_output, parse_stats
@@ -62,14 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    bad = folder_problem(args.results_dir, "--results-dir")
-    if bad:
-        print(f"error: {bad}", file=sys.stderr)
-        return 2
     try:
+        bad = folder_problem(args.results_dir, "--results-dir")
+        if bad:
+            raise UserError(bad)
         cfg = config_from_args(args)
         doc = rescore(Path(args.true_pred_file), cfg)
-    except (ConfigError, DataError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     atomic_write_json(Path(args.results_dir) / PERFORMANCE, doc)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.cliargs import add_config_flags, config_from_args, keys_of
-from core.config import ConfigError, RunConfig
-from core.data import DataError, Dataset, Record, load_dataset
+from core.config import RunConfig
+from core.data import Dataset, Record, load_dataset
+from core.errors import UserError
 from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
 from core.prompts import prompt_messages, target_json
 from core.results import environment_info, now_iso
@@ -29,7 +30,7 @@ TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
                                                    "data.unique_entities"]
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError):
     """A training run that cannot proceed; the message says what to change."""
 
 
@@ -460,14 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    bad = folder_problem(args.output_dir, "--output-dir")
-    if bad:
-        print(f"error: {bad}", file=sys.stderr)
-        return 2
     try:
+        bad = folder_problem(args.output_dir, "--output-dir")
+        if bad:
+            raise UserError(bad)
         cfg = config_from_args(args)
         summary = train(cfg, Path(args.output_dir))
-    except (ConfigError, DataError, TrainError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: summary[k] for k in ("global_step", "train_loss", "final_loss",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from core.errors import UserError
 from launcher.commands import (
     cancel,
     compare,
@@ -40,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(COMMANDS[args.command].run(args))
+    except UserError as exc:
+        # The one place a launcher command reports a problem the user can fix.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.errors import UserError
 from core.gguf import GGUFError
 from core.vram import Estimate, estimate, shape_of
 from launcher.envs import EnvProfile, Partition
@@ -23,7 +24,7 @@ PROMPT_OVERHEAD_TOKENS = 64
 """Chat-template markup, the instruction and a short system prompt, in tokens."""
 
 
-class PlanError(ValueError):
+class PlanError(UserError):
     """A run that no partition of the profile can hold."""
 
 

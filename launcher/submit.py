@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.demo_data import write_demo_data
+from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, read_json
 from core.results import now_iso
 from core.rundir import DEMO_DATA, SUBMIT_LOCK, SUBMITIT, SWEEP_FILE, RunDir, clean_progress
@@ -34,7 +35,7 @@ from launcher.sweep import Run, Sweep
 from launcher.yamlio import YamlError
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError):
     """Submission refused or failed; nothing of this call stays submitted."""
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import yaml
 
+from core.errors import UserError
 
-class YamlError(ValueError):
+
+class YamlError(UserError):
     """A sweep or env file problem; one line per problem, each naming the file and key."""
 
 

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from core.rundir import RunDir
-from launcher.commands.common import add_sweep_arg, folders_or_report
+from launcher.commands.common import add_sweep_arg, sweep_folders
 from launcher.state import ACTIVE, local_process_alive, read_job, run_states
 
 
@@ -21,9 +21,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    folders = folders_or_report(args)
-    if folders is None:
-        return 2
+    folders = sweep_folders(args)
     active = [s for f in folders for s in run_states(f) if s.state in ACTIVE and s.job_id]
     slurm_ids, local = [], []
     for st in active:

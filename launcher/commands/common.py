@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from core.rundir import SWEEP_FILE
@@ -50,10 +49,3 @@ def sweep_folders(args: argparse.Namespace) -> list[Path]:
     return out
 
 
-def folders_or_report(args: argparse.Namespace) -> list[Path] | None:
-    """sweep_folders, or None after printing the one-line error (the caller returns 2)."""
-    try:
-        return sweep_folders(args)
-    except YamlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from core.data import DataError
 from core.metrics import BOOTSTRAP_REPS
 from launcher.commands.common import DEFAULT_RUNS_DIR
 from launcher.leaderboard import METRIC_NAMES
@@ -36,12 +34,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir or DEFAULT_RUNS_DIR)
-    try:
-        files = [true_pred_file(x, runs_dir) for x in (args.run_a, args.run_b)]
-        r = compare_files(files[0], files[1], args.metric, args.stat)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    files = [true_pred_file(x, runs_dir) for x in (args.run_a, args.run_b)]
+    r = compare_files(files[0], files[1], args.metric, args.stat)
     if args.format == "json":
         print(json.dumps({**r, "verdict": verdict(r)}, indent=2))
         return 0

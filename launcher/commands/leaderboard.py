@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
 from core.fileio import atomic_write_text
-from launcher.commands.common import add_sweep_arg, folders_or_report
+from launcher.commands.common import add_sweep_arg, sweep_folders
 from launcher.leaderboard import (
     METRIC_NAMES,
     SEED_KEY,
@@ -49,23 +49,19 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
     board.rows = sort_rows(board.rows, sort)
     cols = table_columns(board, with_pr, sort)
     if sort not in cols and board.rows and sort not in board.rows[0]:
-        print(f"error: --sort {sort}: no such column; choose from {', '.join(cols)}",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"--sort {sort}: no such column; choose from {', '.join(cols)}")
     shown, shown_cols = board, cols
     if vs_best:
         if seeds or sort.count(".") != 1 or sort.split(".")[0] not in METRIC_NAMES:
-            print(f"error: --vs-best: needs --sort on a metric ({', '.join(METRIC_NAMES)} with "
-                  ".f1, .p or .r) and no --over-seeds", file=sys.stderr)
-            return 2
+            raise UserError(f"--vs-best: needs --sort on a metric ({', '.join(METRIC_NAMES)} with "
+                            ".f1, .p or .r) and no --over-seeds")
         against_best(board, sort)
         shown_cols = table_columns(board, with_pr, sort)
     if seeds:
         if SEED_KEY not in board.varied_keys:
-            print(f"error: --over-seeds: {', '.join(str(f) for f in folders)} vary no "
-                  f"{SEED_KEY}; add `seeds: [1, 2, 3]` to the sweep YAML and submit it again",
-                  file=sys.stderr)
-            return 2
+            raise UserError(f"--over-seeds: {', '.join(str(f) for f in folders)} vary no "
+                            f"{SEED_KEY}; add `seeds: [1, 2, 3]` to the sweep YAML and submit "
+                            "it again")
         shown = over_seeds(board, sort)
         shown.rows = sort_rows(shown.rows, sort)
         shown_cols = table_columns(shown, with_pr, sort)
@@ -98,8 +94,6 @@ COUNTING_NOTE = (
 
 
 def run(args: argparse.Namespace) -> int:
-    folders = folders_or_report(args)
-    if folders is None:
-        return 2
+    folders = sweep_folders(args)
     return print_board(folders, sort=args.sort, fmt=args.format, with_pr=args.pr, write=True,
                        plot=args.plot, seeds=args.over_seeds, vs_best=args.vs_best)

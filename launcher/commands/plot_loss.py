@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
 from core.rundir import SWEEP_FILE, RunDir
 from launcher.plots import plot_losses
 
@@ -26,9 +26,7 @@ def run(args: argparse.Namespace) -> int:
         elif RunDir(p).config.is_file() or RunDir(p).progress.is_file():
             dirs.append(p)
         else:
-            print(f"error: {p}: not a run folder (no config.yaml) nor a sweep folder",
-                  file=sys.stderr)
-            return 2
+            raise UserError(f"{p}: not a run folder (no config.yaml) nor a sweep folder")
     out, skipped = plot_losses(dirs, args.out)
     for name in skipped:
         print(f"no loss history yet: {name}")

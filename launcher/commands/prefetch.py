@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
+from core.errors import UserError
 from core.gguf import gguf_cache_root
 from launcher.envs import load_env
 from launcher.hubcache import cache_dir, gguf_models, hub_models, is_cached
 from launcher.sweep import load_sweep
-from launcher.yamlio import YamlError
 
 PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
@@ -27,12 +26,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        sweep = load_sweep(args.sweep)
-        env = load_env(args.env or sweep.env)
-    except YamlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    sweep = load_sweep(args.sweep)
+    env = load_env(args.env or sweep.env)
     for m in gguf_models(sweep):
         # Found at validation; the job dequantizes it once into MEDSWEEP_GGUF_CACHE.
         print(f"local GGUF  {m} (dequantized by the first job into {gguf_cache_root()})")
@@ -45,10 +40,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"every model of {sweep.name} is in {cache}")
         return 0
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true"):
-        print(f"error: HF_HUB_OFFLINE is set in this shell, so {len(todo)} model(s) cannot be "
-              f"downloaded ({', '.join(todo)}); unset it on a machine with internet",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"HF_HUB_OFFLINE is set in this shell, so {len(todo)} model(s) cannot be "
+                        f"downloaded ({', '.join(todo)}); unset it on a machine with internet")
     from huggingface_hub import snapshot_download
 
     for m in todo:

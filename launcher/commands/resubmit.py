@@ -7,13 +7,12 @@ its env profile is used only where it names one of this checkout's envs/ (else -
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from core.rundir import SWEEP_FILE
 from launcher.commands.common import add_sweep_arg, sweep_folders
 from launcher.envs import ENVS_DIR, load_env, resolve_env_path
-from launcher.submit import SubmitError, submit_sweep
+from launcher.submit import submit_sweep
 from launcher.sweep import load_sweep
 from launcher.yamlio import YamlError
 
@@ -40,20 +39,14 @@ def trusted_env_name(folder: Any, name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        folders = sweep_folders(args)
-        total = 0
-        for folder in folders:
-            sweep = load_sweep(folder / SWEEP_FILE)
-            env = load_env(args.env or trusted_env_name(folder, sweep.env))
-            print(f"sweep {sweep.name}: env profile {env.name} "
-                  f"({resolve_env_path(args.env or sweep.env)})")
-            planned = submit_sweep(sweep, env, runs_dir=str(folder.parent), only_retryable=True)
-            n = sum(1 for p in planned if p.action == "submit")
-            total += n
-            print(f"sweep {sweep.name}: resubmitted {n} run(s)"
-                  + "".join(f"\n  {p.run.run_id}" for p in planned if p.action == "submit"))
-    except (YamlError, SubmitError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    folders = sweep_folders(args)
+    for folder in folders:
+        sweep = load_sweep(folder / SWEEP_FILE)
+        env = load_env(args.env or trusted_env_name(folder, sweep.env))
+        print(f"sweep {sweep.name}: env profile {env.name} "
+              f"({resolve_env_path(args.env or sweep.env)})")
+        planned = submit_sweep(sweep, env, runs_dir=str(folder.parent), only_retryable=True)
+        n = sum(1 for p in planned if p.action == "submit")
+        print(f"sweep {sweep.name}: resubmitted {n} run(s)"
+              + "".join(f"\n  {p.run.run_id}" for p in planned if p.action == "submit"))
     return 0

@@ -7,7 +7,8 @@ import sys
 import time
 from typing import Any
 
-from launcher.commands.common import add_sweep_arg, folders_or_report
+from core.errors import UserError
+from launcher.commands.common import add_sweep_arg, sweep_folders
 from launcher.state import RETRYABLE, RunState, run_states
 
 
@@ -62,12 +63,9 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.watch is not None and not (args.watch > 0 and args.watch < 86400):
-        print(f"error: status --watch {args.watch:g}: give a refresh interval in seconds "
-              "between 0 and 86400 (e.g. --watch 10)", file=sys.stderr)
-        return 2
-    folders = folders_or_report(args)
-    if folders is None:
-        return 2
+        raise UserError(f"status --watch {args.watch:g}: give a refresh interval in seconds "
+                        "between 0 and 86400 (e.g. --watch 10)")
+    folders = sweep_folders(args)
     while True:
         any_failed = False
         active = False

@@ -12,7 +12,7 @@ from core.fileio import folder_problem
 from launcher.envs import load_env
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import sbatch_parameters
-from launcher.submit import SubmitError, plan_sweep, submit_sweep, sweep_dir
+from launcher.submit import plan_sweep, submit_sweep, sweep_dir
 from launcher.sweep import load_sweep
 from launcher.yamlio import YamlError
 
@@ -72,9 +72,6 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.time()
         planned = submit_sweep(sweep, env, runs_dir=args.runs_dir,
                                on_event=lambda m: print(f"  {m}", flush=True))
-    except (YamlError, SubmitError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         # Ctrl-C reaches the local runs too (same terminal); they stop where they are.
         print("\ninterrupted: the running local runs were stopped; `python -m launcher "

@@ -1,0 +1,46 @@
+"""Structure that keeps the code easy to change (issue 18): one kind of user error, caught once
+per command line; one home for run-folder names."""
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from core.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+ERRORS = ["core.config:ConfigError", "core.gguf:GGUFError", "core.data:DataError",
+          "launcher.yamlio:YamlError", "launcher.plan:PlanError", "launcher.submit:SubmitError",
+          "jobs.export:ExportError", "jobs.evaluate:EvalError", "jobs.train:TrainError"]
+
+
+@pytest.mark.parametrize("spec", ERRORS)
+def test_every_user_error_is_a_user_error(spec):
+    module, name = spec.split(":")
+    assert issubclass(getattr(importlib.import_module(module), name), UserError)
+
+
+def test_user_errors_are_printed_in_one_place_per_entry_point():
+    for path in sorted((ROOT / "launcher").rglob("*.py")):
+        text = path.read_text()
+        if path.name != "cli.py":
+            assert "except UserError" not in text, path
+        assert len(re.findall(r"print\(f?\"error: \{exc\}", text)) <= (path.name == "cli.py"), path
+    for name in ("train", "evaluate", "score", "export"):
+        text = (ROOT / "jobs" / f"{name}.py").read_text()
+        assert text.count("except UserError") == 1, name
+
+
+def test_run_folder_names_are_spelled_only_in_core_rundir():
+    names = ["sweep.yaml", "config.yaml", "job.json", "progress.json", "error.json",
+             "performance.json", "true_pred_entities.json", "medsweep_train.json",
+             "medsweep_train_started.json", "micro_batch.json", "_submitit", "demo-data",
+             ".submit.lock"]
+    for folder in ("launcher", "jobs", "core"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.name == "rundir.py":
+                continue
+            for n in names:
+                # in a message a name may appear; as a path literal it may not
+                assert f'"{n}"' not in path.read_text(), (path, n)
