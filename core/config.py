@@ -127,6 +127,10 @@ class DataConfig:
     train_dataset_file: str = _f("", "Training data (JSON list of {text, entities}).",
                                  flag="--train-dataset-file")
     eval_dataset_file: str = _f("", "Evaluation data, same format.", flag="--eval-dataset-file")
+    validation_dataset_file: str = _f("", "Validation data (a dev split, same format): the loss "
+                                      "on it after every epoch and the best epoch go into "
+                                      "medsweep_train.json (empty: none).",
+                                      flag="--validation-dataset-file")
     unique_entities: bool = _f(True, "Deduplicate entities (label, text) in training targets.",
                                flag="--unique-entities")
 

@@ -27,6 +27,7 @@ from core.results import environment_info, now_iso
 from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
 
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
+                                                   "data.validation_dataset_file",
                                                    "data.unique_entities"]
 
 
@@ -73,13 +74,35 @@ def encode_dataset(tokenizer: Any, ds: Dataset, cfg: RunConfig) -> tuple[list[En
     return kept, too_long
 
 
-def training_identity(cfg: RunConfig, data_sha: str) -> dict[str, Any]:
+def training_identity(cfg: RunConfig, data_sha: str,
+                      validation_sha: str | None = None) -> dict[str, Any]:
     """What must match for a restart to resume (the eval section may differ)."""
     d = cfg.to_dict()
     d.pop("eval")
     d["data"].pop("eval_dataset_file", None)
     d["data"]["train_sha256"] = data_sha
+    if validation_sha:
+        d["data"]["validation_sha256"] = validation_sha
     return d
+
+
+def validation_summary(log_history: Sequence[dict[str, Any]], path: str) -> dict[str, Any]:
+    """Each epoch's validation loss (from the trainer's log history) and the best epoch.
+
+    >>> v = validation_summary([{"loss": 1.0, "epoch": 1.0}, {"eval_loss": 0.9, "epoch": 1.0,
+    ...     "step": 4}, {"eval_loss": 0.7, "epoch": 2.0, "step": 8},
+    ...     {"eval_loss": 0.8, "epoch": 3.0, "step": 12}], "dev.json")
+    >>> v["best_epoch"], v["best_loss"], [e["loss"] for e in v["per_epoch"]]
+    (2.0, 0.7, [0.9, 0.7, 0.8])
+    """
+    per_epoch = [{"epoch": round(float(h["epoch"]), 4), "step": int(h.get("step", 0)),
+                  "loss": float(h["eval_loss"])} for h in log_history if "eval_loss" in h]
+    best = min(per_epoch, key=lambda e: e["loss"]) if per_epoch else None
+    return {"file": path, "per_epoch": per_epoch,
+            "best_epoch": best["epoch"] if best else None,
+            "best_loss": best["loss"] if best else None,
+            # The saved model is the last epoch's; train again with best_epoch epochs for it.
+            "saved": "last"}
 
 
 def _read_own(path: Path) -> dict[str, Any]:
@@ -204,7 +227,11 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
     for w in ds.warnings:
         modeling.log(f"warning: {w}")
     data_sha = file_sha256(cfg.data.train_dataset_file)
-    identity = training_identity(cfg, data_sha)
+    val_ds = None
+    if cfg.data.validation_dataset_file:
+        val_ds = load_dataset(cfg.data.validation_dataset_file)
+    identity = training_identity(cfg, data_sha, file_sha256(cfg.data.validation_dataset_file)
+                                 if val_ds is not None else None)
 
     summary_path = output_dir / TRAIN_SUMMARY
     if summary_path.is_file():
@@ -226,7 +253,7 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
                       {"identity": identity, "started_at": now_iso()})
     try:
         return _run_training(cfg, ds, identity, output_dir, checkpoint_dir, progress_path,
-                             callbacks)
+                             callbacks, val_ds)
     except BaseException:
         # Nothing half-done: a folder this call created and left without a checkpoint to
         # resume from goes away again.
@@ -239,7 +266,7 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
 
 def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_dir: Path,
                   checkpoint_dir: Path, progress_path: Path | None,
-                  callbacks: Sequence[Any]) -> TrainResult:
+                  callbacks: Sequence[Any], val_ds: Dataset | None = None) -> TrainResult:
     from jobs import modeling
     from jobs.progress import ProgressWriter, trainer_callback
 
@@ -268,6 +295,14 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     tokenizer.padding_side = "right"
     train_ds = HFDataset.from_dict({"input_ids": [e.input_ids for e in examples],
                                     "labels": [e.labels for e in examples]})
+    eval_ds = None
+    if val_ds is not None:
+        val_examples, val_too_long = encode_dataset(tokenizer, val_ds, cfg)
+        if val_too_long:
+            modeling.log(f"warning: {val_too_long} validation records are longer than "
+                         f"--model-max-seq-length {cfg.model.max_seq_length}; left out")
+        eval_ds = HFDataset.from_dict({"input_ids": [e.input_ids for e in val_examples],
+                                       "labels": [e.labels for e in val_examples]})
 
     steps_per_epoch = max(1, -(-len(examples) // (cfg.train.per_device_batch_size
                                                   * cfg.train.gradient_accumulation_steps)))
@@ -307,6 +342,9 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
             train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
             disable_tqdm=not sys.stderr.isatty(),
             dataset_num_proc=1,
+            eval_strategy="epoch" if eval_ds is not None else "no",
+            per_device_eval_batch_size=bs,
+            prediction_loss_only=True,  # the loss only: no vocabulary-wide logits gathered
         )
 
     from jobs.faults import train_callbacks
@@ -325,6 +363,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     while True:
         args = sft_config(bs, ga)
         trainer = _trainer_class(SFTTrainer)(model=model, args=args, train_dataset=train_ds,
+                             eval_dataset=eval_ds,
                              processing_class=tokenizer,
                              callbacks=[trainer_callback(writer), *train_callbacks(),
                                         *callbacks])
@@ -397,6 +436,9 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         "batch_as_given": f"{cfg.train.per_device_batch_size}x"
                           f"{cfg.train.gradient_accumulation_steps}",
         "oom_retries": oom_retries,
+        "validation": validation_summary(trainer.state.log_history,
+                                         cfg.data.validation_dataset_file)
+        if eval_ds is not None else None,
         "optim": args.optim,
         "environment": environment_info(),
     }

@@ -115,6 +115,8 @@ def _saved_sweep(sweep: Sweep) -> dict[str, Any]:
     if not sweep.demo_data and sweep.runs:
         data = sweep.runs[0].config.data
         raw["data"] = {"train": data.train_dataset_file, "eval": data.eval_dataset_file}
+        if data.validation_dataset_file:
+            raw["data"]["validation"] = data.validation_dataset_file
     return raw
 
 

@@ -30,7 +30,7 @@ SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "s
               "max_runs")
 MAX_RUNS = 10_000
 """Default cap on the runs one sweep may expand to (the sweep's max_runs raises it)."""
-DATA_KEYS = ("train", "eval", "demo")
+DATA_KEYS = ("train", "eval", "validation", "demo")
 _ABBREV = {
     "model.name_or_path": "", "peft.rank": "r", "peft.lora_alpha": "a", "train.num_epochs": "e",
     "train.learning_rate": "lr", "train.seed": "s", "peft.lora_dropout": "do",
@@ -164,10 +164,13 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             errors.append(f"{where}: data.demo: expected true or false, got {short(demo_value)}"[:300])
             demo_value = True  # reported once: no follow-on "data.train required" lines
         demo = demo_value
-        if not demo:
+        if not demo or "validation" in data_sec:
             for k, cfg_key in (("train", "data.train_dataset_file"),
-                               ("eval", "data.eval_dataset_file")):
+                               ("eval", "data.eval_dataset_file"),
+                               ("validation", "data.validation_dataset_file")):
                 v = data_sec.get(k)
+                if k == "validation" and v is None or demo and k != "validation":
+                    continue  # optional: the loss per epoch on a dev split
                 if not isinstance(v, str) or not v:
                     errors.append(f"{where}: data.{k}: required path to a JSON dataset")
                     continue
@@ -257,8 +260,11 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             for line in str(exc).splitlines():
                 combo_errors[f"{where}: run with {label}: {line}"] = None
             continue
-        for key in ("data.train_dataset_file", "data.eval_dataset_file"):
+        for key in ("data.train_dataset_file", "data.eval_dataset_file",
+                    "data.validation_dataset_file"):
             value = str(getattr(cfg.data, key.split(".", 1)[1]))
+            if not value and key == "data.validation_dataset_file":
+                continue
             f = Path(value).expanduser()
             if not value.startswith("demo:") and not f.is_file():
                 label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["core.vram", "core.metrics", "core.families", "core.batching", "core.parsing",
-           "core.gguf", "core.rundir", "core.grounding", "core.textnorm"]
+           "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -20,6 +20,7 @@ def test_docstring_examples(name):
 def test_every_module_with_examples_is_listed():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "core"
-    with_examples = {f"core.{p.stem}" for p in root.glob("*.py") if ">>> " in p.read_text()}
+    root = Path(__file__).resolve().parent.parent
+    with_examples = {f"{d}.{p.stem}" for d in ("core", "jobs") for p in (root / d).glob("*.py")
+                     if ">>> " in p.read_text()}
     assert with_examples <= set(MODULES), sorted(with_examples - set(MODULES))

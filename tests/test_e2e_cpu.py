@@ -263,3 +263,25 @@ def test_lora_bias_flag_is_honoured(demo_data, tmp_path):
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["bias"] == "lora_only"
     assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+
+
+def test_validation_loss_is_recorded_per_epoch_with_the_best_epoch(demo_data, tmp_path):
+    """The seed tells users to monitor validation loss; --validation-dataset-file records it."""
+    train_file, dev_file = demo_data
+    out = tmp_path / "m"
+    r = run_module("jobs.train", "--train-dataset-file", str(train_file), "--output-dir",
+                   str(out), "--model-name", "scratch:llama-tiny", "--validation-dataset-file",
+                   str(dev_file), "--model-load-in-4bit", "false", "--train-num-epochs", "2",
+                   "--train-per-device-batch-size", "16", "--train-gradient-accumulation-steps",
+                   "1", "--train-learning-rate", "1e-3", "--model-max-seq-length", "512",
+                   env=job_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    v = json.loads((out / TRAIN_SUMMARY).read_text())["validation"]
+    assert v["file"] == str(dev_file)
+    assert [e["epoch"] for e in v["per_epoch"]] == [1.0, 2.0]
+    losses = [e["loss"] for e in v["per_epoch"]]
+    assert all(0 < x < 20 for x in losses)
+    assert v["best_loss"] == min(losses)
+    assert v["best_epoch"] == v["per_epoch"][losses.index(min(losses))]["epoch"]
+    ident = json.loads((out / TRAIN_SUMMARY).read_text())["identity"]
+    assert len(ident["data"]["validation_sha256"]) == 64

@@ -59,6 +59,19 @@ def test_grid_expansion_and_stable_distinct_ids(data_files):
     assert s1.varied_keys == ["model.name_or_path", "peft.rank"]
 
 
+def test_a_validation_file_reaches_every_run_and_is_checked(data_files):
+    tmp, train, dev = data_files
+    doc = sweep_doc(train, dev)
+    doc["data"]["validation"] = str(dev)
+    s = parse_sweep(doc, tmp / "s.yaml")
+    assert {r.config.data.validation_dataset_file for r in s.runs} == {str(dev.resolve())}
+    assert parse_sweep(sweep_doc(train, dev), tmp / "s.yaml").runs[0].config.data \
+        .validation_dataset_file == ""
+    doc["data"]["validation"] = str(tmp / "nope.json")
+    with pytest.raises(YamlError, match=r"data.validation: .*nope.json does not exist"):
+        parse_sweep(doc, tmp / "s.yaml")
+
+
 def test_changed_config_changes_the_id(data_files):
     tmp, train, dev = data_files
     a = parse_sweep(sweep_doc(train, dev), tmp / "s.yaml").runs[0].run_id

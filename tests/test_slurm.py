@@ -86,7 +86,9 @@ def test_failed_run_shows_its_error_and_resubmit_runs_only_it(slurm_cluster, tmp
 
     train, dev = write_demo_data(tmp_path / "data", n_train=24, n_dev=6)
     broken = tmp_path / "data" / "broken.json"
-    broken.write_text('[{"text": "fine", "entities": []}, {"text": 3, "entities": []}]')
+    # Valid when submitted (submit reads every data file), damaged before the job reads it:
+    # a file on shared storage can change while a run waits in the queue.
+    broken.write_text('[{"text": "fine", "entities": []}]')
     doc = {"name": "failing", "env": "localci", "data": {"train": str(train), "eval": str(dev)},
            "base": {"model.name_or_path": "scratch:llama-tiny", "model.load_in_4bit": False,
                     "model.max_seq_length": 256, "train.max_steps": 2,
@@ -95,6 +97,7 @@ def test_failed_run_shows_its_error_and_resubmit_runs_only_it(slurm_cluster, tmp
     sweep = write_sweep(tmp_path, doc)
     runs = tmp_path / "runs"
     assert main(["submit", str(sweep), "--runs-dir", str(runs)]) == 0
+    broken.write_text('[{"text": "fine", "entities": []}, {"text": 3, "entities": []}]')
     folder = runs / "failing"
     states = wait_for(folder, all_ended)
     by_state = {s.state: s for s in states}
