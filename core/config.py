@@ -75,6 +75,20 @@ class PeftConfig:
     lora_bias: bool = _f(False, "Train LoRA bias terms (bias='lora_only').")
 
 
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+
+
+def lora_target_modules(peft: PeftConfig) -> list[str]:
+    """The projections LoRA adapts (the job's get_peft_model and the VRAM plan both use it).
+
+    >>> lora_target_modules(PeftConfig(ft_attention_modules=False))
+    ['gate_proj', 'up_proj', 'down_proj']
+    """
+    return [*(ATTENTION_MODULES if peft.ft_attention_modules else ()),
+            *(MLP_MODULES if peft.ft_mlp_modules else ())]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     per_device_batch_size: int = _f(16, "Batch size per GPU. Seed table default 16; the seed's "
@@ -347,14 +361,14 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
                      "LoRA would train nothing; enable at least one")
     for name in ("per_device_batch_size", "gradient_accumulation_steps"):
         if getattr(t, name) <= 0:
-            p.append(f"--train-{name.replace('_', '-')} must be positive, got {getattr(t, name)}")
+            p.append(f"{flag_of('train.' + name)} must be positive, got {getattr(t, name)}")
     if t.num_epochs <= 0:
         p.append(f"--train-num-epochs must be positive, got {t.num_epochs}")
     if t.learning_rate <= 0:
         p.append(f"--train-learning-rate must be positive, got {t.learning_rate}")
     for name in ("weight_decay", "warmup_steps", "save_steps", "save_total_limit"):
         if getattr(t, name) < 0:
-            p.append(f"--train-{name.replace('_', '-')} must be >= 0, got {getattr(t, name)}")
+            p.append(f"{flag_of('train.' + name)} must be >= 0, got {getattr(t, name)}")
     if t.logging_steps <= 0:
         p.append(f"--train-logging-steps must be positive, got {t.logging_steps}")
     if t.max_steps == 0 or t.max_steps < -1:

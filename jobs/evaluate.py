@@ -239,6 +239,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     writer = ProgressWriter(progress_path, "evaluate", keep_history=True)
     train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
         model_dir / TRAIN_SUMMARY).is_file() else None
+    trained = train_summary if isinstance(train_summary, dict) else {}
     texts = [r.text for r in records]
     constraint: Callable[[list[int], int, Any], Any] | None = None
     constraints: list[Any] = []
@@ -260,25 +261,9 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         pred_raw[i] = pr.entities
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]
-    grounded, dropped = ground_all(pred_raw, texts)
-    pred = grounded if cfg.eval.grounding else pred_raw
-    scores = score(gold, pred, texts, metrics, unique=cfg.eval.unique_entities,
-                   ci_reps=BOOTSTRAP_REPS)
-    # The other way of counting, so a reader sees what grounding changed.
-    other = score(gold, pred_raw if cfg.eval.grounding else grounded, texts, metrics,
-                  unique=cfg.eval.unique_entities)["total"]
-    n_pred_raw = sum(len(p) for p in pred_raw)
-    grounding = {
-        "enabled": cfg.eval.grounding,
-        "dropped": dropped,
-        "dropped_rate": dropped / n_pred_raw if n_pred_raw else 0.0,
-        "ungrounded_total" if cfg.eval.grounding else "grounded_total": other,
-        # Grounding drops exactly the texts the hallucination rate counts (same locating).
-        "hallucination_rate_ungrounded": dropped / n_pred_raw if n_pred_raw else 0.0,
-        "constrained": cfg.eval.constrained,
-        "constrained_masked_steps": sum(c.masked_steps for c in constraints)
-        if cfg.eval.constrained else None,
-    }
+    pred, scores, grounding = score_grounded(gold, pred_raw, texts, metrics, cfg)
+    grounding["constrained_masked_steps"] = sum(c.masked_steps for c in constraints) \
+        if cfg.eval.constrained else None
 
     facts = modeling.device_facts(model)
     n = len(records)
@@ -295,7 +280,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                      "eval_sha256": file_sha256(cfg.data.eval_dataset_file),
                      "eval_records": n,
                      "train_file": cfg.data.train_dataset_file or None,
-                     "train_sha256": (train_summary or {}).get("identity", {}).get(
+                     "train_sha256": trained.get("identity", {}).get(
                          "data", {}).get("train_sha256")},
             "generation": {"mode": cfg.eval.generation, "max_new_tokens": budget,
                            "oom_retries": oom_log,
@@ -305,11 +290,11 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                         "records_per_s": n / eval_s if eval_s else None,
                         "generated_tokens": gen_tokens,
                         "generated_tokens_per_s": gen_tokens / eval_s if eval_s else None,
-                        "train_s": (train_summary or {}).get("train_s")},
-            "training": {k: v for k, v in (train_summary or {}).items()
+                        "train_s": trained.get("train_s")},
+            "training": {k: v for k, v in trained.items()
                          if k not in ("identity", "environment", "device")} or None,
             "peak_vram_gb": max(facts["peak_vram_gb"],
-                                float((train_summary or {}).get("peak_vram_gb") or 0.0)),
+                                float(trained.get("peak_vram_gb") or 0.0)),
             "hardware": facts,
             "environment": environment_info(),
         })
@@ -318,6 +303,31 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                                                              sorted(too_long_idx)))
     atomic_write_json(results_dir / PERFORMANCE, doc)
     return doc
+
+
+def score_grounded(gold: list[list[Entity]], pred_raw: list[list[Entity]], texts: list[str],
+                   metrics: Sequence[str], cfg: RunConfig
+                   ) -> tuple[list[list[Entity]], dict[str, Any], dict[str, Any]]:
+    """The predictions scored (grounded unless --eval-grounding false), their scores with a
+    bootstrap interval, and the grounding block: what grounding dropped and the totals counted
+    the other way, so a reader sees what it changed."""
+    grounded, dropped = ground_all(pred_raw, texts)
+    pred = grounded if cfg.eval.grounding else pred_raw
+    scores = score(gold, pred, texts, metrics, unique=cfg.eval.unique_entities,
+                   ci_reps=BOOTSTRAP_REPS)
+    other = score(gold, pred_raw if cfg.eval.grounding else grounded, texts, metrics,
+                  unique=cfg.eval.unique_entities)["total"]
+    n_pred_raw = sum(len(p) for p in pred_raw)
+    rate = dropped / n_pred_raw if n_pred_raw else 0.0
+    return pred, scores, {
+        "enabled": cfg.eval.grounding,
+        "dropped": dropped,
+        "dropped_rate": rate,
+        "ungrounded_total" if cfg.eval.grounding else "grounded_total": other,
+        # Grounding drops exactly the texts the hallucination rate counts (same locating).
+        "hallucination_rate_ungrounded": rate,
+        "constrained": cfg.eval.constrained,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,11 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig
+from core.config import RunConfig, lora_target_modules
 from core.families import Family, detect_family
-
-ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
-MLP_MODULES = ["gate_proj", "up_proj", "down_proj"]
 
 
 def log(msg: str) -> None:
@@ -53,15 +50,6 @@ def device_map() -> Any:
     return None
 
 
-def target_modules(cfg: RunConfig) -> list[str]:
-    mods = []
-    if cfg.peft.ft_attention_modules:
-        mods += ATTENTION_MODULES
-    if cfg.peft.ft_mlp_modules:
-        mods += MLP_MODULES
-    return mods
-
-
 def ensure_chat_template(tokenizer: Any, family: Family) -> Any:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer
@@ -75,6 +63,13 @@ def import_unsloth() -> None:
     """Import Unsloth before anything imports transformers / trl / peft (a scratch model's
     build does), so that its patches apply."""
     setup_environment()
+    import logging
+
+    # Two notices every job printed that say nothing about this run: torch's deprecation of
+    # Enum constants that torchao registers, and bitsandbytes' CPU backend naming an optional
+    # kernels package (only the CPU 4-bit matmul speed depends on it). Errors still show.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     import unsloth  # noqa: F401
 
 
@@ -126,7 +121,7 @@ def apply_lora(model: Any, cfg: RunConfig) -> Any:
             finetune_language_layers=p.ft_language_layers,
             finetune_attention_modules=p.ft_attention_modules,
             finetune_mlp_modules=p.ft_mlp_modules, **common)
-    return FastLanguageModel.get_peft_model(model, target_modules=target_modules(cfg), **common)
+    return FastLanguageModel.get_peft_model(model, target_modules=lora_target_modules(cfg.peft), **common)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

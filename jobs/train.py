@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from core.cliargs import add_config_flags, config_from_args, keys_of
 from core.config import RunConfig
@@ -264,6 +264,42 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
         raise
 
 
+def _sft_config(cfg: RunConfig, checkpoint_dir: Path, bs: int, ga: int, *, warmup: int,
+                save_steps: int, cuda: bool, bf16: bool, validate: bool) -> Any:
+    """The trainer arguments of one attempt at micro-batch bs x GA ga."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=bs,
+        gradient_accumulation_steps=ga,
+        num_train_epochs=cfg.train.num_epochs,
+        max_steps=cfg.train.max_steps,
+        learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay,
+        warmup_steps=warmup,
+        lr_scheduler_type=cfg.train.lr_scheduler_type,
+        seed=cfg.train.seed,
+        data_seed=cfg.train.seed,
+        optim=_optim(cfg, cuda),
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=cfg.train.save_total_limit,
+        report_to=cfg.train.report_to,
+        bf16=bf16,
+        fp16=bool(cuda and not bf16),
+        max_length=cfg.model.max_seq_length,
+        padding_free=_padding_free(cfg),
+        train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
+        disable_tqdm=not sys.stderr.isatty(),
+        dataset_num_proc=1,
+        eval_strategy="epoch" if validate else "no",
+        per_device_eval_batch_size=bs,
+        prediction_loss_only=True,  # the loss only: no vocabulary-wide logits gathered
+    )
+
+
 def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_dir: Path,
                   checkpoint_dir: Path, progress_path: Path | None,
                   callbacks: Sequence[Any], val_ds: Dataset | None = None) -> TrainResult:
@@ -282,7 +318,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
 
     import torch
     from datasets import Dataset as HFDataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     cuda = torch.cuda.is_available()
     examples, too_long = encode_dataset(tokenizer, ds, cfg)
@@ -316,95 +352,30 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
                      f"train at almost no learning rate); warming up over {warmup} instead")
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
 
-    def sft_config(bs: int, ga: int) -> Any:
-        return SFTConfig(
-            output_dir=str(checkpoint_dir),
-            per_device_train_batch_size=bs,
-            gradient_accumulation_steps=ga,
-            num_train_epochs=cfg.train.num_epochs,
-            max_steps=cfg.train.max_steps,
-            learning_rate=cfg.train.learning_rate,
-            weight_decay=cfg.train.weight_decay,
-            warmup_steps=warmup,
-            lr_scheduler_type=cfg.train.lr_scheduler_type,
-            seed=cfg.train.seed,
-            data_seed=cfg.train.seed,
-            optim=_optim(cfg, cuda),
-            logging_steps=cfg.train.logging_steps,
-            save_strategy="steps",
-            save_steps=save_steps,
-            save_total_limit=cfg.train.save_total_limit,
-            report_to=cfg.train.report_to,
-            bf16=bf16,
-            fp16=bool(cuda and not bf16),
-            max_length=cfg.model.max_seq_length,
-            padding_free=_padding_free(cfg),
-            train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
-            disable_tqdm=not sys.stderr.isatty(),
-            dataset_num_proc=1,
-            eval_strategy="epoch" if eval_ds is not None else "no",
-            per_device_eval_batch_size=bs,
-            prediction_loss_only=True,  # the loss only: no vocabulary-wide logits gathered
-        )
-
     from jobs.faults import train_callbacks
 
     writer = ProgressWriter(progress_path, "train")
-    # Trainable weights as they start, to undo partial steps after an out-of-memory error
-    # that strikes before the first checkpoint.
-    initial = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
-               if p.requires_grad}
     bs, ga = _micro_batch(cfg, model, examples, checkpoint_dir, cuda)
-    oom_retries: list[dict[str, Any]] = []
-    first_resume = _last_checkpoint(checkpoint_dir)
-    if torch.cuda.is_available():
+    # Where this call started from (a requeued job resumes; the summary says from where).
+    resumed_from = _last_checkpoint(checkpoint_dir)
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
-    t1 = time.time()
-    while True:
-        args = sft_config(bs, ga)
-        trainer = _trainer_class(SFTTrainer)(model=model, args=args, train_dataset=train_ds,
-                             eval_dataset=eval_ds,
-                             processing_class=tokenizer,
-                             callbacks=[trainer_callback(writer), *train_callbacks(),
-                                        *callbacks])
-        resume = _last_checkpoint(checkpoint_dir)
-        if resume is not None:
-            modeling.log(f"resuming from {resume.name}")
-            hist = read_json(progress_path) if progress_path and progress_path.is_file() else {}
-            writer.history = [h for h in hist.get("history", [])
-                              if h.get("step", 0) <= int(resume.name.split("-")[-1])]
-        else:
-            writer.history = []
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in initial:
-                        p.copy_(initial[n].to(p.device))
-        try:
-            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-            break
-        except torch.OutOfMemoryError as exc:
-            step = int(trainer.state.global_step)
-            del trainer
-            import gc
 
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
-            if bs == 1:
-                raise TrainError(
-                    f"out of GPU memory at per-device batch 1 (step {step}): load in 4-bit "
-                    "(--model-load-in-4bit true), lower --model-max-seq-length, or plan a "
-                    "bigger GPU") from exc
-            new_bs = bs // 2
-            new_ga = -(-bs * ga // new_bs)  # same examples per optimizer step (or one more)
-            oom_retries.append({"step": step, "from": f"{bs}x{ga}", "to": f"{new_bs}x{new_ga}",
-                                "error": str(exc).splitlines()[0][:200]})
-            modeling.log(f"out of memory at step {step} with batch {bs} x GA {ga}; retrying "
-                         f"with {new_bs} x {new_ga}")
-            bs, ga = new_bs, new_ga
-            _save_micro_batch(checkpoint_dir, bs, ga, {"after_oom_at_step": step})
-    resume = first_resume
+    def make_trainer(bs: int, ga: int) -> Any:
+        args = _sft_config(cfg, checkpoint_dir, bs, ga, warmup=warmup, save_steps=save_steps,
+                           cuda=cuda, bf16=bf16, validate=eval_ds is not None)
+        return _trainer_class(SFTTrainer)(model=model, args=args,
+                                          train_dataset=train_ds, eval_dataset=eval_ds,
+                                          processing_class=tokenizer,
+                                          callbacks=[trainer_callback(writer),
+                                                     *train_callbacks(), *callbacks])
+
+    t1 = time.time()
+    fit = _fit_with_oom_retry(make_trainer, model, bs, ga, checkpoint_dir, writer,
+                              progress_path, cuda)
     train_s = time.time() - t1
+    out, trainer, args, bs, ga, oom_retries = (fit.out, fit.trainer, fit.trainer.args,
+                                               fit.bs, fit.ga, fit.oom_retries)
 
     model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
@@ -413,7 +384,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     summary = {
         "identity": identity,
         "finished_at": now_iso(),
-        "resumed_from": resume.name if resume else None,
+        "resumed_from": resumed_from.name if resumed_from else None,
         "base_model": model_name,
         "examples": len(examples),
         "labels": ds.labels,
@@ -448,6 +419,80 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     return TrainResult(summary, model, tokenizer)
 
 
+
+
+@dataclass
+class _Fit:
+    out: Any
+    trainer: Any
+    bs: int
+    ga: int
+    oom_retries: list[dict[str, Any]]
+
+
+def halved_batch(bs: int, ga: int) -> tuple[int, int]:
+    """The micro-batch after an out-of-memory error: half the rows, the same examples per
+    optimizer step (or one more, when bs x ga is odd).
+
+    >>> halved_batch(64, 1), halved_batch(5, 3)
+    ((32, 2), (2, 8))
+    """
+    new_bs = bs // 2
+    return new_bs, -(-bs * ga // new_bs)
+
+
+def _fit_with_oom_retry(make_trainer: Callable[[int, int], Any], model: Any, bs: int, ga: int,
+                        checkpoint_dir: Path, writer: Any, progress_path: Path | None,
+                        cuda: bool) -> _Fit:
+    """trainer.train(), resumed from the last checkpoint where there is one; an out-of-memory
+    error halves the micro-batch (halved_batch) and trains again from that checkpoint, or from
+    the initial weights where none was written yet. Batch 1 out of memory is a TrainError."""
+    import gc
+
+    import torch
+
+    from jobs import modeling
+
+    # Trainable weights as they start, to undo partial steps after an out-of-memory error
+    # that strikes before the first checkpoint.
+    initial = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+               if p.requires_grad}
+    oom_retries: list[dict[str, Any]] = []
+    while True:
+        trainer = make_trainer(bs, ga)
+        resume = _last_checkpoint(checkpoint_dir)
+        if resume is not None:
+            modeling.log(f"resuming from {resume.name}")
+            hist = read_json(progress_path) if progress_path and progress_path.is_file() else {}
+            writer.history = [h for h in hist.get("history", [])
+                              if h.get("step", 0) <= int(resume.name.split("-")[-1])]
+        else:
+            writer.history = []
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in initial:
+                        p.copy_(initial[n].to(p.device))
+        try:
+            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            return _Fit(out, trainer, bs, ga, oom_retries)
+        except torch.OutOfMemoryError as exc:
+            step = int(trainer.state.global_step)
+            del trainer
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            if bs == 1:
+                raise TrainError(
+                    f"out of GPU memory at per-device batch 1 (step {step}): load in 4-bit "
+                    "(--model-load-in-4bit true), lower --model-max-seq-length, or plan a "
+                    "bigger GPU") from exc
+            new_bs, new_ga = halved_batch(bs, ga)
+            oom_retries.append({"step": step, "from": f"{bs}x{ga}", "to": f"{new_bs}x{new_ga}",
+                                "error": str(exc).splitlines()[0][:200]})
+            modeling.log(f"out of memory at step {step} with batch {bs} x GA {ga}; retrying "
+                         f"with {new_bs} x {new_ga}")
+            bs, ga = new_bs, new_ga
+            _save_micro_batch(checkpoint_dir, bs, ga, {"after_oom_at_step": step})
 
 
 def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,

@@ -11,14 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-import yaml
-
 from core.data import DataError
 from core.fileio import read_json
 from core.results import check_performance
-from core.rundir import DEMO_DATA, RESULTS, SWEEP_FILE, TRUE_PRED, RunDir
+from core.rundir import DEMO_DATA, RESULTS, TRUE_PRED, RunDir
 from launcher.paired import compare_files, load_counts
-from launcher.sweep import flatten_keys
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
 SEED_KEY = "train.seed"
@@ -33,23 +30,18 @@ class Board:
     over_seeds: bool = False
 
 
-def varied_keys_of(sweep_folder: Path) -> list[str]:
-    """Keys a sweep varies, read from its saved sweep.yaml (no validation needed here)."""
-    try:
-        raw = yaml.safe_load((sweep_folder / SWEEP_FILE).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return []
-    keys: list[str] = []
-
-    def flat(d: Any) -> list[str]:
-        return list(flatten_keys(d, "", [])) if isinstance(d, dict) else []
-
-    keys += flat(raw.get("grid"))
-    for group in raw.get("paired") or []:
-        keys += flat(group)
-    if raw.get("seeds"):
-        keys.append("train.seed")
-    return list(dict.fromkeys(keys))
+def varied_keys_of(run_dirs: list[Path]) -> list[str]:
+    """Keys the runs vary, in first-seen order, from what submit stored in each job.json."""
+    keys: dict[str, None] = {}
+    for d in run_dirs:
+        job = RunDir(d).job
+        try:
+            varied = read_json(job).get("varied") if job.is_file() else None
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(varied, dict):
+            keys.update(dict.fromkeys(k for k in varied if isinstance(k, str)))
+    return list(keys)
 
 
 def _get(d: Any, dotted: str) -> Any:
@@ -62,17 +54,15 @@ def _get(d: Any, dotted: str) -> Any:
 
 def collect(sweep_folders: list[Path]) -> Board:
     board = Board()
-    for folder in sweep_folders:
-        for k in varied_keys_of(folder):
-            if k not in board.varied_keys:
-                board.varied_keys.append(k)
+    listed: dict[Path, list[Path]] = {}
     for folder in sweep_folders:
         try:
-            run_dirs = sorted(p for p in folder.iterdir() if p.is_dir()
-                              and not p.name.startswith(("_", ".")) and p.name != DEMO_DATA)
+            listed[folder] = sorted(p for p in folder.iterdir() if p.is_dir()
+                                    and not p.name.startswith(("_", ".")) and p.name != DEMO_DATA)
         except OSError as exc:
             board.problems.append(f"{folder}: cannot list ({exc.strerror})")
-            continue
+    board.varied_keys = varied_keys_of([d for dirs in listed.values() for d in dirs])
+    for folder, run_dirs in listed.items():
         for d in run_dirs:
             rd = RunDir(d)
             perf = rd.performance

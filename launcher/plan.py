@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig
+from core.config import RunConfig, lora_target_modules
 from core.errors import UserError
 from core.gguf import GGUFError
 from core.vram import Estimate, estimate, shape_of
@@ -72,7 +72,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else 16
     seq = min(m.max_seq_length,
               longest_record_tokens(cfg.data.train_dataset_file, len(m.system_prompt)))
-    modules = (4 if cfg.peft.ft_attention_modules else 0) + (3 if cfg.peft.ft_mlp_modules else 0)
+    modules = len(lora_target_modules(cfg.peft))
     return estimate(shape, bits=bits, lora_rank=cfg.peft.rank, full=m.full_finetuning,
                     batch=cfg.train.per_device_batch_size, seq_tokens=seq,
                     lora_modules=modules or 7, source=source)

@@ -44,3 +44,15 @@ def test_run_folder_names_are_spelled_only_in_core_rundir():
             for n in names:
                 # in a message a name may appear; as a path literal it may not
                 assert f'"{n}"' not in path.read_text(), (path, n)
+
+
+def test_every_flag_named_in_validate_is_a_real_flag():
+    """validate() names flags in its messages; a renamed field must not leave a stale name."""
+    import inspect
+
+    from core import config
+
+    flags = {spec.flag for spec in config.SPECS.values()} | {
+        a for spec in config.SPECS.values() for a in spec.aliases}
+    named = set(re.findall(r"--[a-z][a-z0-9-]+", inspect.getsource(config.validate)))
+    assert named and named <= flags, sorted(named - flags)

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["core.vram", "core.metrics", "core.families", "core.batching", "core.parsing",
+MODULES = ["core.config", "core.vram", "core.metrics", "core.families", "core.batching", "core.parsing",
            "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train"]
 
 

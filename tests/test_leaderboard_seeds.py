@@ -23,6 +23,8 @@ def _sweep(tmp_path, seeds=True):
             continue
         run = folder / f"r{rank}-s{seed}"
         (run / "results").mkdir(parents=True)
+        varied = {"peft.rank": rank, **({"train.seed": seed} if seeds else {})}
+        (run / "job.json").write_text(json.dumps({"varied": varied}))  # as submit writes it
         scores = {"total": {"exact": {"p": f1, "r": f1, "f1": f1}}, "labels": {},
                   "macro": {"exact": {"p": f1, "r": f1, "f1": f1}},
                   "ci95": {"exact": {"p": [0, 1], "r": [0, 1], "f1": [f1 - 0.1, f1 + 0.1]}}}

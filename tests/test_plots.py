@@ -36,6 +36,8 @@ def sweep(tmp_path):
                 run = folder / f"run-{i}"
                 (run / "results").mkdir(parents=True)
                 (run / "config.yaml").write_text("{}")
+                (run / "job.json").write_text(json.dumps({"varied": {
+                    "model.name_or_path": model, "peft.rank": rank, "train.num_epochs": epochs}}))
                 f1 = 0.1 * i / 2
                 scores = {"total": {"exact": {"p": f1, "r": f1, "f1": f1}},
                           "labels": {}, "macro": {"exact": {"p": f1, "r": f1, "f1": f1}}}
