@@ -133,23 +133,11 @@ def _axis(values: Any, where: str, key: str, errors: list[str]) -> list[Any]:
     return typed
 
 
-def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) -> Sweep:
-    where = str(path)
-    errors: list[str] = []
-    for k in data:
-        if k not in SWEEP_KEYS:
-            errors.append(f"{where}: unknown key {k!r}; valid keys: {', '.join(SWEEP_KEYS)}")
-    name = data.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
-        errors.append(f"{where}: name: required, letters, digits, '.', '_' or '-' "
-                      f"(got {short(name)})")
-    env = data.get("env", "local")
-    if not isinstance(env, str):
-        errors.append(f"{where}: env: expected a profile name such as local or slurm")
-
-    # Data files: relative paths are relative to the directory the command runs in.
+def _data_section(data_sec: Any, where: str, base_dir: Path | None,
+                  errors: list[str]) -> tuple[dict[str, Any], bool]:
+    """The sweep's data files as config values (absolute paths), and whether it is a demo.
+    Relative paths are relative to base_dir, else to the directory the command runs in."""
     fixed: dict[str, Any] = {}
-    data_sec = data.get("data")
     demo = False
     if not isinstance(data_sec, dict):
         errors.append(f"{where}: data: required mapping with train and eval files "
@@ -180,6 +168,74 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
                 if not p.is_file():
                     errors.append(f"{where}: data.{k}: {p} does not exist")
                 fixed[cfg_key] = str(p.resolve())
+    return fixed, demo
+
+
+def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
+            where: str) -> list[Run]:
+    """One validated config per combination of the axes (ids come later); every problem of
+    every combination, and of every data file's content, is reported at once."""
+    runs: list[Run] = []
+    combo_errors: dict[str, None] = {}
+    data_files: dict[str, str] = {}
+    for combo in itertools.product(*axes) if axes else [()]:
+        values = dict(fixed)
+        varied: dict[str, Any] = {}
+        for part in combo:
+            values.update(part)
+            varied.update(part)
+        if demo:
+            values.setdefault("data.train_dataset_file", "demo:train")
+            values.setdefault("data.eval_dataset_file", "demo:eval")
+        try:
+            cfg = build_config({k: v for k, v in values.items() if v is not None})
+        except ConfigError as exc:
+            label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"
+            for line in str(exc).splitlines():
+                combo_errors[f"{where}: run with {label}: {line}"] = None
+            continue
+        for key in ("data.train_dataset_file", "data.eval_dataset_file",
+                    "data.validation_dataset_file"):
+            value = str(getattr(cfg.data, key.split(".", 1)[1]))
+            if not value and key == "data.validation_dataset_file":
+                continue
+            f = Path(value).expanduser()
+            if not value.startswith("demo:") and not f.is_file():
+                label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"
+                what = "is a folder" if f.is_dir() else (
+                    "is not a regular file" if f.exists() else "does not exist")
+                combo_errors[f"{where}: run with {label}: {key}: {f} {what}; give a JSON "
+                             "dataset file"] = None
+            elif not value.startswith("demo:"):
+                data_files.setdefault(str(f), key)
+        runs.append(Run("", cfg, varied))
+    # The content too, once per file: a symlink to a binary file or a list of strings would
+    # otherwise be found by the job, after the submission and the queue wait.
+    for data_file, key in data_files.items():
+        try:
+            load_dataset(data_file)
+        except DataError as exc:
+            combo_errors[f"{where}: {key}: {exc}"] = None
+    if combo_errors:
+        raise YamlError("\n".join(combo_errors))
+    return runs
+
+
+def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) -> Sweep:
+    where = str(path)
+    errors: list[str] = []
+    for k in data:
+        if k not in SWEEP_KEYS:
+            errors.append(f"{where}: unknown key {k!r}; valid keys: {', '.join(SWEEP_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        errors.append(f"{where}: name: required, letters, digits, '.', '_' or '-' "
+                      f"(got {short(name)})")
+    env = data.get("env", "local")
+    if not isinstance(env, str):
+        errors.append(f"{where}: env: expected a profile name such as local or slurm")
+
+    fixed, demo = _data_section(data.get("data"), where, base_dir, errors)
 
     base = flatten_keys(data.get("base", {}) or {}, f"{where}: base", errors)
     for k, v in base.items():
@@ -241,49 +297,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     if errors:
         raise YamlError("\n".join(dict.fromkeys(errors)))
 
-    runs: list[Run] = []
-    combo_errors: dict[str, None] = {}
-    data_files: dict[str, str] = {}
-    for combo in itertools.product(*axes) if axes else [()]:
-        values = dict(fixed)
-        varied: dict[str, Any] = {}
-        for part in combo:
-            values.update(part)
-            varied.update(part)
-        if demo:
-            values.setdefault("data.train_dataset_file", "demo:train")
-            values.setdefault("data.eval_dataset_file", "demo:eval")
-        try:
-            cfg = build_config({k: v for k, v in values.items() if v is not None})
-        except ConfigError as exc:
-            label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"
-            for line in str(exc).splitlines():
-                combo_errors[f"{where}: run with {label}: {line}"] = None
-            continue
-        for key in ("data.train_dataset_file", "data.eval_dataset_file",
-                    "data.validation_dataset_file"):
-            value = str(getattr(cfg.data, key.split(".", 1)[1]))
-            if not value and key == "data.validation_dataset_file":
-                continue
-            f = Path(value).expanduser()
-            if not value.startswith("demo:") and not f.is_file():
-                label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"
-                what = "is a folder" if f.is_dir() else (
-                    "is not a regular file" if f.exists() else "does not exist")
-                combo_errors[f"{where}: run with {label}: {key}: {f} {what}; give a JSON "
-                             "dataset file"] = None
-            elif not value.startswith("demo:"):
-                data_files.setdefault(str(f), key)
-        runs.append(Run("", cfg, varied))
-    # The content too, once per file: a symlink to a binary file or a list of strings would
-    # otherwise be found by the job, after the submission and the queue wait.
-    for data_file, key in data_files.items():
-        try:
-            load_dataset(data_file)
-        except DataError as exc:
-            combo_errors[f"{where}: {key}: {exc}"] = None
-    if combo_errors:
-        raise YamlError("\n".join(combo_errors))
+    runs = _expand(fixed, axes, demo, where)
     # Only keys that take more than one value name runs: a one-value grid is the same config
     # as that value in base, and must get the same id.
     moving = {k for k in varied_keys
