@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -104,6 +106,56 @@ def process_start(pid: int) -> str | None:
     # The command name (field 2) may hold spaces and parentheses: split after its last ")".
     fields = stat[stat.rfind(")") + 2:].split()
     return fields[19] if len(fields) > 19 else None
+
+
+def _proc_fields(pid: int) -> list[str]:
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError, TypeError):
+        return []
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent to reap it."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    fields = _proc_fields(pid)
+    return not fields or fields[0] not in ("Z", "X")
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir()
+                for k in (t / "children").read_text().split()]
+    except (OSError, ValueError):
+        return out
+    for k in kids:
+        out += [k, *_descendants(k)]
+    return out
+
+
+def stop_local_job(pid: int, wait_s: float = 30.0) -> None:
+    """Stop a local run: SIGINT to its submitit controller, which interrupts and then kills
+    its worker (the worker ignores SIGTERM, as submitit's jobs do: a forwarded SIGTERM stops
+    nothing); whatever still runs after wait_s is killed, worker first."""
+    workers = _descendants(pid)
+    try:
+        os.kill(pid, signal.SIGINT)
+    except OSError:
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and (_running(pid) or any(map(_running, workers))):
+        time.sleep(0.2)
+    for p in [*workers, pid]:
+        if _running(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def local_process_alive(job: dict[str, Any]) -> bool:

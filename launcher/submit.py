@@ -30,7 +30,7 @@ from core.rundir import DEMO_DATA, SUBMIT_LOCK, SUBMITIT, SWEEP_FILE, RunDir, cl
 from launcher.envs import EnvProfile
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
-from launcher.state import ACTIVE, RETRYABLE, process_start, run_states
+from launcher.state import ACTIVE, RETRYABLE, process_start, run_states, stop_local_job
 from launcher.sweep import Run, Sweep
 from launcher.yamlio import YamlError
 
@@ -265,6 +265,25 @@ def progress_line(rd: RunDir, shown: dict[str, tuple[float, str]],
     return text
 
 
+@contextmanager
+def _stderr_into(log: Path) -> Iterator[None]:
+    """The stderr a child started here inherits goes to log: submitit's local controller
+    writes there (its traceback when a Ctrl-C stops it), not into the user's terminal; the
+    runs' own logs are files of their own."""
+    import sys
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log, "a") as fh:
+            os.dup2(fh.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
                on_event: Callable[[str], None]) -> None:
     """Run on this machine through submitit's local executor, max_parallel at a time."""
@@ -275,18 +294,13 @@ def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
     try:
         _local_loop(queue, running, env, folder, on_event)
     except KeyboardInterrupt:
-        # Stop what runs (SIGTERM, then SIGKILL): they resume from their checkpoints later.
+        # Stop what runs: they resume from their checkpoints later. In a terminal the runs got
+        # the Ctrl-C too; a SIGINT sent to this process alone must stop them as well.
         for job, _p in running:
-            proc = getattr(job, "_process", None)
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-        for job, _p in running:
+            stop_local_job(int(job.job_id))
             proc = getattr(job, "_process", None)
             if proc is not None:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                proc.wait()  # reaped, so no zombie outlives the submit
         raise
 
 
@@ -302,7 +316,8 @@ def _local_loop(queue: list[PlannedRun], running: list[tuple[Any, PlannedRun]],
             p = queue.pop(0)
             ex = submitit.AutoExecutor(folder=folder / SUBMITIT / "%j", cluster="local")
             ex.update_parameters(timeout_min=env.time_limit_min, gpus_per_node=0)
-            job = ex.submit(PipelineJob(str(folder / p.run.run_id)))
+            with _stderr_into(folder / SUBMITIT / "controllers.log"):
+                job = ex.submit(PipelineJob(str(folder / p.run.run_id)))
             atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(
                 p, env, str(job.job_id), "local", {"timeout_min": env.time_limit_min},
                 str(job.paths.stdout), str(job.paths.stderr), pid=int(job.job_id),

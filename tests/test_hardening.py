@@ -74,9 +74,24 @@ def test_a_damaged_training_record_is_named(tmp_path, tp_file):
                    "medsweep_train.json", "train it again")
 
 
-@pytest.mark.slow
-def test_ctrl_c_on_a_local_submit_is_one_line(tmp_path):
-    import signal
+def processes_mentioning(path):
+    """PIDs of live processes whose command line names path (a run's submitit folder)."""
+    from pathlib import Path
+
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if str(path) in cmd and state not in ("Z", "X"):
+                found.append(int(d.name))
+    return found
+
+
+def start_endless_local_sweep(tmp_path, name):
     import subprocess
     import sys
     import time
@@ -84,18 +99,58 @@ def test_ctrl_c_on_a_local_submit_is_one_line(tmp_path):
     from .conftest import ROOT, job_env
 
     sweep = tmp_path / "s.yaml"
-    sweep.write_text("name: intr\nenv: local\ndata: {demo: true}\nbase: {model.name_or_path: "
-                     "scratch:llama-tiny, model.load_in_4bit: false, train.max_steps: 100000}\n")
+    sweep.write_text(f"name: {name}\nenv: local\ndata: {{demo: true}}\nbase: "
+                     "{model.name_or_path: scratch:llama-tiny, model.load_in_4bit: false, "
+                     "train.max_steps: 100000}\n")
     p = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-dir",
                           str(tmp_path / "runs")], cwd=ROOT, env=job_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    progress = next((tmp_path / "runs" / "intr").glob("*/progress.json"), None)
+    progress = next((tmp_path / "runs" / name).glob("*/progress.json"), None)
     while progress is None and time.time() < deadline:
         time.sleep(1)
-        progress = next((tmp_path / "runs" / "intr").glob("*/progress.json"), None)
+        progress = next((tmp_path / "runs" / name).glob("*/progress.json"), None)
     assert progress is not None, "the run never started"
+    assert processes_mentioning(tmp_path / "runs" / name / "_submitit")
+    return p
+
+
+def assert_no_run_process_left(folder):
+    import time
+
+    deadline = time.time() + 60
+    while processes_mentioning(folder) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not processes_mentioning(folder), "a run's process outlived the stop"
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_local_submit_is_one_line_and_stops_the_runs(tmp_path):
+    import signal
+
+    p = start_endless_local_sweep(tmp_path, "intr")
+    # SIGINT to the submit alone (no terminal sends it to the runs too): they must stop anyway;
+    # their worker ignores SIGTERM, which is what a stop by SIGTERM left running for good.
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out[-1000:], err[-2000:])
     assert "Traceback" not in err and "interrupted:" in err
+    assert_no_run_process_left(tmp_path / "runs" / "intr" / "_submitit")
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_running_local_run(tmp_path):
+    from .conftest import run_module
+
+    p = start_endless_local_sweep(tmp_path, "cnl")
+    try:
+        r = run_module("launcher", "cancel", "cnl", "--runs-dir", str(tmp_path / "runs"))
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "stopped 1 local run(s)" in r.stdout
+        assert_no_run_process_left(tmp_path / "runs" / "cnl" / "_submitit")
+        p.communicate(timeout=120)  # the submit sees its run end and finishes
+        status = run_module("launcher", "status", "cnl", "--runs-dir", str(tmp_path / "runs"))
+        assert "RUNNING" not in status.stdout, status.stdout
+    finally:
+        if p.poll() is None:
+            p.kill()

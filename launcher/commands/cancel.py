@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from typing import Any
 
 from core.rundir import RunDir
 from launcher.commands.common import add_sweep_arg, sweep_folders
-from launcher.state import ACTIVE, local_process_alive, read_job, run_states
+from launcher.state import ACTIVE, local_process_alive, read_job, run_states, stop_local_job
 
 
 def add_parser(sub: Any) -> None:
@@ -38,11 +36,8 @@ def run(args: argparse.Namespace) -> int:
         # A local run is this machine's process: signalled only while it is still the same
         # process (PID and start time), never through scancel.
         if local_process_alive(job):
-            try:
-                os.kill(int(job["pid"]), signal.SIGTERM)
-                stopped.append(st.run_id)
-            except OSError:
-                pass
+            stop_local_job(int(job["pid"]))
+            stopped.append(st.run_id)
     if local:
         print(f"stopped {len(stopped)} local run(s)" + "".join(f"\n  {r}" for r in stopped))
     if slurm_ids:
