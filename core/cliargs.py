@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Iterable, Sequence
 
-from core.config import SPECS, ConfigError, FieldSpec, RunConfig, build_config, coerce
+from core.config import SPECS, ConfigError, FieldSpec, RunConfig, checked, coerce
 
 
 def _dest(spec: FieldSpec) -> str:
@@ -69,9 +69,7 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
             errors.append(f"{spec.flag}: {exc}")
     if errors:
         raise ConfigError("\n".join(errors))
-    merged = (base or RunConfig()).replace(typed)
-    flat = {k: merged.get(k) for k in SPECS}
-    return build_config(flat)
+    return checked((base or RunConfig()).replace(typed))
 
 
 def keys_of(*sections: str, exclude: Iterable[str] = ()) -> list[str]:

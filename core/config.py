@@ -323,7 +323,13 @@ def build_config(values: Mapping[str, Any], where: str = "") -> RunConfig:
             errors.append(f"{prefix}{key}: {exc}")
     if errors:
         raise ConfigError("\n".join(errors))
-    cfg = RunConfig().replace(typed)
+    return checked(RunConfig().replace(typed), where)
+
+
+def checked(cfg: RunConfig, where: str = "") -> RunConfig:
+    """cfg, once validate() finds nothing; else ConfigError with every problem (values are
+    already typed: sweeps and flags coerce each value once, where they read it)."""
+    prefix = f"{where}: " if where else ""
     problems = validate(cfg)
     if problems:
         raise ConfigError("\n".join(prefix + p for p in problems))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import SPECS, ConfigError, RunConfig, build_config, coerce, short
+from core.config import SPECS, ConfigError, RunConfig, checked, coerce, short
 from core.data import DataError, load_dataset
 from launcher.yamlio import YamlError, load_yaml_mapping
 
@@ -188,7 +188,9 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
             values.setdefault("data.train_dataset_file", "demo:train")
             values.setdefault("data.eval_dataset_file", "demo:eval")
         try:
-            cfg = build_config({k: v for k, v in values.items() if v is not None})
+            # Values were coerced once, by _typed: only the combination is left to check.
+            cfg = checked(RunConfig().replace({k: v for k, v in values.items()
+                                               if v is not None}))
         except ConfigError as exc:
             label = ", ".join(f"{k}={v}" for k, v in varied.items()) or "the base config"
             for line in str(exc).splitlines():

@@ -56,3 +56,23 @@ def test_every_flag_named_in_validate_is_a_real_flag():
         a for spec in config.SPECS.values() for a in spec.aliases}
     named = set(re.findall(r"--[a-z][a-z0-9-]+", inspect.getsource(config.validate)))
     assert named and named <= flags, sorted(named - flags)
+
+
+def test_a_sweep_value_is_coerced_once(tmp_path, monkeypatch):
+    """parse_sweep types each value where it reads it; the combinations are only validated."""
+    from core import config
+    from core.demo_data import write_demo_data
+    from launcher import sweep
+
+    train, dev = write_demo_data(tmp_path / "d", n_train=4, n_dev=2)
+    calls = []
+    real = sweep.coerce
+    monkeypatch.setattr(sweep, "coerce", lambda spec, v: calls.append(v) or real(spec, v))
+    monkeypatch.setattr(config, "coerce", lambda *a: pytest.fail("coerced a second time"))
+    doc = {"name": "t", "env": "local", "data": {"train": str(train), "eval": str(dev)},
+           "base": {"model.max_seq_length": 512},
+           "grid": {"model.name_or_path": ["scratch:llama-tiny", "scratch:gemma-tiny"],
+                    "peft.rank": [8, 16, 32]}}
+    s = sweep.parse_sweep(doc, tmp_path / "s.yaml")
+    assert len(s.runs) == 6
+    assert len(calls) == 1 + 2 + 3  # base + each grid value, not once per run
