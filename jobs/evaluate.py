@@ -262,6 +262,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]
     pred, scores, grounding = score_grounded(gold, pred_raw, texts, metrics, cfg)
+    grounding["constrained"] = cfg.eval.constrained
     grounding["constrained_masked_steps"] = sum(c.masked_steps for c in constraints) \
         if cfg.eval.constrained else None
 
@@ -326,7 +327,6 @@ def score_grounded(gold: list[list[Entity]], pred_raw: list[list[Entity]], texts
         "ungrounded_total" if cfg.eval.grounding else "grounded_total": other,
         # Grounding drops exactly the texts the hallucination rate counts (same locating).
         "hallucination_rate_ungrounded": rate,
-        "constrained": cfg.eval.constrained,
     }
 
 

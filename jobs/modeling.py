@@ -121,7 +121,8 @@ def apply_lora(model: Any, cfg: RunConfig) -> Any:
             finetune_language_layers=p.ft_language_layers,
             finetune_attention_modules=p.ft_attention_modules,
             finetune_mlp_modules=p.ft_mlp_modules, **common)
-    return FastLanguageModel.get_peft_model(model, target_modules=lora_target_modules(cfg.peft), **common)
+    return FastLanguageModel.get_peft_model(model, target_modules=lora_target_modules(cfg.peft),
+                                            **common)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

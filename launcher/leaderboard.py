@@ -16,6 +16,7 @@ from core.fileio import read_json
 from core.results import check_performance
 from core.rundir import DEMO_DATA, RESULTS, TRUE_PRED, RunDir
 from launcher.paired import compare_files, load_counts
+from launcher.state import read_job
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
 SEED_KEY = "train.seed"
@@ -34,11 +35,7 @@ def varied_keys_of(run_dirs: list[Path]) -> list[str]:
     """Keys the runs vary, in first-seen order, from what submit stored in each job.json."""
     keys: dict[str, None] = {}
     for d in run_dirs:
-        job = RunDir(d).job
-        try:
-            varied = read_json(job).get("varied") if job.is_file() else None
-        except (ValueError, AttributeError):
-            continue
+        varied = (read_job(RunDir(d)) or {}).get("varied")
         if isinstance(varied, dict):
             keys.update(dict.fromkeys(k for k in varied if isinstance(k, str)))
     return list(keys)

@@ -99,20 +99,17 @@ def _error_line(rd: RunDir, job: dict[str, Any] | None) -> str:
 def process_start(pid: int) -> str | None:
     """When a process started (clock ticks since boot, /proc/PID/stat field 22), or None where
     /proc is unavailable: with the PID, it names one process, not whichever reused the PID."""
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError, TypeError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = _proc_fields(pid)
     return fields[19] if len(fields) > 19 else None
 
 
 def _proc_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 on ([] where unreadable)."""
     try:
         stat = Path(f"/proc/{int(pid)}/stat").read_text()
     except (OSError, ValueError, TypeError):
         return []
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
     return stat[stat.rfind(")") + 2:].split()
 
 
@@ -138,19 +135,24 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def stop_local_job(pid: int, wait_s: float = 30.0) -> None:
-    """Stop a local run: SIGINT to its submitit controller, which interrupts and then kills
-    its worker (the worker ignores SIGTERM, as submitit's jobs do: a forwarded SIGTERM stops
-    nothing); whatever still runs after wait_s is killed, worker first."""
-    workers = _descendants(pid)
-    try:
-        os.kill(pid, signal.SIGINT)
-    except OSError:
-        return
+def stop_local_jobs(pids: Iterable[int], wait_s: float = 30.0) -> None:
+    """Stop local runs: SIGINT to each one's submitit controller, which interrupts and then
+    kills its worker (the worker ignores SIGTERM, as submitit's jobs do: a forwarded SIGTERM
+    stops nothing); whatever still runs after wait_s (one wait for all) is killed, workers
+    first."""
+    controllers, workers = [], []
+    for pid in pids:
+        kids = _descendants(pid)
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:
+            continue
+        controllers.append(pid)
+        workers += kids
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and (_running(pid) or any(map(_running, workers))):
+    while time.monotonic() < deadline and any(map(_running, [*controllers, *workers])):
         time.sleep(0.2)
-    for p in [*workers, pid]:
+    for p in [*workers, *controllers]:
         if _running(p):
             try:
                 os.kill(p, signal.SIGKILL)

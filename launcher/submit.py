@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from core.rundir import DEMO_DATA, SUBMIT_LOCK, SUBMITIT, SWEEP_FILE, RunDir, cl
 from launcher.envs import EnvProfile
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
-from launcher.state import ACTIVE, RETRYABLE, process_start, run_states, stop_local_job
+from launcher.state import ACTIVE, RETRYABLE, process_start, run_states, stop_local_jobs
 from launcher.sweep import Run, Sweep
 from launcher.yamlio import YamlError
 
@@ -270,8 +271,6 @@ def _stderr_into(log: Path) -> Iterator[None]:
     """The stderr a child started here inherits goes to log: submitit's local controller
     writes there (its traceback when a Ctrl-C stops it), not into the user's terminal; the
     runs' own logs are files of their own."""
-    import sys
-
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)
@@ -296,8 +295,8 @@ def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
     except KeyboardInterrupt:
         # Stop what runs: they resume from their checkpoints later. In a terminal the runs got
         # the Ctrl-C too; a SIGINT sent to this process alone must stop them as well.
+        stop_local_jobs(int(job.job_id) for job, _p in running)
         for job, _p in running:
-            stop_local_job(int(job.job_id))
             proc = getattr(job, "_process", None)
             if proc is not None:
                 proc.wait()  # reaped, so no zombie outlives the submit

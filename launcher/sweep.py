@@ -152,22 +152,21 @@ def _data_section(data_sec: Any, where: str, base_dir: Path | None,
             errors.append(f"{where}: data.demo: expected true or false, got {short(demo_value)}"[:300])
             demo_value = True  # reported once: no follow-on "data.train required" lines
         demo = demo_value
-        if not demo or "validation" in data_sec:
-            for k, cfg_key in (("train", "data.train_dataset_file"),
-                               ("eval", "data.eval_dataset_file"),
-                               ("validation", "data.validation_dataset_file")):
-                v = data_sec.get(k)
-                if k == "validation" and v is None or demo and k != "validation":
-                    continue  # optional: the loss per epoch on a dev split
-                if not isinstance(v, str) or not v:
-                    errors.append(f"{where}: data.{k}: required path to a JSON dataset")
-                    continue
-                p = Path(v).expanduser()
-                if not p.is_absolute():
-                    p = (base_dir or Path.cwd()) / p
-                if not p.is_file():
-                    errors.append(f"{where}: data.{k}: {p} does not exist")
-                fixed[cfg_key] = str(p.resolve())
+        wanted = [] if demo else [("train", "data.train_dataset_file"),
+                                  ("eval", "data.eval_dataset_file")]
+        if data_sec.get("validation") is not None:  # optional: the loss per epoch on a dev split
+            wanted.append(("validation", "data.validation_dataset_file"))
+        for k, cfg_key in wanted:
+            v = data_sec.get(k)
+            if not isinstance(v, str) or not v:
+                errors.append(f"{where}: data.{k}: required path to a JSON dataset")
+                continue
+            p = Path(v).expanduser()
+            if not p.is_absolute():
+                p = (base_dir or Path.cwd()) / p
+            if not p.is_file():
+                errors.append(f"{where}: data.{k}: {p} does not exist")
+            fixed[cfg_key] = str(p.resolve())
     return fixed, demo
 
 

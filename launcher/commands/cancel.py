@@ -10,7 +10,7 @@ from typing import Any
 
 from core.rundir import RunDir
 from launcher.commands.common import add_sweep_arg, sweep_folders
-from launcher.state import ACTIVE, local_process_alive, read_job, run_states, stop_local_job
+from launcher.state import ACTIVE, local_process_alive, read_job, run_states, stop_local_jobs
 
 
 def add_parser(sub: Any) -> None:
@@ -31,13 +31,11 @@ def run(args: argparse.Namespace) -> int:
     if not active:
         print("nothing to cancel")
         return 0
-    stopped = []
-    for st, job in local:
-        # A local run is this machine's process: signalled only while it is still the same
-        # process (PID and start time), never through scancel.
-        if local_process_alive(job):
-            stop_local_job(int(job["pid"]))
-            stopped.append(st.run_id)
+    # A local run is this machine's process: signalled only while it is still the same process
+    # (PID and start time), never through scancel.
+    alive = [(st, job) for st, job in local if local_process_alive(job)]
+    stop_local_jobs(int(job["pid"]) for _st, job in alive)
+    stopped = [st.run_id for st, _job in alive]
     if local:
         print(f"stopped {len(stopped)} local run(s)" + "".join(f"\n  {r}" for r in stopped))
     if slurm_ids:
