@@ -2,8 +2,9 @@
 its file names (nothing else spells them).
 
 runs/<sweep>/sweep.yaml, demo-data/, _submitit/, .submit.lock, and per run: config.yaml,
-job.json, progress.json, error.json, checkpoints/ (trainer checkpoints, micro_batch.json),
-adapter/ (the trained model folder: medsweep_train.json, medsweep_train_started.json), logs/,
+job.json, progress.json, error.json, cancel.request, checkpoints/ (trainer checkpoints,
+micro_batch.json), adapter/ (the trained model folder: medsweep_train.json, medsweep_train_started.json),
+logs/ (run.log: a packed run's own output),
 results/{performance.json,true_pred_entities.json}.
 """
 
@@ -26,6 +27,12 @@ CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 RESULTS = "results"
 LOGS = "logs"
+CANCEL_REQUEST = "cancel.request"
+"""Written by ``launcher cancel`` for a run that shares its job with others (a pack): the
+pack stops that run's process alone."""
+# logs/
+RUN_LOG = "run.log"
+"""stdout and stderr of a packed run's own process (an unpacked run logs in _submitit/)."""
 # results/
 PERFORMANCE = "performance.json"
 TRUE_PRED = "true_pred_entities.json"
@@ -79,6 +86,14 @@ class RunDir:
     @property
     def error(self) -> Path:
         return self.path / ERROR_FILE
+
+    @property
+    def cancel_request(self) -> Path:
+        return self.path / CANCEL_REQUEST
+
+    @property
+    def run_log(self) -> Path:
+        return self.logs / RUN_LOG
 
 
 def clean_progress(doc: object) -> dict | None:

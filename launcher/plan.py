@@ -111,6 +111,36 @@ def _resources(p: Partition, n: int, est: Estimate, env: EnvProfile) -> Resource
                      env.mem_gb_per_gpu * n, time_min, p.constraint)
 
 
+def pack_runs(need_gb: list[float], card_gb: float, cap: int) -> list[list[int]]:
+    """Runs (by index, in sweep order) grouped into packs that share one GPU: each run goes
+    into the first pack that still has room for its memory estimate and has fewer than cap
+    runs. A run that needs more than half the card is never packed with another.
+
+    >>> pack_runs([3.0, 3.0, 3.0, 3.0, 3.0], card_gb=10, cap=4)
+    [[0, 1, 2], [3, 4]]
+    >>> pack_runs([2.0, 9.0, 2.0, 2.0, 2.0, 2.0], card_gb=10, cap=4)
+    [[0, 2, 3, 4], [1], [5]]
+    >>> pack_runs([1.0, 1.0], card_gb=10, cap=1)
+    [[0], [1]]
+    """
+    packs: list[list[int]] = []
+    used: list[float] = []
+    for i, need in enumerate(need_gb):
+        if need <= card_gb / 2:
+            for k, pack in enumerate(packs):
+                if len(pack) < cap and used[k] + need <= card_gb:
+                    pack.append(i)
+                    used[k] += need
+                    break
+            else:
+                packs.append([i])
+                used.append(need)
+        else:
+            packs.append([i])
+            used.append(card_gb + 1)  # nothing joins it
+    return packs
+
+
 def sbatch_parameters(res: Resources, env: EnvProfile) -> dict[str, Any]:
     """submitit AutoExecutor parameters for one resource group (also shown by --dry-run)."""
     params: dict[str, Any] = {

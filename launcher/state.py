@@ -202,6 +202,10 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             st.state = "COMPLETED"
         elif job is None:
             st.state = "NOT_SUBMITTED"
+        elif job.get("cluster") == "slurm" and job.get("pack") and rd.error.is_file():
+            # A packed run ends on its own while its task goes on with the others.
+            st.state = "CANCELLED" if _cancelled(rd) else "FAILED"
+            st.error = _error_line(rd, job)
         elif job.get("cluster") == "slurm":
             row = info.get(st.job_id or "")
             if row is None:
@@ -225,6 +229,13 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             st.elapsed = _local_elapsed(rd, job, st.state)
         out.append(st)
     return out
+
+
+def _cancelled(rd: RunDir) -> bool:
+    try:
+        return read_json(rd.error).get("cancelled") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def _from_config(rd: RunDir, keys: list[str]) -> tuple[str, dict[str, Any]]:

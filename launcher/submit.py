@@ -28,9 +28,9 @@ from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, read_json
 from core.results import now_iso
 from core.rundir import DEMO_DATA, SUBMIT_LOCK, SUBMITIT, SWEEP_FILE, RunDir, clean_progress
-from launcher.envs import EnvProfile
+from launcher.envs import EnvProfile, pack_cap
 from launcher.hubcache import cache_dir, missing_models, offline
-from launcher.plan import PlanError, Resources, plan_run, sbatch_parameters
+from launcher.plan import PlanError, Resources, pack_runs, plan_run, sbatch_parameters
 from launcher.state import ACTIVE, RETRYABLE, process_start, run_states, stop_local_jobs
 from launcher.sweep import Run, Sweep
 from launcher.yamlio import YamlError
@@ -168,8 +168,9 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                 created.append(rd.path)
             cfg = _materialise_data(sweep, folder, p.run.config.to_dict())
             atomic_write_yaml(rd.config, cfg)
-            if rd.error.exists():
-                rd.error.unlink()
+            for stale in (rd.error, rd.cancel_request):
+                if stale.exists():
+                    stale.unlink()
         if not todo:
             return planned
         if env.executor == "slurm":
@@ -202,30 +203,61 @@ def _job_doc(p: PlannedRun, env: EnvProfile, job_id: str, cluster: str, params: 
             "stdout": stdout, "stderr": stderr, **extra}
 
 
+def resource_groups(planned: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """Runs with the same resources: one job array each."""
+    groups: dict[tuple[Any, ...], list[PlannedRun]] = {}
+    for p in planned:
+        groups.setdefault(p.resources.key(), []).append(p)
+    return list(groups.values())
+
+
+def packs_of(members: list[PlannedRun], env: EnvProfile) -> list[list[PlannedRun]]:
+    """The array tasks of one resource group: runs packed onto one GPU where their memory
+    estimates fit (env runs_per_gpu), else one task per run (multi-GPU runs never share)."""
+    res = members[0].resources
+    if env.executor != "slurm" or res.gpus != 1:
+        return [[p] for p in members]
+    idx = pack_runs([p.need_gb for p in members], res.vram_per_gpu_gb * env.vram_margin,
+                    pack_cap(env))
+    return [[members[i] for i in pack] for pack in idx]
+
+
 def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: Sweep) -> None:
     import submitit
 
+    from jobs.pack import PackJob
     from jobs.pipeline import PipelineJob
 
-    groups: dict[tuple[Any, ...], list[PlannedRun]] = {}
-    for p in todo:
-        groups.setdefault(p.resources.key(), []).append(p)
     submitted: list[tuple[Any, PlannedRun]] = []
     try:
-        for members in groups.values():
+        for members in resource_groups(todo):
             params = sbatch_parameters(members[0].resources, env)
             ex = submitit.AutoExecutor(folder=folder / SUBMITIT / "%j", cluster="slurm",
                                        slurm_max_num_timeout=env.max_requeues)
             setup = _env_setup_lines(env)
             ex.update_parameters(name=f"medsweep-{sweep.name}", slurm_setup=setup,
                                  **{k: v for k, v in params.items() if k != "slurm_setup"})
+            packs = packs_of(members, env)
             with ex.batch():
-                jobs = [ex.submit(PipelineJob(str(folder / p.run.run_id))) for p in members]
-            for job, p in zip(jobs, members, strict=False):
-                submitted.append((job, p))
-                atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(
-                    p, env, str(job.job_id), "slurm", params, str(job.paths.stdout),
-                    str(job.paths.stderr)))
+                jobs = [ex.submit(PipelineJob(str(folder / pack[0].run.run_id)) if len(pack) == 1
+                                  else PackJob([str(folder / p.run.run_id) for p in pack]))
+                        for pack in packs]
+            for job, pack in zip(jobs, packs, strict=True):
+                for p in pack:
+                    submitted.append((job, p))
+                    rd = RunDir(folder / p.run.run_id)
+                    if len(pack) == 1:
+                        doc = _job_doc(p, env, str(job.job_id), "slurm", params,
+                                       str(job.paths.stdout), str(job.paths.stderr))
+                    else:
+                        # A packed run's own process logs into its folder; the task's log
+                        # (the pack's supervisor) is named beside it.
+                        doc = _job_doc(p, env, str(job.job_id), "slurm", params,
+                                       str(rd.run_log), str(rd.run_log),
+                                       pack={"runs": [q.run.run_id for q in pack],
+                                             "stdout": str(job.paths.stdout),
+                                             "stderr": str(job.paths.stderr)})
+                    atomic_write_json(rd.job, doc)
     except Exception as exc:  # sbatch refused: undo this call's submissions
         ids = sorted({str(job.job_id).split("_")[0] for job, _ in submitted})
         if ids:

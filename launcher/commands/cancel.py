@@ -1,4 +1,9 @@
-"""``cancel SWEEP...``: scancel every active job of the sweeps, in one call."""
+"""``cancel SWEEP... [--run RUN_ID...]``: stop the active runs of the sweeps (or only the named
+ones), with one scancel call.
+
+A run that shares its array task with others (a pack) is stopped alone: cancel writes its
+``cancel.request`` and the pack stops that run's process. A task is scancelled only when every
+run it still has active is being cancelled."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
+from core.errors import UserError
 from core.rundir import RunDir
 from launcher.commands.common import add_sweep_arg, sweep_folders
 from launcher.state import ACTIVE, local_process_alive, read_job, run_states, stop_local_jobs
@@ -16,21 +22,40 @@ from launcher.state import ACTIVE, local_process_alive, read_job, run_states, st
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("cancel", help="cancel the active runs of a sweep")
     add_sweep_arg(p)
+    p.add_argument("--run", action="append", default=[], metavar="RUN_ID",
+                   help="Cancel only this run (repeatable); default: every active run.")
 
 
 def run(args: argparse.Namespace) -> int:
     folders = sweep_folders(args)
-    active = [s for f in folders for s in run_states(f) if s.state in ACTIVE and s.job_id]
-    slurm_ids, local = [], []
+    states = [s for f in folders for s in run_states(f)]
+    unknown = sorted(set(args.run) - {s.run_id for s in states})
+    if unknown:
+        raise UserError(f"--run {unknown[0]}: no such run in {', '.join(map(str, folders))}; "
+                        "`python -m launcher status` lists the run ids")
+    active = [s for s in states if s.state in ACTIVE and s.job_id
+              and (not args.run or s.run_id in args.run)]
+    slurm_ids, local, requested = [], [], []
+    chosen = {s.run_id for s in active}
     for st in active:
         job = read_job(RunDir(st.path)) or {}
-        if job.get("cluster") == "slurm":
-            slurm_ids.append(str(st.job_id))
-        else:
+        if job.get("cluster") != "slurm":
             local.append((st, job))
+            continue
+        pack = (job.get("pack") or {}).get("runs") or []
+        others = [s for s in states if s.run_id in pack and s.run_id not in chosen
+                  and s.state in ACTIVE and s.job_id == st.job_id]
+        if others:
+            RunDir(st.path).cancel_request.write_text(f"{st.job_id}\n")
+            requested.append(st.run_id)
+        elif str(st.job_id) not in slurm_ids:
+            slurm_ids.append(str(st.job_id))
     if not active:
         print("nothing to cancel")
         return 0
+    if requested:
+        print(f"asked {len(requested)} packed run(s) to stop (their packs go on)"
+              + "".join(f"\n  {r}" for r in requested))
     # A local run is this machine's process: signalled only while it is still the same process
     # (PID and start time), never through scancel.
     alive = [(st, job) for st, job in local if local_process_alive(job)]

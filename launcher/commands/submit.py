@@ -12,7 +12,7 @@ from core.fileio import folder_problem
 from launcher.envs import load_env
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import sbatch_parameters
-from launcher.submit import plan_sweep, submit_sweep, sweep_dir
+from launcher.submit import packs_of, plan_sweep, resource_groups, submit_sweep, sweep_dir
 from launcher.sweep import load_sweep
 from launcher.yamlio import YamlError
 
@@ -113,12 +113,16 @@ def _print_dry_run(sweep: Any, env: Any, planned: list[Any]) -> int:
     print(tabulate(rows, headers=["run_id", "model", "est. GB", "partition", "gpus",
                                   "time min"], tablefmt="github"))
     if env.executor == "slurm":
-        groups: dict[Any, list[Any]] = {}
-        for p in planned:
-            groups.setdefault(p.resources.key(), []).append(p)
-        print(f"\n{len(groups)} job array(s):")
-        for members in groups.values():
+        groups = resource_groups(planned)
+        print(f"\n{len(groups)} job array(s) (runs_per_gpu: {env.runs_per_gpu}):")
+        for members in groups:
             params = sbatch_parameters(members[0].resources, env)
-            print(f"  {len(members)} run(s): sbatch {sbatch_flags(params)} "
-                  f"--array=0-{len(members) - 1}%{env.max_parallel}")
+            packs = packs_of(members, env)
+            print(f"  {len(members)} run(s) in {len(packs)} task(s): sbatch "
+                  f"{sbatch_flags(params)} --array=0-{len(packs) - 1}%{env.max_parallel}")
+            for i, pack in enumerate(packs):
+                if len(pack) > 1:
+                    need = sum(p.need_gb for p in pack)
+                    print(f"    task {i}: {len(pack)} runs side by side on one GPU "
+                          f"({need:.1f} GB estimated): " + ", ".join(p.run.run_id for p in pack))
     return 0

@@ -1,0 +1,190 @@
+"""Several small runs on one GPU: one Slurm array task, one process per run.
+
+Unsloth patches torch and transformers for the whole process, so runs never share one: the
+task's own process (``PackJob``) only starts, watches and stops the runs' processes
+(``python -m jobs.pack RUN_DIR``, each ``run_pipeline`` with its log in ``logs/run.log``).
+Every run stays a run: its own folder, progress, checkpoints, results and ``error.json``.
+
+* A run that fails, runs out of memory or is killed gets its own ``error.json``; the others go
+  on. The task fails at the end if any of its runs did (so sacct shows it), but ``status``
+  reads each run's state from its folder.
+* ``launcher cancel`` writes ``cancel.request`` into a packed run's folder: the pack stops that
+  run's process alone and records it as cancelled.
+* On a time limit or preemption (submitit's USR2) the pack is requeued with the runs it has not
+  finished; each resumes from its own last checkpoint. A run that was resubmitted elsewhere in
+  the meantime (its ``job.json`` names another job) is left to that job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.fileio import atomic_write_json, read_json
+from core.results import check_performance, now_iso
+from core.rundir import RunDir
+
+CANCELLED_ERROR = "cancelled by `launcher cancel`"
+POLL_S = 1.0
+STOP_GRACE_S = 20.0
+
+
+class PackError(RuntimeError):
+    """Some runs of a pack failed (each has its own error.json)."""
+
+
+def finished(rd: RunDir) -> bool:
+    try:
+        return rd.performance.is_file() and not check_performance(read_json(rd.performance))
+    except ValueError:
+        return False
+
+
+def _current_job_id() -> str | None:
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().job_id)
+    except (ImportError, RuntimeError, KeyError):
+        return None
+
+
+def _still_ours(rd: RunDir, job_id: str | None) -> bool:
+    """The run's job.json still names this task (a resubmit moves a run to another job)."""
+    if job_id is None or not rd.job.is_file():
+        return True
+    try:
+        return str(read_json(rd.job).get("job_id")) == job_id
+    except (ValueError, AttributeError):
+        return True
+
+
+def _write_error(rd: RunDir, message: str, **extra: Any) -> None:
+    atomic_write_json(rd.error, {"error": message, "at": now_iso(), **extra})
+
+
+def _exit_message(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        return f"the run's process was killed by {name}"
+    return f"the run's process exited with code {code}"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (run_pipeline stops cleanly, the trainer keeps its checkpoints), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class PackJob:
+    """Callable submitted per pack; requeued on time limit with its unfinished runs."""
+
+    def __init__(self, run_dirs: list[str], requeued: bool = False) -> None:
+        self.run_dirs = list(run_dirs)
+        self.requeued = requeued
+        self._requeuing = False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.run()
+
+    def run(self) -> dict[str, Any]:
+        # Only a requeued pack checks job.json: at the first start the launcher may still be
+        # writing it (it learns the job id from sbatch).
+        job_id = _current_job_id() if self.requeued else None
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        failed: list[str] = []
+        done: list[str] = []
+        for d in self.run_dirs:
+            rd = RunDir(Path(d))
+            if finished(rd):
+                done.append(rd.run_id)
+            elif rd.cancel_request.exists() or not _still_ours(rd, job_id):
+                continue
+            else:
+                procs[d] = self._start(rd)
+        while procs:
+            time.sleep(POLL_S)
+            for d, proc in list(procs.items()):
+                rd = RunDir(Path(d))
+                if proc.poll() is None and rd.cancel_request.exists():
+                    _stop(proc)
+                    _write_error(rd, CANCELLED_ERROR, cancelled=True)
+                    del procs[d]
+                    continue
+                code = proc.poll()
+                if code is None:
+                    continue
+                del procs[d]
+                if self._requeuing:
+                    continue  # the whole task is ending: the run resumes after the requeue
+                if code == 0 and finished(rd):
+                    done.append(rd.run_id)
+                    continue
+                if not rd.error.exists():
+                    _write_error(rd, _exit_message(code)
+                                 + f" (its log: {rd.run_log}); the other runs of its pack "
+                                 "went on; `launcher resubmit` runs it again from its last "
+                                 "checkpoint")
+                failed.append(rd.run_id)
+        if failed:
+            raise PackError(f"{len(failed)} of {len(self.run_dirs)} packed runs failed: "
+                            f"{', '.join(failed)} (each has its error.json)")
+        return {"runs": done}
+
+    def _start(self, rd: RunDir) -> subprocess.Popen[bytes]:
+        rd.logs.mkdir(parents=True, exist_ok=True)
+        if rd.error.exists():
+            rd.error.unlink()
+        with open(rd.run_log, "ab") as log:
+            log.write(f"[medsweep] {now_iso()}: started in a pack of "
+                      f"{len(self.run_dirs)}\n".encode())
+            log.flush()
+            return subprocess.Popen([sys.executable, "-m", "jobs.pack", str(rd.path)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        self._requeuing = True
+        left = [d for d in self.run_dirs if not finished(RunDir(Path(d)))
+                and not RunDir(Path(d)).cancel_request.exists()]
+        print(f"[medsweep] pack requeued with {len(left)} unfinished run(s); each resumes "
+              "from its last checkpoint", file=sys.stderr, flush=True)
+        return submitit.helpers.DelayedSubmission(PackJob(left, requeued=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One packed run's process: run_pipeline on its folder."""
+    from jobs.pipeline import run_pipeline
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m jobs.pack RUN_DIR", file=sys.stderr)
+        return 2
+    # Slurm signals every process of the step before a time limit (USR2) and on a requeue
+    # (TERM): the pack's own process handles both; this one ends when the pack stops it.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        run_pipeline(args[0])
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - error.json already holds the one-line reason
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
