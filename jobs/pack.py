@@ -150,9 +150,13 @@ class PackJob:
             log.write(f"[medsweep] {now_iso()}: started in a pack of "
                       f"{len(self.run_dirs)}\n".encode())
             log.flush()
+            # The run's process imports medsweep from where this one did.
+            here = str(Path(__file__).resolve().parent.parent)
+            path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
             return subprocess.Popen([sys.executable, "-m", "jobs.pack", str(rd.path)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                         "PYTHONPATH": path})
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
