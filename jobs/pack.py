@@ -34,6 +34,23 @@ POLL_S = 1.0
 STOP_GRACE_S = 20.0
 
 
+PARENT_ENV = "MEDSWEEP_PACK_PARENT"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the pack's process ends, however it ends (Linux)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the pack ended before the signal was set
+        os._exit(1)
+
+
 class PackError(RuntimeError):
     """Some runs of a pack failed (each has its own error.json)."""
 
@@ -156,7 +173,7 @@ class PackJob:
             return subprocess.Popen([sys.executable, "-m", "jobs.pack", str(rd.path)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                         "PYTHONPATH": path})
+                                         "PYTHONPATH": path, PARENT_ENV: str(os.getpid())})
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
@@ -178,9 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m jobs.pack RUN_DIR", file=sys.stderr)
         return 2
     # Slurm signals every process of the step before a time limit (USR2) and on a requeue
-    # (TERM): the pack's own process handles both; this one ends when the pack stops it.
+    # (TERM): the pack's own process handles both; this one ends when the pack stops it, or
+    # with it. Without the parent-death signal a requeued pack's runs went on training as
+    # orphans beside their own restarted selves (seen on the local Slurm, proctrack/linuxproc).
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        _die_with_parent(int(parent))
     try:
         run_pipeline(args[0])
     except KeyboardInterrupt:

@@ -264,6 +264,38 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
         raise
 
 
+def first_step_clock() -> Any:
+    """A trainer callback that notes when the first optimizer step of this process ended."""
+    from transformers import TrainerCallback
+
+    class FirstStep(TrainerCallback):  # type: ignore[misc]
+        at: float | None = None
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.at is None:
+                self.at = time.time()
+
+    return FirstStep()
+
+
+def startup_breakdown(import_s: float, load_s: float, tokenize_s: float, trainer_t0: float,
+                      first_step_at: float | None) -> dict[str, float | None]:
+    """Where this process's time went before its first training step (issue 16's fixed cost):
+    the first step includes what compiles on first use.
+
+    >>> startup_breakdown(9.0, 30.0, 2.0, 100.0, 112.5)["trainer_to_first_step_s"]
+    12.5
+    """
+    from jobs import STARTED_AT
+
+    return {"import_s": round(import_s, 2), "model_load_s": round(load_s - import_s, 2),
+            "tokenize_s": round(tokenize_s, 2),
+            "trainer_to_first_step_s": round(first_step_at - trainer_t0, 2)
+            if first_step_at else None,
+            "process_to_first_step_s": round(first_step_at - STARTED_AT, 2)
+            if first_step_at else None}
+
+
 def _sft_config(cfg: RunConfig, checkpoint_dir: Path, bs: int, ga: int, *, warmup: int,
                 save_steps: int, cuda: bool, bf16: bool, validate: bool) -> Any:
     """The trainer arguments of one attempt at micro-batch bs x GA ga."""
@@ -308,6 +340,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
 
     t0 = time.time()
     modeling.import_unsloth()
+    import_s = time.time() - t0
     model_name = cfg.model.name_or_path
     if modeling.is_scratch(model_name):
         corpus = [r.text for r in ds.records] + [target_json(r) for r in ds.records] + [
@@ -321,7 +354,9 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     from trl import SFTTrainer
 
     cuda = torch.cuda.is_available()
+    t_tok = time.time()
     examples, too_long = encode_dataset(tokenizer, ds, cfg)
+    tokenize_s = time.time() - t_tok
     if too_long:
         modeling.log(f"warning: {too_long} of {len(ds.records)} records are longer than "
                      f"--model-max-seq-length {cfg.model.max_seq_length} tokens and are left "
@@ -367,9 +402,10 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         return _trainer_class(SFTTrainer)(model=model, args=args,
                                           train_dataset=train_ds, eval_dataset=eval_ds,
                                           processing_class=tokenizer,
-                                          callbacks=[trainer_callback(writer),
+                                          callbacks=[trainer_callback(writer), first,
                                                      *train_callbacks(), *callbacks])
 
+    first = first_step_clock()
     t1 = time.time()
     fit = _fit_with_oom_retry(make_trainer, model, bs, ga, checkpoint_dir, writer,
                               progress_path, cuda)
@@ -396,6 +432,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         "final_loss": losses[-1] if losses else None,
         "train_s": round(train_s, 2),
         "load_s": round(load_s, 2),
+        "startup": startup_breakdown(import_s, load_s, tokenize_s, t1, first.at),
         "examples_per_s": round(len(examples) * cfg.train.num_epochs / train_s, 3)
         if cfg.train.max_steps < 0 and train_s > 0 else None,
         "peak_vram_gb": facts["peak_vram_gb"],

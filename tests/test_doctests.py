@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["core.config", "core.vram", "core.metrics", "core.families", "core.batching", "core.parsing",
-           "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train"]
+           "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train",
+           "launcher.plan"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -21,6 +22,7 @@ def test_every_module_with_examples_is_listed():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    with_examples = {f"{d}.{p.stem}" for d in ("core", "jobs") for p in (root / d).glob("*.py")
+    with_examples = {f"{d}.{p.stem}" for d in ("core", "jobs", "launcher")
+                     for p in (root / d).glob("*.py")
                      if ">>> " in p.read_text()}
     assert with_examples <= set(MODULES), sorted(with_examples - set(MODULES))

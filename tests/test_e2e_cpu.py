@@ -50,6 +50,12 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     assert "Unsloth should be imported before" not in r.stderr
     summary = json.loads((out / TRAIN_SUMMARY).read_text())
     assert summary["global_step"] == 8 and summary["skipped_too_long"] == 0
+    # Where the start-up went, each part measured, the whole from process start.
+    st = summary["startup"]
+    assert all(st[k] > 0 for k in ("import_s", "model_load_s", "tokenize_s",
+                                   "trainer_to_first_step_s")), st
+    assert st["process_to_first_step_s"] >= (st["import_s"] + st["model_load_s"]
+                                             + st["trainer_to_first_step_s"]), st
     assert (out / "adapter_config.json").is_file() and (out / "tokenizer.json").is_file()
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == 8 and adapter_cfg["bias"] == "none"

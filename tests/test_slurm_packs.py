@@ -9,12 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from core.rundir import TRAIN_SUMMARY
 from launcher.cli import main
+from launcher.state import run_states
 
 from .conftest import ROOT, job_env
 from .test_packing import _pack_child
@@ -31,9 +33,29 @@ def data(tmp_path):
     return write_demo_data(tmp_path / "data", n_train=24, n_dev=6)
 
 
+def _left_running(folder: Path) -> list[int]:
+    """Processes of the sweep's runs still alive (none may outlive its pack)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes() if p.name.isdigit() else b""
+        except OSError:
+            continue
+        if b"jobs.pack" in cmd and str(folder).encode() in cmd:
+            out.append(int(p.name))
+    return out
+
+
 def _jobs(folder: Path) -> dict[str, dict]:
     return {d.name: json.loads((d / "job.json").read_text()) for d in folder.iterdir()
             if (d / "job.json").is_file()}
+
+
+def wait_gone(folder: Path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while _left_running(folder) and time.time() < deadline:
+        time.sleep(1)
+    assert not _left_running(folder), "run processes outlived their pack"
 
 
 def test_a_pack_shares_one_task_and_each_run_ends_on_its_own(slurm_cluster, tmp_path, data,
@@ -93,6 +115,7 @@ def test_a_pack_shares_one_task_and_each_run_ends_on_its_own(slurm_cluster, tmp_
     states = {s.path: s for s in wait_for(folder, all_ended, timeout=300, every=1)}
     assert [states[p].state for p in (cancel, kill, keep)] == ["CANCELLED", "CANCELLED",
                                                                "COMPLETED"]
+    wait_gone(folder)
 
 
 def test_a_time_limited_pack_is_requeued_and_every_run_resumes(slurm_cluster, tmp_path, data):
@@ -101,6 +124,9 @@ def test_a_time_limited_pack_is_requeued_and_every_run_resumes(slurm_cluster, tm
                                  max_requeues=10),
                     grid={"train.max_steps": [5000, 5200]})
     states = wait_for(folder, all_ended, timeout=2400, every=5)
+    # A requeued pack's runs end with it: no run trains on as an orphan beside its restart.
+    wait_gone(folder)
+    states = run_states(folder)
     assert [s.state for s in states] == ["COMPLETED", "COMPLETED"], [
         (s.run_id, s.state, s.error) for s in states]
     jobs = _jobs(folder)
