@@ -7,17 +7,7 @@
 # everything goes into $OUT/quality.tgz, with quality.md and rows.jsonl beside it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-B=${BUNDLE:-/tmp/g}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/pk
-for w in "$B"/whl/*.whl; do python3 -m zipfile -e "$w" /tmp/pk >/dev/null; done
-export PYTHONPATH="/tmp/pk:$B/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1
-export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 WANDB_DISABLED=true WANDB_MODE=disabled
-export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
-export PYTHONWARNINGS=ignore::SyntaxWarning MEDSWEEP_GGUF_CACHE=/tmp/ggcache
-export UNSLOTH_COMPILE_LOCATION=/tmp/cc/unsloth TORCHINDUCTOR_CACHE_DIR=/tmp/cc/inductor
-export TRITON_CACHE_DIR=/tmp/cc/triton
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 git rev-parse HEAD 2>/dev/null | tee -a "$OUT/gpu.txt"
 ( while sleep 10; do nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \

@@ -43,7 +43,7 @@ def make_runs(folder: Path, args: argparse.Namespace) -> list[Path]:
         cfg["model"].update({"name_or_path": args.model, "load_in_4bit": False})
         cfg["data"].update({"train_dataset_file": str(Path(args.train).resolve()),
                             "eval_dataset_file": str(Path(args.dev).resolve())})
-        cfg["train"]["num_train_epochs"] = args.epochs
+        cfg["train"]["num_epochs"] = args.epochs
         if args.max_steps:
             cfg["train"]["max_steps"] = args.max_steps
         cfg["eval"]["max_examples"] = args.eval_records
@@ -110,13 +110,14 @@ def run_row(rd: Path) -> dict[str, Any]:
 
     r = RunDir(rd)
     if not r.performance.is_file():
-        err = r.error.read_text() if r.error.is_file() else "no results"
+        err = json.loads(r.error.read_text())["error"] if r.error.is_file() else "no results"
         return {"run": rd.name, "error": err[:300]}
     perf = json.loads(r.performance.read_text())
     tr = perf.get("training") or {}
     return {"run": rd.name, "exact_f1": perf["metrics"]["total"]["exact"]["f1"],
             "final_loss": tr.get("final_loss"), "train_s": (perf.get("timings") or {}).get(
-                "train_s"), "eval_s": (perf.get("timings") or {}).get("eval_s")}
+                "train_s"), "eval_s": (perf.get("timings") or {}).get("eval_s"),
+            "startup": tr.get("startup")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +146,17 @@ def main(argv: list[str] | None = None) -> int:
               f"run), GPU util mean {m['gpu_util_mean']}%, max {m['gpu_mem_max_mib']} MiB; "
               + ", ".join(f"{r['run']} F1 {r.get('exact_f1', r.get('error'))}"
                           for r in m["runs"]), flush=True)
+    if len(result["modes"]) == 2:
+        a, b = ({r["run"]: r for r in m["runs"]} for m in result["modes"])
+        same = [k for k in a if k in b and "error" not in a[k] and "error" not in b[k]]
+        result["equal_within"] = {
+            key: max((abs((a[k][key] or 0) - (b[k][key] or 0)) for k in same), default=None)
+            for key in ("exact_f1", "final_loss")}
+        result["wall_ratio"] = round(result["modes"][0]["wall_s"] / result["modes"][1]["wall_s"],
+                                     3)
+        (out / "sweep_throughput.json").write_text(json.dumps(result, indent=1))
+        print(f"{result['modes'][0]['mode']} / {result['modes'][1]['mode']} wall: "
+              f"{result['wall_ratio']}; largest per-run difference: {result['equal_within']}")
     return 0
 
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# On the offline GPU machine: benchmarks/sweep_throughput.py (packed vs one run after another)
+# with the bundle of benchmarks/gpu_bundle.sh.
+#   BUNDLE=/tmp/g bash benchmarks/gpu_sweep.sh [sweep_throughput.py flags...]
+# Writes $OUT/sweep_throughput.json and $OUT/sweep.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_env.sh
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 benchmarks/sweep_throughput.py --train "$B/data/bc5cdr/train.json" \
+    --dev "$B/data/bc5cdr/dev.json" --out /tmp/sweep "$@" 2>&1 | tee "$OUT/sweep.log" | tail -5
+cp /tmp/sweep/sweep_throughput.json "$OUT/" 2>/dev/null
