@@ -12,7 +12,7 @@ Every run stays a run: its own folder, progress, checkpoints, results and ``erro
   run's process alone and records it as cancelled.
 * On a time limit or preemption (submitit's USR2) the pack is requeued with the runs it has not
   finished; each resumes from its own last checkpoint. A run that was resubmitted elsewhere in
-  the meantime (its ``job.json`` names another job) is left to that job.
+  the meantime (its ``job.json`` names a later job) is left to that job.
 """
 
 from __future__ import annotations
@@ -71,14 +71,22 @@ def _current_job_id() -> str | None:
         return None
 
 
-def _still_ours(rd: RunDir, job_id: str | None) -> bool:
-    """The run's job.json still names this task (a resubmit moves a run to another job)."""
+def _moved(rd: RunDir, job_id: str | None) -> bool:
+    """The run was submitted again after this task (resubmit): its job.json names a later job.
+    Slurm's job ids grow, so a job.json of an earlier submission, which the launcher may still
+    be replacing when this task starts, is not mistaken for a move."""
+    def parent(jid: object) -> int | None:
+        head = str(jid).split("_", 1)[0]
+        return int(head) if head.isdigit() else None
+
     if job_id is None or not rd.job.is_file():
-        return True
+        return False
     try:
-        return str(read_json(rd.job).get("job_id")) == job_id
+        theirs = parent(read_json(rd.job).get("job_id"))
     except (ValueError, AttributeError):
-        return True
+        return False
+    mine = parent(job_id)
+    return theirs is not None and mine is not None and theirs > mine
 
 
 def _write_error(rd: RunDir, message: str, **extra: Any) -> None:
@@ -107,18 +115,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 class PackJob:
     """Callable submitted per pack; requeued on time limit with its unfinished runs."""
 
-    def __init__(self, run_dirs: list[str], requeued: bool = False) -> None:
+    def __init__(self, run_dirs: list[str]) -> None:
         self.run_dirs = list(run_dirs)
-        self.requeued = requeued
         self._requeuing = False
 
     def __call__(self) -> dict[str, Any]:
         return self.run()
 
     def run(self) -> dict[str, Any]:
-        # Only a requeued pack checks job.json: at the first start the launcher may still be
-        # writing it (it learns the job id from sbatch).
-        job_id = _current_job_id() if self.requeued else None
+        job_id = _current_job_id()
         procs: dict[str, subprocess.Popen[bytes]] = {}
         failed: list[str] = []
         done: list[str] = []
@@ -126,7 +131,9 @@ class PackJob:
             rd = RunDir(Path(d))
             if finished(rd):
                 done.append(rd.run_id)
-            elif rd.cancel_request.exists() or not _still_ours(rd, job_id):
+            elif rd.cancel_request.exists():
+                _write_error(rd, CANCELLED_ERROR, cancelled=True)  # cancelled while queued
+            elif _moved(rd, job_id):
                 continue
             else:
                 procs[d] = self._start(rd)
@@ -137,6 +144,10 @@ class PackJob:
                 if proc.poll() is None and rd.cancel_request.exists():
                     _stop(proc)
                     _write_error(rd, CANCELLED_ERROR, cancelled=True)
+                    del procs[d]
+                    continue
+                if proc.poll() is None and _moved(rd, job_id):
+                    _stop(proc)  # resubmitted while it ran here: the later job owns it now
                     del procs[d]
                     continue
                 code = proc.poll()
@@ -183,7 +194,7 @@ class PackJob:
                 and not RunDir(Path(d)).cancel_request.exists()]
         print(f"[medsweep] pack requeued with {len(left)} unfinished run(s); each resumes "
               "from its last checkpoint", file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(PackJob(left, requeued=True))
+        return submitit.helpers.DelayedSubmission(PackJob(left))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,6 +206,9 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             # A packed run ends on its own while its task goes on with the others.
             st.state = "CANCELLED" if _cancelled(rd) else "FAILED"
             st.error = _error_line(rd, job)
+        elif job.get("cluster") == "slurm" and job.get("pack") and rd.cancel_request.is_file():
+            st.state = "CANCELLED"  # asked to stop; its pack stops it within a second or so
+            st.error = "cancel requested"
         elif job.get("cluster") == "slurm":
             row = info.get(st.job_id or "")
             if row is None:

@@ -129,6 +129,26 @@ def test_cancel_of_one_packed_run_asks_the_pack_and_scancels_nothing(tmp_path, m
     assert "--run nope: no such run" in capsys.readouterr().err
 
 
+def test_a_run_cancelled_while_its_pack_waits_is_cancelled_and_a_moved_run_is_left_alone(
+        tmp_path, monkeypatch):
+    import jobs.pack as pack
+
+    a = _packed_run(tmp_path, "a", "12_0", ["a", "b", "c"])
+    b = _packed_run(tmp_path, "b", "15_3", ["a", "b", "c"])  # resubmitted later: job 15
+    c = _packed_run(tmp_path, "c", "11_0", ["a", "b", "c"])  # the launcher still writing
+    a.cancel_request.write_text("12_0\n")
+    assert run_states(tmp_path)[0].state == "CANCELLED"  # before the pack has even started
+    monkeypatch.setattr(pack, "_current_job_id", lambda: "12_0")
+    started = []
+    monkeypatch.setattr(pack.PackJob, "_start", lambda self, rd: started.append(rd.run_id) or
+                        type("P", (), {"poll": lambda _s: 0})())
+    with pytest.raises(pack.PackError, match="1 of 3 packed runs failed: c"):
+        pack.PackJob([str(a.path), str(b.path), str(c.path)])()
+    assert started == ["c"]  # not the cancelled one, not the one a later job owns
+    assert json.loads(a.error.read_text())["cancelled"] is True
+    assert not b.error.exists()
+
+
 @pytest.mark.slow
 def test_the_pack_process_runs_each_run_in_its_own_process_and_survives_one_dying(tmp_path):
     """PackJob itself, without Slurm: three scratch runs; one is cancelled through its
