@@ -175,3 +175,13 @@ def read_true_pred(path: Path) -> tuple[list[list[Entity]], list[list[Entity]],
                               or not all(isinstance(t, str) for t in texts)):
         raise DataError(f"{path}: 'texts' must be a list of strings, one per example")
     return gold, pred, texts
+
+
+def has_results(performance: Path) -> bool:
+    """A run is done when its performance.json exists and passes check_performance."""
+    if not performance.is_file():
+        return False
+    try:
+        return not check_performance(read_json(performance))
+    except ValueError:
+        return False

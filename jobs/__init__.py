@@ -1,4 +1,3 @@
-
 import time as _time
 
 STARTED_AT = _time.time()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import atomic_write_json, read_json
-from core.results import check_performance, now_iso
+from core.results import has_results, now_iso
 from core.rundir import RunDir
 
 CANCELLED_ERROR = "cancelled by `launcher cancel`"
@@ -53,13 +53,6 @@ def _die_with_parent(parent: int) -> None:
 
 class PackError(RuntimeError):
     """Some runs of a pack failed (each has its own error.json)."""
-
-
-def finished(rd: RunDir) -> bool:
-    try:
-        return rd.performance.is_file() and not check_performance(read_json(rd.performance))
-    except ValueError:
-        return False
 
 
 def _current_job_id() -> str | None:
@@ -129,7 +122,7 @@ class PackJob:
         done: list[str] = []
         for d in self.run_dirs:
             rd = RunDir(Path(d))
-            if finished(rd):
+            if has_results(rd.performance):
                 done.append(rd.run_id)
             elif rd.cancel_request.exists():
                 _write_error(rd, CANCELLED_ERROR, cancelled=True)  # cancelled while queued
@@ -156,7 +149,7 @@ class PackJob:
                 del procs[d]
                 if self._requeuing:
                     continue  # the whole task is ending: the run resumes after the requeue
-                if code == 0 and finished(rd):
+                if code == 0 and has_results(rd.performance):
                     done.append(rd.run_id)
                     continue
                 if not rd.error.exists():
@@ -190,7 +183,7 @@ class PackJob:
         import submitit
 
         self._requeuing = True
-        left = [d for d in self.run_dirs if not finished(RunDir(Path(d)))
+        left = [d for d in self.run_dirs if not has_results(RunDir(Path(d)).performance)
                 and not RunDir(Path(d)).cancel_request.exists()]
         print(f"[medsweep] pack requeued with {len(left)} unfinished run(s); each resumes "
               "from its last checkpoint", file=sys.stderr, flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from core.fileio import read_json
-from core.results import check_performance
+from core.results import has_results
 from core.rundir import CONFIG_FILE, JOB_FILE, RunDir, clean_progress
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "RESIZING",
@@ -68,15 +68,6 @@ def read_job(rd: RunDir) -> dict[str, Any] | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def has_results(rd: RunDir) -> bool:
-    if not rd.performance.is_file():
-        return False
-    try:
-        return not check_performance(read_json(rd.performance))
-    except ValueError:
-        return False
 
 
 def _error_line(rd: RunDir, job: dict[str, Any] | None) -> str:
@@ -198,17 +189,16 @@ def run_states(sweep_dir: Path) -> list[RunState]:
         else:
             # Queued (not yet started) local runs: model and varied values from their config.
             st.model, st.varied = _from_config(rd, seen_keys)
-        if has_results(rd):
+        if has_results(rd.performance):
             st.state = "COMPLETED"
         elif job is None:
             st.state = "NOT_SUBMITTED"
-        elif job.get("cluster") == "slurm" and job.get("pack") and rd.error.is_file():
-            # A packed run ends on its own while its task goes on with the others.
-            st.state = "CANCELLED" if _cancelled(rd) else "FAILED"
-            st.error = _error_line(rd, job)
-        elif job.get("cluster") == "slurm" and job.get("pack") and rd.cancel_request.is_file():
-            st.state = "CANCELLED"  # asked to stop; its pack stops it within a second or so
-            st.error = "cancel requested"
+        elif job.get("pack") and (rd.error.is_file() or rd.cancel_request.is_file()):
+            # A packed run ends on its own while its task goes on with the others; a cancel
+            # request counts at once (its pack stops the run within a second or so).
+            cancelled = not rd.error.is_file() or _cancelled(rd)
+            st.state = "CANCELLED" if cancelled else "FAILED"
+            st.error = _error_line(rd, job) if rd.error.is_file() else "cancel requested"
         elif job.get("cluster") == "slurm":
             row = info.get(st.job_id or "")
             if row is None:

@@ -246,18 +246,16 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
                 for p in pack:
                     submitted.append((job, p))
                     rd = RunDir(folder / p.run.run_id)
-                    if len(pack) == 1:
-                        doc = _job_doc(p, env, str(job.job_id), "slurm", params,
-                                       str(job.paths.stdout), str(job.paths.stderr))
-                    else:
+                    logs = (str(job.paths.stdout), str(job.paths.stderr))
+                    extra: dict[str, Any] = {}
+                    if len(pack) > 1:
                         # A packed run's own process logs into its folder; the task's log
                         # (the pack's supervisor) is named beside it.
-                        doc = _job_doc(p, env, str(job.job_id), "slurm", params,
-                                       str(rd.run_log), str(rd.run_log),
-                                       pack={"runs": [q.run.run_id for q in pack],
-                                             "stdout": str(job.paths.stdout),
-                                             "stderr": str(job.paths.stderr)})
-                    atomic_write_json(rd.job, doc)
+                        extra["pack"] = {"runs": [q.run.run_id for q in pack],
+                                         "stdout": logs[0], "stderr": logs[1]}
+                        logs = (str(rd.run_log), str(rd.run_log))
+                    atomic_write_json(rd.job, _job_doc(p, env, str(job.job_id), "slurm", params,
+                                                       *logs, **extra))
     except Exception as exc:  # sbatch refused: undo this call's submissions
         ids = sorted({str(job.job_id).split("_")[0] for job, _ in submitted})
         if ids:

@@ -206,14 +206,21 @@ def test_the_pack_process_runs_each_run_in_its_own_process_and_survives_one_dyin
     assert "started in a pack of 3" in keep.run_log.read_text()
 
 
-def _pack_child(run_dir: Path) -> int:
+def pack_children(under: Path) -> list[int]:
+    """PIDs of packed runs' processes (``python -m jobs.pack RUN_DIR``) of folders under a path."""
+    out = []
     for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
         try:
-            cmd = (p / "cmdline").read_bytes().split(b"\0")
+            args = (p / "cmdline").read_bytes().split(b"\0") if p.name.isdigit() else []
         except OSError:
             continue
-        if b"jobs.pack" in cmd and str(run_dir).encode() in cmd:
-            return int(p.name)
-    raise AssertionError(f"no process of {run_dir}")
+        # Whole arguments: the pack's own process names jobs.pack and the folders inside -c.
+        if b"jobs.pack" in args and any(a.startswith(str(under).encode()) for a in args):
+            out.append(int(p.name))
+    return out
+
+
+def _pack_child(run_dir: Path) -> int:
+    pids = pack_children(run_dir)
+    assert pids, f"no process of {run_dir}"
+    return pids[0]

@@ -19,7 +19,7 @@ from launcher.cli import main
 from launcher.state import run_states
 
 from .conftest import ROOT, job_env
-from .test_packing import _pack_child
+from .test_packing import _pack_child, pack_children
 from .test_slurm import all_ended, wait_for
 from .test_slurm_faults import LONG, adapter_tensors, env_file, submit
 
@@ -33,19 +33,6 @@ def data(tmp_path):
     return write_demo_data(tmp_path / "data", n_train=24, n_dev=6)
 
 
-def _left_running(folder: Path) -> list[int]:
-    """Processes of the sweep's runs still alive (none may outlive its pack)."""
-    out = []
-    for p in Path("/proc").iterdir():
-        try:
-            cmd = (p / "cmdline").read_bytes() if p.name.isdigit() else b""
-        except OSError:
-            continue
-        if b"jobs.pack" in cmd and str(folder).encode() in cmd:
-            out.append(int(p.name))
-    return out
-
-
 def _jobs(folder: Path) -> dict[str, dict]:
     return {d.name: json.loads((d / "job.json").read_text()) for d in folder.iterdir()
             if (d / "job.json").is_file()}
@@ -53,9 +40,9 @@ def _jobs(folder: Path) -> dict[str, dict]:
 
 def wait_gone(folder: Path, timeout: float = 60) -> None:
     deadline = time.time() + timeout
-    while _left_running(folder) and time.time() < deadline:
+    while pack_children(folder) and time.time() < deadline:
         time.sleep(1)
-    assert not _left_running(folder), "run processes outlived their pack"
+    assert not pack_children(folder), "run processes outlived their pack"
 
 
 def test_a_pack_shares_one_task_and_each_run_ends_on_its_own(slurm_cluster, tmp_path, data,
@@ -122,7 +109,9 @@ def test_a_time_limited_pack_is_requeued_and_every_run_resumes(slurm_cluster, tm
     folder = submit(tmp_path, "packlimit", data, LONG,
                     env=env_file(tmp_path, time_limit_min=3, signal_delay_s=60,
                                  max_requeues=10),
-                    grid={"train.max_steps": [5000, 5200]})
+                    # Long enough that neither run ends before the first time limit, even on an
+                    # idle machine (5,000 steps once did).
+                    grid={"train.max_steps": [8000, 8200]})
     states = wait_for(folder, all_ended, timeout=2400, every=5)
     # A requeued pack's runs end with it: no run trains on as an orphan beside its restart.
     wait_gone(folder)
