@@ -23,11 +23,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from core.fileio import atomic_write_json, read_json
 from core.results import has_results, now_iso
 from core.rundir import RunDir
+from jobs.mps import MPS_STATUS_ENV, MpsDaemon
 
 CANCELLED_ERROR = "cancelled by `launcher cancel`"
 POLL_S = 1.0
@@ -49,6 +50,23 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the pack ended before the signal was set
         os._exit(1)
+
+
+def thread_env(runs: int, cpus: int | None = None,
+               environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """CPU threads per run: the task's CPUs shared out, so that runs side by side do not each
+    start a thread per core (torch's default); a value the user set is kept.
+
+    >>> thread_env(4, 16, {})
+    {'OMP_NUM_THREADS': '4', 'MKL_NUM_THREADS': '4'}
+    >>> thread_env(3, 2, {"OMP_NUM_THREADS": "2"})
+    {'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '1'}
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    n = str(max(1, cpus // max(1, runs)))
+    return {k: environ.get(k, n) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 class PackError(RuntimeError):
@@ -108,28 +126,39 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 class PackJob:
     """Callable submitted per pack; requeued on time limit with its unfinished runs."""
 
-    def __init__(self, run_dirs: list[str]) -> None:
+    def __init__(self, run_dirs: list[str], mps: bool = True) -> None:
         self.run_dirs = list(run_dirs)
+        self.mps = mps
         self._requeuing = False
+        self._child_env: dict[str, str] = {}
 
     def __call__(self) -> dict[str, Any]:
         return self.run()
 
     def run(self) -> dict[str, Any]:
         job_id = _current_job_id()
-        procs: dict[str, subprocess.Popen[bytes]] = {}
         failed: list[str] = []
         done: list[str] = []
+        todo: list[RunDir] = []
         for d in self.run_dirs:
             rd = RunDir(Path(d))
             if has_results(rd.performance):
                 done.append(rd.run_id)
             elif rd.cancel_request.exists():
                 _write_error(rd, CANCELLED_ERROR, cancelled=True)  # cancelled while queued
-            elif _moved(rd, job_id):
-                continue
-            else:
-                procs[d] = self._start(rd)
+            elif not _moved(rd, job_id):
+                todo.append(rd)
+        with MpsDaemon(self.mps and len(todo) > 1) as mps:
+            self._child_env = {**mps.env, **thread_env(len(todo)), MPS_STATUS_ENV: mps.status}
+            procs = {str(rd.path): self._start(rd) for rd in todo}
+            self._watch(procs, job_id, done, failed)
+        if failed:
+            raise PackError(f"{len(failed)} of {len(self.run_dirs)} packed runs failed: "
+                            f"{', '.join(failed)} (each has its error.json)")
+        return {"runs": done}
+
+    def _watch(self, procs: dict[str, subprocess.Popen[bytes]], job_id: str | None,
+               done: list[str], failed: list[str]) -> None:
         while procs:
             time.sleep(POLL_S)
             for d, proc in list(procs.items()):
@@ -158,10 +187,6 @@ class PackJob:
                                  "went on; `launcher resubmit` runs it again from its last "
                                  "checkpoint")
                 failed.append(rd.run_id)
-        if failed:
-            raise PackError(f"{len(failed)} of {len(self.run_dirs)} packed runs failed: "
-                            f"{', '.join(failed)} (each has its error.json)")
-        return {"runs": done}
 
     def _start(self, rd: RunDir) -> subprocess.Popen[bytes]:
         rd.logs.mkdir(parents=True, exist_ok=True)
@@ -176,7 +201,8 @@ class PackJob:
             path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
             return subprocess.Popen([sys.executable, "-m", "jobs.pack", str(rd.path)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                    env={**os.environ, **self._child_env,
+                                         "PYTHONUNBUFFERED": "1",
                                          "PYTHONPATH": path, PARENT_ENV: str(os.getpid())})
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -187,7 +213,7 @@ class PackJob:
                 and not RunDir(Path(d)).cancel_request.exists()]
         print(f"[medsweep] pack requeued with {len(left)} unfinished run(s); each resumes "
               "from its last checkpoint", file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(PackJob(left))
+        return submitit.helpers.DelayedSubmission(PackJob(left, self.mps))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from core.fileio import atomic_write_json, file_sha256, folder_problem, read_jso
 from core.prompts import prompt_messages, target_json
 from core.results import environment_info, now_iso
 from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
+from jobs.mps import MPS_STATUS_ENV
 
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
                                                    "data.validation_dataset_file",
@@ -444,6 +445,9 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         "batch_as_given": f"{cfg.train.per_device_batch_size}x"
                           f"{cfg.train.gradient_accumulation_steps}",
         "oom_retries": oom_retries,
+        # How a packed run shared its GPU (jobs.mps: started, cluster, unavailable, failed,
+        # off); None when it ran alone.
+        "pack_mps": os.environ.get(MPS_STATUS_ENV),
         "validation": validation_summary(trainer.state.log_history,
                                          cfg.data.validation_dataset_file)
         if eval_ds is not None else None,

@@ -56,6 +56,9 @@ class EnvProfile:
     runs_per_gpu: str = field(default="auto", metadata={
         "help": "slurm: runs packed side by side on one GPU, each in its own process: auto "
                 "(as many as the memory estimates fit, at most 4) or N (1: one job per run)."})
+    cuda_mps: bool = field(default=True, metadata={
+        "help": "slurm: a pack of runs shares its GPU through a CUDA MPS daemon it starts "
+                "(kernels of its runs run at once, not time-sliced); false: time-sliced."})
 
 
 ENV_KEYS = {f.name for f in dataclasses.fields(EnvProfile)}

@@ -240,7 +240,8 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
             packs = packs_of(members, env)
             with ex.batch():
                 jobs = [ex.submit(PipelineJob(str(folder / pack[0].run.run_id)) if len(pack) == 1
-                                  else PackJob([str(folder / p.run.run_id) for p in pack]))
+                                  else PackJob([str(folder / p.run.run_id) for p in pack],
+                                                  mps=env.cuda_mps))
                         for pack in packs]
             for job, pack in zip(jobs, packs, strict=True):
                 for p in pack:

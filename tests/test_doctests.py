@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["core.config", "core.vram", "core.metrics", "core.families", "core.batching", "core.parsing",
-           "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train",
+           "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train", "jobs.mps",
+           "jobs.pack",
            "launcher.plan"]
 
 
