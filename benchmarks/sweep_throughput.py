@@ -144,10 +144,12 @@ def run_row(rd: Path) -> dict[str, Any]:
 
 
 def summarize(result: dict[str, Any]) -> None:
-    """Each packed mode against serial: the wall-time ratio and the largest per-run difference
+    """Each packed mode against serial: the wall-time and GPU-seconds-per-run ratios and the
+    largest per-run difference
     in exact F1 and final loss (the same runs, the same seeds)."""
     by_mode = {m["mode"]: {r["run"]: r for r in m["runs"]} for m in result["modes"]}
     walls = {m["mode"]: m["wall_s"] for m in result["modes"]}
+    per_run = {m["mode"]: m["gpu_s_per_run"] for m in result["modes"]}
     if "serial" not in by_mode:
         return
     base = by_mode["serial"]
@@ -159,6 +161,8 @@ def summarize(result: dict[str, Any]) -> None:
                 and "error" not in base[k]]
         result["against_serial"][mode] = {
             "wall_ratio": round(walls[mode] / walls["serial"], 3),
+            # The measure where the modes ran different numbers of runs (a deadline).
+            "gpu_s_per_run_ratio": round(per_run[mode] / per_run["serial"], 3),
             "runs_compared": len(same),
             "equal_within": {key: max((abs((rows[k][key] or 0) - (base[k][key] or 0))
                                        for k in same), default=None)
@@ -202,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{r['run']} F1 {r.get('exact_f1', r.get('error'))}"
                           for r in m["runs"]), flush=True)
     for key, cmp in (result.get("against_serial") or {}).items():
-        print(f"{key} / serial wall: {cmp['wall_ratio']}; largest per-run difference: "
+        print(f"{key} / serial wall: {cmp['wall_ratio']}, GPU-s per run: "
+              f"{cmp['gpu_s_per_run_ratio']}; largest per-run difference: "
               f"{cmp['equal_within']}")
     return 0
 
