@@ -31,9 +31,6 @@ from typing import Any
 
 import yaml
 
-from core.fileio import atomic_write_json
-from core.rundir import RunDir
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -96,6 +93,8 @@ class GpuSampler:
 def run_mode(mode: str, runs: list[Path], pack: int, deadline: float) -> dict[str, Any]:
     """Every run of the mode, or (past the deadline) the ones started before it: a run or pack
     not started is left out of the wall time and its row says so."""
+    from core.rundir import RunDir
+
     t0 = time.time()
     with GpuSampler() as gpu:
         if mode == "serial":
@@ -129,6 +128,8 @@ def run_mode(mode: str, runs: list[Path], pack: int, deadline: float) -> dict[st
 
 
 def run_row(rd: Path) -> dict[str, Any]:
+    from core.rundir import RunDir
+
     r = RunDir(rd)
     if not r.run_log.is_file():
         return {"run": rd.name, "error": NOT_STARTED}
@@ -145,8 +146,7 @@ def run_row(rd: Path) -> dict[str, Any]:
 
 def summarize(result: dict[str, Any]) -> None:
     """Each packed mode against serial: the wall-time and GPU-seconds-per-run ratios and the
-    largest per-run difference
-    in exact F1 and final loss (the same runs, the same seeds)."""
+    largest per-run difference in exact F1 and final loss (the same runs, the same seeds)."""
     by_mode = {m["mode"]: {r["run"]: r for r in m["runs"]} for m in result["modes"]}
     walls = {m["mode"]: m["wall_s"] for m in result["modes"]}
     per_run = {m["mode"]: m["gpu_s_per_run"] for m in result["modes"]}
@@ -170,6 +170,8 @@ def summarize(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.fileio import atomic_write_json
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train", required=True)
     p.add_argument("--dev", required=True)
@@ -201,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         summarize(result)
         atomic_write_json(path, result)
         m = result["modes"][-1]
-        print(f"{mode}: {m['wall_s']} s for {m['runs_started']} runs ({m['gpu_s_per_run']} GPU-s per "
-              f"run), GPU util mean {m['gpu_util_mean']}%, max {m['gpu_mem_max_mib']} MiB; "
+        print(f"{mode}: {m['wall_s']} s for {m['runs_started']} runs ({m['gpu_s_per_run']} "
+              f"GPU-s per run), GPU util mean {m['gpu_util_mean']}%, max {m['gpu_mem_max_mib']} MiB; "
               + ", ".join(f"{r['run']} F1 {r.get('exact_f1', r.get('error'))}"
                           for r in m["runs"]), flush=True)
     for key, cmp in (result.get("against_serial") or {}).items():

@@ -15,18 +15,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from jobs.modeling import log as _log
 
 CONTROL = "nvidia-cuda-mps-control"
 PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
 LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
 MPS_STATUS_ENV = "MEDSWEEP_PACK_MPS"  # a packed run's record of how it shared its GPU
-
-
-def _log(msg: str) -> None:
-    print(f"[medsweep] {msg}", file=sys.stderr, flush=True)
 
 
 def mps_folders(root: Path) -> dict[str, str]:
@@ -47,6 +44,7 @@ class MpsDaemon:
         self.env: dict[str, str] = {}
         self.status = "off"
         self._root: Path | None = None
+        self._control = CONTROL
 
     def __enter__(self) -> MpsDaemon:
         if not self.wanted:
@@ -74,16 +72,15 @@ class MpsDaemon:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
             return self
-        self.env, self.status = env, "started"
+        self.env, self.status, self._control = env, "started", control
         _log(f"CUDA MPS: started a daemon for this pack ({PIPE_ENV}={env[PIPE_ENV]})")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.status != "started" or self._root is None:
             return
-        control = shutil.which(CONTROL) or CONTROL
         try:
-            subprocess.run([control], input="quit\n", env={**os.environ, **self.env},
+            subprocess.run([self._control], input="quit\n", env={**os.environ, **self.env},
                            capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as err:
             _log(f"CUDA MPS: quitting the daemon failed: {err}")
