@@ -111,7 +111,14 @@ class TrainConfig:
                                 "short records leave the GPU idle otherwise. false: as given.")
     optim: str = _f("auto", "Optimizer; auto = adamw_8bit on CUDA, adamw_torch on CPU.",
                     choices=OPTIMIZERS)
-    save_steps: int = _f(0, "Checkpoint every N optimizer steps (0: about 10 per run).")
+    save_steps: int = _f(0, "Also checkpoint every N optimizer steps (0: by time and on a "
+                         "stop signal only, see --train-checkpoint-every-min).")
+    checkpoint_every_min: float = _f(10.0, "Checkpoint every N minutes of training (0: never "
+                                     "by time); a time-limit or preemption signal always "
+                                     "checkpoints before the job stops.")
+    pad_to_multiple_of: int = _f(64, "Padded batches: pad each batch's length up to a "
+                                 "multiple of N tokens (0: to its longest record), so compiled "
+                                 "graphs are reused instead of recompiled per length.")
     save_total_limit: int = _f(2, "Checkpoints kept in the run folder.")
     logging_steps: int = _f(1, "Log loss every N optimizer steps.")
     report_to: str = _f("none", "Experiment tracker passed to the trainer: none, tensorboard, "
@@ -372,7 +379,8 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
         p.append(f"--train-num-epochs must be positive, got {t.num_epochs}")
     if t.learning_rate <= 0:
         p.append(f"--train-learning-rate must be positive, got {t.learning_rate}")
-    for name in ("weight_decay", "warmup_steps", "save_steps", "save_total_limit"):
+    for name in ("weight_decay", "warmup_steps", "save_steps", "save_total_limit",
+                 "checkpoint_every_min", "pad_to_multiple_of"):
         if getattr(t, name) < 0:
             p.append(f"{flag_of('train.' + name)} must be >= 0, got {getattr(t, name)}")
     if t.logging_steps <= 0:

@@ -28,11 +28,14 @@ from typing import Any, Mapping
 from core.fileio import atomic_write_json, read_json
 from core.results import has_results, now_iso
 from core.rundir import RunDir
+from jobs.checkpointing import RESUMABLE_EXIT, StoppedToResume
 from jobs.mps import MPS_STATUS_ENV, MpsDaemon
 
 CANCELLED_ERROR = "cancelled by `launcher cancel`"
 POLL_S = 1.0
 STOP_GRACE_S = 20.0
+SAVE_GRACE_S = 45.0
+"""How long a pack that is being requeued waits for its runs to checkpoint and stop."""
 
 
 PARENT_ENV = "MEDSWEEP_PACK_PARENT"
@@ -123,6 +126,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _checkpoint_and_stop(procs: list[subprocess.Popen[bytes]],
+                         grace_s: float = SAVE_GRACE_S) -> None:
+    """Ask each running run to checkpoint at the end of its step and stop (USR2), and wait
+    for them, at most grace_s in all: what is left then dies with the pack."""
+    live = [p for p in procs if p.poll() is None]
+    for proc in live:
+        proc.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + grace_s
+    for proc in live:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class PackJob:
     """Callable submitted per pack; requeued on time limit with its unfinished runs."""
 
@@ -131,6 +149,7 @@ class PackJob:
         self.mps = mps
         self._requeuing = False
         self._child_env: dict[str, str] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def __call__(self) -> dict[str, Any]:
         return self.run()
@@ -151,6 +170,7 @@ class PackJob:
         with MpsDaemon(self.mps and len(todo) > 1) as mps:
             self._child_env = {**mps.env, **thread_env(len(todo)), MPS_STATUS_ENV: mps.status}
             procs = {str(rd.path): self._start(rd) for rd in todo}
+            self._procs = procs
             self._watch(procs, job_id, done, failed)
         if failed:
             raise PackError(f"{len(failed)} of {len(self.run_dirs)} packed runs failed: "
@@ -209,6 +229,7 @@ class PackJob:
         import submitit
 
         self._requeuing = True
+        _checkpoint_and_stop(list(self._procs.values()))
         left = [d for d in self.run_dirs if not has_results(RunDir(Path(d)).performance)
                 and not RunDir(Path(d)).cancel_request.exists()]
         print(f"[medsweep] pack requeued with {len(left)} unfinished run(s); each resumes "
@@ -228,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     # (TERM): the pack's own process handles both; this one ends when the pack stops it, or
     # with it. Without the parent-death signal a requeued pack's runs went on training as
     # orphans beside their own restarted selves (seen on the local Slurm, proctrack/linuxproc).
+    # While it trains, either signal checkpoints the run at the end of its step and stops it
+    # (jobs.checkpointing); the pack forwards USR2 and waits for that before it requeues.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.environ.get(PARENT_ENV)
@@ -235,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         _die_with_parent(int(parent))
     try:
         run_pipeline(args[0])
+    except StoppedToResume:
+        return RESUMABLE_EXIT  # checkpointed on the pack's request; resumes after the requeue
     except KeyboardInterrupt:
         return 130
     except Exception:  # noqa: BLE001 - error.json already holds the one-line reason

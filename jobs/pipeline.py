@@ -8,6 +8,7 @@ checkpoint in ``checkpoints/``. Failures leave ``error.json`` (one line a user c
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -19,6 +20,7 @@ from core.config import config_from_dict
 from core.fileio import atomic_write_json
 from core.results import now_iso
 from core.rundir import PERFORMANCE, RunDir
+from jobs.checkpointing import StoppedToResume
 
 
 def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
@@ -35,7 +37,7 @@ def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
         train(cfg, rd.adapter, checkpoint_dir=rd.checkpoints, progress_path=rd.progress)
         doc = evaluate(cfg, rd.adapter, rd.results, progress_path=rd.progress)
     except BaseException as exc:
-        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit, StoppedToResume)):
             atomic_write_json(rd.error, {
                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                 "at": now_iso(), "traceback": traceback.format_exc()[-4000:]})
@@ -52,10 +54,19 @@ class PipelineJob:
         self.run_dir = run_dir
 
     def __call__(self) -> dict[str, Any]:
-        return run_pipeline(self.run_dir)
+        try:
+            return run_pipeline(self.run_dir)
+        except StoppedToResume as exc:
+            # Training took the time-limit warning (USR2) and wrote a checkpoint: now hand the
+            # signal to submitit's own handler, which requeues this job and exits.
+            handler = signal.getsignal(signal.SIGUSR2)
+            if exc.reason == "signal SIGUSR2" and callable(handler):
+                handler(signal.SIGUSR2, None)
+            raise
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        # The trainer checkpoints on its own schedule; resubmitting ourselves is enough.
+        # Training wrote its checkpoint when the signal came (jobs.checkpointing); a signal
+        # outside training finds the last one. Resubmitting ourselves is enough.
         import submitit
 
         print(f"[medsweep] {self.run_dir}: requeued, will resume from the last checkpoint",

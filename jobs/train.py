@@ -25,7 +25,9 @@ from core.fileio import atomic_write_json, file_sha256, folder_problem, read_jso
 from core.prompts import prompt_messages, target_json
 from core.results import environment_info, now_iso
 from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
+from jobs.checkpointing import RESUMABLE_EXIT, CheckpointPolicy, StoppedToResume, stop_on_signals
 from jobs.mps import MPS_STATUS_ENV
+from jobs.steptime import StepClock
 
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
                                                    "data.validation_dataset_file",
@@ -185,11 +187,28 @@ def _padding_free(cfg: RunConfig) -> bool:
         return False
 
 
+class _NoTokenizerSave:
+    """Stands in for the tokenizer while a checkpoint is written."""
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def _trainer_class(base: Any) -> Any:
     """The (Unsloth-patched) SFTTrainer with a resume-deterministic length-grouped sampler."""
     from jobs.sampling import EpochLengthGroupedSampler
 
     class MedsweepTrainer(base):  # type: ignore[misc, valid-type]
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            # Resuming never reads the tokenizer; the final folder gets it once (a 262k
+            # vocabulary took 17% of a Gemma 3 270M run when written with every checkpoint).
+            tokenizer: Any = getattr(self, "processing_class")  # noqa: B009
+            self.processing_class = _NoTokenizerSave()
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.processing_class = tokenizer
+
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             if self.args.train_sampling_strategy != "group_by_length":
                 return super()._get_train_sampler(train_dataset)
@@ -298,10 +317,12 @@ def startup_breakdown(import_s: float, load_s: float, tokenize_s: float, trainer
 
 
 def _sft_config(cfg: RunConfig, checkpoint_dir: Path, bs: int, ga: int, *, warmup: int,
-                save_steps: int, cuda: bool, bf16: bool, validate: bool) -> Any:
-    """The trainer arguments of one attempt at micro-batch bs x GA ga."""
+                cuda: bool, bf16: bool, validate: bool) -> Any:
+    """The trainer arguments of one attempt at micro-batch bs x GA ga. Checkpoints are the
+    CheckpointPolicy's (jobs.checkpointing), so the trainer's own schedule is off."""
     from trl import SFTConfig
 
+    padding_free = _padding_free(cfg)
     return SFTConfig(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=bs,
@@ -316,14 +337,14 @@ def _sft_config(cfg: RunConfig, checkpoint_dir: Path, bs: int, ga: int, *, warmu
         data_seed=cfg.train.seed,
         optim=_optim(cfg, cuda),
         logging_steps=cfg.train.logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
+        save_strategy="no",
         save_total_limit=cfg.train.save_total_limit,
         report_to=cfg.train.report_to,
         bf16=bf16,
         fp16=bool(cuda and not bf16),
         max_length=cfg.model.max_seq_length,
-        padding_free=_padding_free(cfg),
+        padding_free=padding_free,
+        pad_to_multiple_of=(cfg.train.pad_to_multiple_of or None) if not padding_free else None,
         train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
         disable_tqdm=not sys.stderr.isatty(),
         dataset_num_proc=1,
@@ -333,11 +354,18 @@ def _sft_config(cfg: RunConfig, checkpoint_dir: Path, bs: int, ga: int, *, warmu
     )
 
 
-def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_dir: Path,
-                  checkpoint_dir: Path, progress_path: Path | None,
-                  callbacks: Sequence[Any], val_ds: Dataset | None = None) -> TrainResult:
+@dataclass
+class _Loaded:
+    """The model ready to train and what loading it cost."""
+    model: Any
+    tokenizer: Any
+    model_name: str
+    import_s: float
+    load_s: float
+
+
+def _load_for_training(cfg: RunConfig, ds: Dataset, output_dir: Path) -> _Loaded:
     from jobs import modeling
-    from jobs.progress import ProgressWriter, trainer_callback
 
     t0 = time.time()
     modeling.import_unsloth()
@@ -348,13 +376,25 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
             cfg.model.system_prompt]
         model_name = modeling.resolve_scratch(cfg, corpus, output_dir / "scratch_base")
     model, tokenizer = modeling.load_model(model_name, cfg, for_training=True)
-    load_s = time.time() - t0
+    return _Loaded(model, tokenizer, model_name, import_s, time.time() - t0)
 
-    import torch
+
+@dataclass
+class _Encoded:
+    """The tokenised training (and validation) sets."""
+    examples: list[Encoded]
+    too_long: int
+    train_ds: Any
+    eval_ds: Any
+    tokenize_s: float
+
+
+def _encode_sets(cfg: RunConfig, tokenizer: Any, ds: Dataset,
+                 val_ds: Dataset | None) -> _Encoded:
     from datasets import Dataset as HFDataset
-    from trl import SFTTrainer
 
-    cuda = torch.cuda.is_available()
+    from jobs import modeling
+
     t_tok = time.time()
     examples, too_long = encode_dataset(tokenizer, ds, cfg)
     tokenize_s = time.time() - t_tok
@@ -362,9 +402,6 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         modeling.log(f"warning: {too_long} of {len(ds.records)} records are longer than "
                      f"--model-max-seq-length {cfg.model.max_seq_length} tokens and are left "
                      "out of training (not truncated)")
-    if not cfg.model.full_finetuning:
-        model = modeling.apply_lora(model, cfg)
-    tokenizer.padding_side = "right"
     train_ds = HFDataset.from_dict({"input_ids": [e.input_ids for e in examples],
                                     "labels": [e.labels for e in examples]})
     eval_ds = None
@@ -375,91 +412,155 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
                          f"--model-max-seq-length {cfg.model.max_seq_length}; left out")
         eval_ds = HFDataset.from_dict({"input_ids": [e.input_ids for e in val_examples],
                                        "labels": [e.labels for e in val_examples]})
+    return _Encoded(examples, too_long, train_ds, eval_ds, tokenize_s)
 
-    steps_per_epoch = max(1, -(-len(examples) // (cfg.train.per_device_batch_size
-                                                  * cfg.train.gradient_accumulation_steps)))
-    total_steps = (cfg.train.max_steps if cfg.train.max_steps > 0
-                   else max(1, int(round(steps_per_epoch * cfg.train.num_epochs))))
-    save_steps = cfg.train.save_steps or max(1, total_steps // 10)
+
+def planned_steps(cfg: RunConfig, n_examples: int) -> int:
+    """Optimizer steps of the whole run.
+
+    >>> from core.config import config_from_dict
+    >>> planned_steps(config_from_dict({"train": {"num_epochs": 2}}), 130)
+    6
+    """
+    per_step = cfg.train.per_device_batch_size * cfg.train.gradient_accumulation_steps
+    steps_per_epoch = max(1, -(-n_examples // per_step))
+    if cfg.train.max_steps > 0:
+        return cfg.train.max_steps
+    return max(1, int(round(steps_per_epoch * cfg.train.num_epochs)))
+
+
+def _warmup_for(cfg: RunConfig, total_steps: int) -> int:
+    from jobs import modeling
+
     warmup = effective_warmup(cfg.train.warmup_steps, total_steps)
     if warmup != cfg.train.warmup_steps:
         modeling.log(f"warning: --train-warmup-steps {cfg.train.warmup_steps} is more than a "
                      f"tenth of this run's {total_steps} optimizer steps (its first steps would "
                      f"train at almost no learning rate); warming up over {warmup} instead")
+    return warmup
+
+
+def checkpoint_policy(cfg: RunConfig) -> CheckpointPolicy:
+    """This run's checkpoint policy (jobs.checkpointing)."""
+    return CheckpointPolicy(every_s=cfg.train.checkpoint_every_min * 60.0,
+                            every_steps=cfg.train.save_steps)
+
+
+def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_dir: Path,
+                  checkpoint_dir: Path, progress_path: Path | None,
+                  callbacks: Sequence[Any], val_ds: Dataset | None = None) -> TrainResult:
+    from jobs.faults import train_callbacks
+    from jobs.progress import ProgressWriter, trainer_callback
+
+    loaded = _load_for_training(cfg, ds, output_dir)
+    model, tokenizer = loaded.model, loaded.tokenizer
+
+    import torch
+    from trl import SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    enc = _encode_sets(cfg, tokenizer, ds, val_ds)
+    if not cfg.model.full_finetuning:
+        from jobs import modeling
+
+        model = modeling.apply_lora(model, cfg)
+    tokenizer.padding_side = "right"
+    total_steps = planned_steps(cfg, len(enc.examples))
+    warmup = _warmup_for(cfg, total_steps)
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
 
-    from jobs.faults import train_callbacks
-
     writer = ProgressWriter(progress_path, "train")
-    bs, ga = _micro_batch(cfg, model, examples, checkpoint_dir, cuda)
+    bs, ga = _micro_batch(cfg, model, enc.examples, checkpoint_dir, cuda)
     # Where this call started from (a requeued job resumes; the summary says from where).
     resumed_from = _last_checkpoint(checkpoint_dir)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    policy = checkpoint_policy(cfg)
+    clock = StepClock(sync=torch.cuda.synchronize if cuda else lambda: None)
+    first = first_step_clock()
 
     def make_trainer(bs: int, ga: int) -> Any:
-        args = _sft_config(cfg, checkpoint_dir, bs, ga, warmup=warmup, save_steps=save_steps,
-                           cuda=cuda, bf16=bf16, validate=eval_ds is not None)
+        args = _sft_config(cfg, checkpoint_dir, bs, ga, warmup=warmup, cuda=cuda, bf16=bf16,
+                           validate=enc.eval_ds is not None)
         return _trainer_class(SFTTrainer)(model=model, args=args,
-                                          train_dataset=train_ds, eval_dataset=eval_ds,
+                                          train_dataset=enc.train_ds, eval_dataset=enc.eval_ds,
                                           processing_class=tokenizer,
                                           callbacks=[trainer_callback(writer), first,
+                                                     policy.callback(), clock.callback(),
                                                      *train_callbacks(), *callbacks])
 
-    first = first_step_clock()
     t1 = time.time()
-    fit = _fit_with_oom_retry(make_trainer, model, bs, ga, checkpoint_dir, writer,
-                              progress_path, cuda)
+    with stop_on_signals(policy):
+        fit = _fit_with_oom_retry(make_trainer, model, bs, ga, checkpoint_dir, writer,
+                                  progress_path, cuda)
     train_s = time.time() - t1
-    out, trainer, args, bs, ga, oom_retries = (fit.out, fit.trainer, fit.trainer.args,
-                                               fit.bs, fit.ga, fit.oom_retries)
+    step = int(fit.out.global_step)
+    if policy.stop_reason is not None and step < fit.trainer.state.max_steps:
+        raise StoppedToResume(step, policy.stop_reason)
 
     model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
-    facts = modeling.device_facts(model)
+    summary = _train_summary(cfg, ds, identity, loaded, enc, fit, writer, clock, policy,
+                             resumed_from=resumed_from, warmup=warmup, train_s=train_s,
+                             startup=startup_breakdown(loaded.import_s, loaded.load_s,
+                                                       enc.tokenize_s, t1, first.at))
+    atomic_write_json(output_dir / TRAIN_SUMMARY, summary)
+    writer.update(step, step, loss=summary["final_loss"], done=True)
+    if policy.stop_reason is not None:
+        # Finished in the step the signal arrived in: the model is saved; the job still stops.
+        raise StoppedToResume(step, policy.stop_reason)
+    return TrainResult(summary, model, tokenizer)
+
+
+def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded: _Loaded,
+                   enc: _Encoded, fit: _Fit, writer: Any, clock: StepClock,
+                   policy: CheckpointPolicy, *, resumed_from: Path | None, warmup: int,
+                   train_s: float, startup: dict[str, Any]) -> dict[str, Any]:
+    from jobs import modeling
+
+    facts = modeling.device_facts(fit.trainer.model)
     losses = [h["loss"] for h in writer.history]
-    summary = {
+    args = fit.trainer.args
+    return {
         "identity": identity,
         "finished_at": now_iso(),
         "resumed_from": resumed_from.name if resumed_from else None,
-        "base_model": model_name,
-        "examples": len(examples),
+        "base_model": loaded.model_name,
+        "examples": len(enc.examples),
         "labels": ds.labels,
         "warmup_steps": warmup,
-        "skipped_too_long": too_long,
-        "global_step": int(out.global_step),
-        "train_loss": float(out.training_loss),
+        "skipped_too_long": enc.too_long,
+        "global_step": int(fit.out.global_step),
+        "train_loss": float(fit.out.training_loss),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "train_s": round(train_s, 2),
-        "load_s": round(load_s, 2),
-        "startup": startup_breakdown(import_s, load_s, tokenize_s, t1, first.at),
-        "examples_per_s": round(len(examples) * cfg.train.num_epochs / train_s, 3)
-        if cfg.train.max_steps < 0 and train_s > 0 else None,
+        "load_s": round(loaded.load_s, 2),
+        "startup": startup,
+        "step_time": clock.breakdown(),
+        "checkpoints": {"every_min": cfg.train.checkpoint_every_min,
+                        "every_steps": cfg.train.save_steps, "written": policy.saves},
+        "examples_per_s": round(len(enc.examples) * cfg.train.num_epochs / train_s, 3)
+        if cfg.train.max_steps < 0 and train_s > 0 and not resumed_from else None,
         "peak_vram_gb": facts["peak_vram_gb"],
         "device": facts,
         "layers_per_device": facts.get("layers_per_device"),
         "padding_free": args.padding_free,
-        "per_device_batch_size": bs,
-        "gradient_accumulation_steps": ga,
+        "pad_to_multiple_of": args.pad_to_multiple_of,
+        "per_device_batch_size": fit.bs,
+        "gradient_accumulation_steps": fit.ga,
         "batch_as_given": f"{cfg.train.per_device_batch_size}x"
                           f"{cfg.train.gradient_accumulation_steps}",
-        "oom_retries": oom_retries,
+        "oom_retries": fit.oom_retries,
         # How a packed run shared its GPU (jobs.mps: started, cluster, unavailable, failed,
         # off); None when it ran alone.
         "pack_mps": os.environ.get(MPS_STATUS_ENV),
-        "validation": validation_summary(trainer.state.log_history,
+        "validation": validation_summary(fit.trainer.state.log_history,
                                          cfg.data.validation_dataset_file)
-        if eval_ds is not None else None,
+        if enc.eval_ds is not None else None,
         "optim": args.optim,
         "environment": environment_info(),
     }
-    atomic_write_json(output_dir / TRAIN_SUMMARY, summary)
-    writer.update(int(out.global_step), int(out.global_step), loss=summary["final_loss"],
-                  done=True)
-    return TrainResult(summary, model, tokenizer)
-
-
 
 
 @dataclass
@@ -598,6 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StoppedToResume as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return RESUMABLE_EXIT
     print(json.dumps({k: summary[k] for k in ("global_step", "train_loss", "final_loss",
                                               "train_s", "examples", "skipped_too_long")}))
     return 0
