@@ -142,7 +142,8 @@ def device_facts(model: Any = None) -> dict[str, Any]:
     transformer layers sit (a split over GPUs shows as several keys)."""
     import torch
 
-    facts: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    facts: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
+                             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(n)]

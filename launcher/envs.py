@@ -31,7 +31,11 @@ class EnvProfile:
     executor: str = field(default="local", metadata={
         "help": "local (this machine, no cluster) or slurm."})
     max_parallel: int = field(default=1, metadata={
-        "help": "local: runs at a time; slurm: array parallelism per job array."})
+        "help": "local without GPUs: runs at a time (with GPUs: one run or pack per free "
+                "card); slurm: array parallelism per job array."})
+    gpus: str = field(default="auto", metadata={
+        "help": "local: the GPUs runs are placed on: auto (every card nvidia-smi lists, within "
+                "a CUDA_VISIBLE_DEVICES already set), none (CPU only), or indices such as 0,1."})
     runs_dir: str = field(default="runs", metadata={
         "help": "Where run folders go (relative to the current directory)."})
     partitions: tuple[Partition, ...] = field(default=(), metadata={
@@ -54,10 +58,10 @@ class EnvProfile:
     max_requeues: int = field(default=3, metadata={
         "help": "Requeues after time limits / preemption before a run fails."})
     runs_per_gpu: str = field(default="auto", metadata={
-        "help": "slurm: runs packed side by side on one GPU, each in its own process: auto "
+        "help": "slurm, and local with GPUs: runs packed side by side on one GPU, each in its own process: auto "
                 "(as many as the memory estimates fit, at most 4) or N (1: one job per run)."})
     cuda_mps: bool = field(default=True, metadata={
-        "help": "slurm: a pack of runs shares its GPU through a CUDA MPS daemon it starts "
+        "help": "slurm and local: a pack of runs shares its GPU through a CUDA MPS daemon it starts "
                 "(kernels of its runs run at once, not time-sliced); false: time-sliced."})
 
 
@@ -138,6 +142,13 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
             else:
                 errors.append(f"{where}: runs_per_gpu: expected auto or a whole number >= 1, "
                               f"got {_short(value)}")
+        elif key == "gpus":
+            gpus = _parse_gpus(value)
+            if gpus is None:
+                errors.append(f"{where}: gpus: expected auto, none or GPU indices such as "
+                              f"[0, 1], got {_short(value)}")
+            else:
+                kwargs[key] = gpus
         elif key in _SLURM_NAMES:
             v = _check_scalar(errors, where, key, value, str)
             if v is not None and v != "" and not _SLURM_NAMES[key].fullmatch(v):
@@ -166,6 +177,25 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
     if errors:
         raise YamlError("\n".join(errors))
     return env
+
+
+def _parse_gpus(value: Any) -> str | None:
+    """The gpus key as a string (auto, none or "0,1"); None when it is none of these.
+
+    >>> _parse_gpus([0, 2]), _parse_gpus(1), _parse_gpus("0, 1"), _parse_gpus("x")
+    ('0,2', '1', '0,1', None)
+    """
+    if value in ("auto", "none"):
+        return str(value)
+    items = value if isinstance(value, list) else (
+        str(value).split(",") if isinstance(value, (str, int)) and not isinstance(value, bool)
+        else None)
+    if not items:
+        return None
+    tokens = [str(i).strip() for i in items if not isinstance(i, bool)]
+    if len(tokens) != len(items) or not all(t.isdigit() for t in tokens):
+        return None
+    return ",".join(tokens)
 
 
 def _parse_partitions(value: Any, where: str, errors: list[str]) -> list[Partition]:

@@ -26,9 +26,10 @@ from typing import Any, Callable
 from core.demo_data import write_demo_data
 from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, read_json
-from core.results import now_iso
+from core.results import has_results, now_iso
 from core.rundir import DEMO_DATA, SUBMIT_LOCK, SUBMITIT, SWEEP_FILE, RunDir, clean_progress
 from launcher.envs import EnvProfile, pack_cap
+from launcher.gpus import LocalGpu, detect_gpus, place, with_local_gpus
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, pack_runs, plan_run, sbatch_parameters
 from launcher.state import ACTIVE, RETRYABLE, process_start, run_states, stop_local_jobs
@@ -129,8 +130,12 @@ def _env_setup_lines(env: EnvProfile) -> list[str]:
 
 def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
                  only_retryable: bool = False,
-                 on_event: Callable[[str], None] = lambda _m: None) -> list[PlannedRun]:
-    """Plan, then submit what is missing; returns every planned run with its action."""
+                 on_event: Callable[[str], None] = lambda _m: None,
+                 gpus: tuple[LocalGpu, ...] | None = None) -> list[PlannedRun]:
+    """Plan, then submit what is missing; returns every planned run with its action.
+    gpus: this machine's GPUs for a local profile (detected when None)."""
+    gpus = detect_gpus(env) if gpus is None else gpus
+    env = with_local_gpus(env, gpus)
     planned = plan_sweep(sweep, env)
     if offline(env):
         missing = missing_models(sweep, env)
@@ -142,7 +147,8 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
     folder = sweep_dir(sweep, env, runs_dir)
     new_sweep = not (folder / SWEEP_FILE).exists()
     try:
-        return _submit_locked(planned, sweep, env, folder, new_sweep, only_retryable, on_event)
+        return _submit_locked(planned, sweep, env, folder, new_sweep, only_retryable, on_event,
+                              gpus)
     except SubmitError:
         if new_sweep:
             # Nothing of a refused first submit stays: not even the lock or the empty folder.
@@ -155,8 +161,8 @@ def submit_sweep(sweep: Sweep, env: EnvProfile, *, runs_dir: str | None = None,
 
 
 def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, folder: Path,
-                   new_sweep: bool, only_retryable: bool,
-                   on_event: Callable[[str], None]) -> list[PlannedRun]:
+                   new_sweep: bool, only_retryable: bool, on_event: Callable[[str], None],
+                   gpus: tuple[LocalGpu, ...]) -> list[PlannedRun]:
     with sweep_lock(folder):
         _mark_actions(planned, folder, only_retryable)
         todo = [p for p in planned if p.action == "submit"]
@@ -190,7 +196,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                 raise
         else:
             # Local runs hold the lock until they end: a second submit then finds them done.
-            _run_local(todo, env, folder, on_event)
+            _run_local(todo, env, folder, on_event, gpus)
     return planned
 
 
@@ -215,7 +221,7 @@ def packs_of(members: list[PlannedRun], env: EnvProfile) -> list[list[PlannedRun
     """The array tasks of one resource group: runs packed onto one GPU where their memory
     estimates fit (env runs_per_gpu), else one task per run (multi-GPU runs never share)."""
     res = members[0].resources
-    if env.executor != "slurm" or res.gpus != 1:
+    if res.gpus != 1:
         return [[p] for p in members]
     idx = pack_runs([p.need_gb for p in members], res.vram_per_gpu_gb * env.vram_margin,
                     pack_cap(env))
@@ -314,54 +320,122 @@ def _stderr_into(log: Path) -> Iterator[None]:
         os.close(saved)
 
 
+@dataclass
+class LocalTask:
+    """One local job: a run, or a pack of runs sharing a card, and the GPUs it holds."""
+    runs: list[PlannedRun]
+    gpus: list[int]
+    job: Any = None
+
+
+def local_tasks(todo: list[PlannedRun], env: EnvProfile) -> list[LocalTask]:
+    """The local jobs, in sweep order: packs where runs share a card (runs_per_gpu)."""
+    return [LocalTask(pack, []) for members in resource_groups(todo)
+            for pack in packs_of(members, env)]
+
+
+def initial_placement(tasks: list[LocalTask], gpus: tuple[LocalGpu, ...]) -> list[LocalTask]:
+    """The tasks that start at once on an idle machine, with their cards (what --dry-run
+    shows; the rest start as cards come free)."""
+    free = [g.index for g in gpus]
+    return [LocalTask(t.runs, cards) for t, cards in
+            place(tasks, [t.runs[0].resources.gpus for t in tasks], free)]
+
+
 def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
-               on_event: Callable[[str], None]) -> None:
-    """Run on this machine through submitit's local executor, max_parallel at a time."""
+               on_event: Callable[[str], None], gpus: tuple[LocalGpu, ...] = ()) -> None:
+    """Run on this machine through submitit's local executor: with GPUs each task on its own
+    card(s) as they come free; without, max_parallel at a time on the CPU."""
     for k, v in env.env_vars.items():
         os.environ.setdefault(k, v)
-    queue = list(todo)
-    running: list[tuple[Any, PlannedRun]] = []
+    # nvidia-smi numbers cards by PCI bus; CUDA must read CUDA_VISIBLE_DEVICES the same way.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    queue = local_tasks(todo, env)
+    running: list[LocalTask] = []
     try:
-        _local_loop(queue, running, env, folder, on_event)
+        _local_loop(queue, running, env, folder, on_event, [g.index for g in gpus])
     except KeyboardInterrupt:
         # Stop what runs: they resume from their checkpoints later. In a terminal the runs got
         # the Ctrl-C too; a SIGINT sent to this process alone must stop them as well.
-        stop_local_jobs(int(job.job_id) for job, _p in running)
-        for job, _p in running:
-            proc = getattr(job, "_process", None)
+        stop_local_jobs(int(t.job.job_id) for t in running)
+        for t in running:
+            proc = getattr(t.job, "_process", None)
             if proc is not None:
                 proc.wait()  # reaped, so no zombie outlives the submit
         raise
 
 
-def _local_loop(queue: list[PlannedRun], running: list[tuple[Any, PlannedRun]],
-                env: EnvProfile, folder: Path, on_event: Callable[[str], None]) -> None:
+def _startable(queue: list[LocalTask], running: list[LocalTask], env: EnvProfile,
+               free: list[int]) -> list[LocalTask]:
+    """Tasks of the queue that may start now: GPU tasks on free cards, CPU tasks up to
+    max_parallel."""
+    gpu_tasks = [t for t in queue if t.runs[0].resources.gpus > 0]
+    out = [LocalTask(t.runs, cards) for t, cards in
+           place(gpu_tasks, [t.runs[0].resources.gpus for t in gpu_tasks], free)]
+    cpu_slots = env.max_parallel - sum(1 for t in running if not t.gpus)
+    out += [t for t in queue if t.runs[0].resources.gpus == 0][:max(0, cpu_slots)]
+    return out
+
+
+def _start_local(task: LocalTask, env: EnvProfile, folder: Path) -> Any:
     import submitit
 
+    from jobs.pack import PackJob
     from jobs.pipeline import PipelineJob
 
+    # The LocalExecutor itself: the AutoExecutor does not pass visible_gpus on.
+    ex = submitit.LocalExecutor(folder=folder / SUBMITIT / "%j")
+    ex.update_parameters(timeout_min=env.time_limit_min, gpus_per_node=len(task.gpus),
+                         visible_gpus=tuple(task.gpus), signal_delay_s=env.signal_delay_s)
+    dirs = [str(folder / p.run.run_id) for p in task.runs]
+    fn = PipelineJob(dirs[0]) if len(dirs) == 1 else PackJob(dirs, mps=env.cuda_mps)
+    with _stderr_into(folder / SUBMITIT / "controllers.log"):
+        job = ex.submit(fn)
+    params = {"timeout_min": env.time_limit_min, "gpus": task.gpus}
+    for p in task.runs:
+        rd = RunDir(folder / p.run.run_id)
+        logs = (str(job.paths.stdout), str(job.paths.stderr))
+        extra: dict[str, Any] = {}
+        if len(task.runs) > 1:
+            extra["pack"] = {"runs": [q.run.run_id for q in task.runs],
+                             "stdout": logs[0], "stderr": logs[1]}
+            logs = (str(rd.run_log), str(rd.run_log))
+        atomic_write_json(rd.job, _job_doc(p, env, str(job.job_id), "local", params, *logs,
+                                           pid=int(job.job_id),
+                                           pid_start=process_start(int(job.job_id)), **extra))
+    return job
+
+
+def _where(task: LocalTask) -> str:
+    cards = ",".join(map(str, task.gpus))
+    return f"on GPU {cards}" if len(task.gpus) == 1 else (
+        f"on GPUs {cards}" if task.gpus else "on the CPU")
+
+
+def _local_loop(queue: list[LocalTask], running: list[LocalTask], env: EnvProfile,
+                folder: Path, on_event: Callable[[str], None], free: list[int]) -> None:
+    order = list(free)
     shown: dict[str, tuple[float, str]] = {}
     while queue or running:
-        while queue and len(running) < env.max_parallel:
-            p = queue.pop(0)
-            ex = submitit.AutoExecutor(folder=folder / SUBMITIT / "%j", cluster="local")
-            ex.update_parameters(timeout_min=env.time_limit_min, gpus_per_node=0)
-            with _stderr_into(folder / SUBMITIT / "controllers.log"):
-                job = ex.submit(PipelineJob(str(folder / p.run.run_id)))
-            atomic_write_json(RunDir(folder / p.run.run_id).job, _job_doc(
-                p, env, str(job.job_id), "local", {"timeout_min": env.time_limit_min},
-                str(job.paths.stdout), str(job.paths.stderr), pid=int(job.job_id),
-                pid_start=process_start(int(job.job_id))))
-            on_event(f"started {p.run.run_id}")
-            running.append((job, p))
+        for task in _startable(queue, running, env, free):
+            queue[:] = [t for t in queue if t.runs is not task.runs]
+            task.job = _start_local(task, env, folder)
+            for p in task.runs:
+                on_event(f"started {p.run.run_id} {_where(task)}")
+            running.append(task)
         time.sleep(0.5)
-        for _job, p in running:
-            line = progress_line(RunDir(folder / p.run.run_id), shown)
-            if line:
-                on_event(line)
-        for item in list(running):
-            job, p = item
-            if job.done():
-                running.remove(item)
-                exc = job.exception()
-                on_event(f"{'failed' if exc else 'finished'} {p.run.run_id}")
+        for task in running:
+            for p in task.runs:
+                line = progress_line(RunDir(folder / p.run.run_id), shown)
+                if line:
+                    on_event(line)
+        for task in list(running):
+            if task.job.done():
+                running.remove(task)
+                free[:] = [i for i in order if i in free or i in task.gpus]
+                # Outcome from medsweep's own files, not submitit's result pickle (the runs
+                # folder may be shared: a pickle there is not ours to load).
+                for p in task.runs:
+                    rd = RunDir(folder / p.run.run_id)
+                    ok = has_results(rd.performance) and not rd.error.exists()
+                    on_event(f"{'finished' if ok else 'failed'} {p.run.run_id}")

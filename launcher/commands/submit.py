@@ -10,9 +10,18 @@ from typing import Any
 
 from core.fileio import folder_problem
 from launcher.envs import load_env
+from launcher.gpus import LocalGpu, detect_gpus, with_local_gpus
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import sbatch_parameters
-from launcher.submit import packs_of, plan_sweep, resource_groups, submit_sweep, sweep_dir
+from launcher.submit import (
+    initial_placement,
+    local_tasks,
+    packs_of,
+    plan_sweep,
+    resource_groups,
+    submit_sweep,
+    sweep_dir,
+)
 from launcher.sweep import load_sweep
 from launcher.yamlio import YamlError
 
@@ -67,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
         if bad:
             raise YamlError(bad)
         if args.dry_run:
+            gpus = detect_gpus(env)
+            env = with_local_gpus(env, gpus)
             planned = plan_sweep(sweep, env)
-            return _print_dry_run(sweep, env, planned)
+            return _print_dry_run(sweep, env, planned, gpus)
         t0 = time.time()
         planned = submit_sweep(sweep, env, runs_dir=args.runs_dir,
                                on_event=lambda m: print(f"  {m}", flush=True))
@@ -93,15 +104,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_dry_run(sweep: Any, env: Any, planned: list[Any]) -> int:
+def _print_local_placement(env: Any, planned: list[Any], gpus: tuple[LocalGpu, ...]) -> None:
+    tasks = local_tasks(planned, env)
+    started = initial_placement(tasks, gpus)
+    cards = ", ".join(f"{g.index} ({g.name}, {g.vram_gb:g} GB)" for g in gpus)
+    print(f"\nthis machine's GPUs: {cards}; {len(planned)} run(s) in {len(tasks)} local "
+          f"job(s) (runs_per_gpu: {env.runs_per_gpu}), each on its own card(s):")
+    for t in started:
+        where = ",".join(map(str, t.gpus))
+        print(f"  GPU {where}: " + ", ".join(p.run.run_id for p in t.runs))
+    waiting = len(tasks) - len(started)
+    if waiting:
+        print(f"  then {waiting} more job(s), each on the next card(s) that come free")
+
+
+def _print_dry_run(sweep: Any, env: Any, planned: list[Any],
+                   gpus: tuple[LocalGpu, ...] = ()) -> int:
     from tabulate import tabulate
 
     rows = []
     for p in planned:
         r = p.resources
-        gpus = f"{r.gpus} x {r.gpu_type} ({r.vram_per_gpu_gb:g} GB)" if r.gpus else "cpu/local"
+        cards = f"{r.gpus} x {r.gpu_type} ({r.vram_per_gpu_gb:g} GB)" if r.gpus else "cpu/local"
         rows.append([p.run.run_id, p.run.config.model.name_or_path,
-                     f"{p.need_gb:.1f}", r.partition, gpus, r.time_min])
+                     f"{p.need_gb:.1f}", r.partition, cards, r.time_min])
     print(f"sweep {sweep.name} on env {env.name} ({env.executor}): {len(planned)} runs "
           "(dry run: nothing submitted)")
     if offline(env):
@@ -112,6 +138,11 @@ def _print_dry_run(sweep: Any, env: Any, planned: list[Any]) -> int:
                   "until `python -m launcher prefetch` has fetched them")
     print(tabulate(rows, headers=["run_id", "model", "est. GB", "partition", "gpus",
                                   "time min"], tablefmt="github"))
+    if env.executor == "local" and gpus:
+        _print_local_placement(env, planned, gpus)
+    elif env.executor == "local":
+        print(f"\nno GPU found (nvidia-smi, CUDA_VISIBLE_DEVICES, the profile's gpus: "
+              f"{env.gpus}): the runs train on this CPU, {env.max_parallel} at a time")
     if env.executor == "slurm":
         groups = resource_groups(planned)
         print(f"\n{len(groups)} job array(s) (runs_per_gpu: {env.runs_per_gpu}):")

@@ -1,0 +1,138 @@
+"""The GPUs of this machine, for the local executor (a workstation without Slurm).
+
+Read from ``nvidia-smi`` (no torch in the launcher), within a ``CUDA_VISIBLE_DEVICES`` the user
+already set, or named by the env profile's ``gpus`` key. The local executor then plans runs as
+on a one-node cluster of these cards: each run (or pack of small runs, ``runs_per_gpu``) gets
+its own card(s), a run too big for one card gets several, and runs start as cards come free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from core.errors import UserError
+from launcher.envs import EnvProfile, Partition
+
+LOCAL_PARTITION = "local"
+"""The partition name a local profile's GPUs are planned under."""
+
+
+@dataclass(frozen=True)
+class LocalGpu:
+    index: int
+    name: str
+    vram_gb: float
+
+
+class GpuError(UserError):
+    """The GPUs asked for cannot be used."""
+
+
+def parse_smi(text: str) -> list[LocalGpu]:
+    """``nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits``.
+
+    >>> parse_smi("0, NVIDIA H200, 143771\\n1, NVIDIA H200, 143771\\n")
+    [LocalGpu(index=0, name='NVIDIA H200', vram_gb=150.75), LocalGpu(index=1, name='NVIDIA H200', vram_gb=150.75)]
+    """
+    gpus = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue
+        try:
+            mib = float(parts[2])
+        except ValueError:
+            continue
+        gpus.append(LocalGpu(int(parts[0]), parts[1], round(mib * 2**20 / 1e9, 2)))
+    return gpus
+
+
+def _query_smi() -> list[LocalGpu]:
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total",
+                            "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_smi(r.stdout) if r.returncode == 0 else []
+
+
+def _indices(value: str, what: str) -> list[int]:
+    tokens = [t.strip() for t in value.split(",") if t.strip()]
+    if not all(t.isdigit() for t in tokens):
+        raise GpuError(f"{what}={value!r}: medsweep places local runs by GPU index; give "
+                       "indices such as 0,1 (not UUIDs or MIG names)")
+    return [int(t) for t in tokens]
+
+
+def detect_gpus(env: EnvProfile, environ: Mapping[str, str] | None = None,
+                query: Sequence[LocalGpu] | None = None) -> tuple[LocalGpu, ...]:
+    """The GPUs a local sweep may use: none for a Slurm profile or ``gpus: none``; else the
+    cards nvidia-smi lists, narrowed to the profile's ``gpus`` indices and to a
+    CUDA_VISIBLE_DEVICES already set (empty or -1: no GPU)."""
+    environ = os.environ if environ is None else environ
+    if env.executor != "local" or env.gpus == "none":
+        return ()
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return ()
+    found = list(_query_smi() if query is None else query)
+    by_index = {g.index: g for g in found}
+    wanted = [g.index for g in found]
+    if visible is not None:
+        wanted = [i for i in _indices(visible, "CUDA_VISIBLE_DEVICES") if i in by_index]
+    if env.gpus != "auto":
+        listed = _indices(env.gpus, f"{env.name}: gpus")
+        missing = [i for i in listed if i not in wanted]
+        if missing:
+            raise GpuError(f"{env.name}: gpus lists {', '.join(map(str, missing))}, which this "
+                           f"machine does not offer (usable: "
+                           f"{', '.join(map(str, wanted)) or 'none'}); edit the profile's gpus")
+        wanted = listed
+    return tuple(by_index[i] for i in wanted)
+
+
+def gpu_type(name: str) -> str:
+    """A short type for a card's name: 'NVIDIA H200' -> 'h200'.
+
+    >>> gpu_type("NVIDIA H200"), gpu_type("NVIDIA GeForce RTX 4090")
+    ('h200', 'geforce-rtx-4090')
+    """
+    short = re.sub(r"^nvidia\s+", "", name.strip().lower())
+    return re.sub(r"[^a-z0-9.]+", "-", short).strip("-") or "gpu"
+
+
+def with_local_gpus(env: EnvProfile, gpus: Sequence[LocalGpu]) -> EnvProfile:
+    """A local profile planned as one node of these GPUs (the smallest card's memory for
+    all); unchanged without GPUs or for Slurm."""
+    if env.executor != "local" or not gpus:
+        return env
+    types = sorted({gpu_type(g.name) for g in gpus})
+    node = Partition(LOCAL_PARTITION, "+".join(types), min(g.vram_gb for g in gpus), len(gpus))
+    return dataclasses.replace(env, partitions=(node,))
+
+
+T = TypeVar("T")
+
+
+def place(tasks: Sequence[T], needs: Sequence[int], free: list[int]) -> list[tuple[T, list[int]]]:
+    """Tasks (in order) that can start now on the free GPUs, each with its cards; the cards
+    taken leave ``free``. A task needing more cards than are free waits; a later, smaller one
+    may start before it.
+
+    >>> free = [0, 1, 2]
+    >>> place(["a", "b", "c", "d"], [1, 2, 1, 1], free), free
+    ([('a', [0]), ('b', [1, 2])], [])
+    """
+    started = []
+    for task, need in zip(tasks, needs, strict=True):
+        if 0 < need <= len(free):
+            started.append((task, free[:need]))
+            del free[:need]
+    return started
