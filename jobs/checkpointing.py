@@ -64,8 +64,12 @@ class CheckpointPolicy:
 
         >>> t = [0.0]
         >>> p = CheckpointPolicy(every_s=60, every_steps=0, clock=lambda: t[0]); p.start()
-        >>> p.due(1), (t.__setitem__(0, 61.0), p.due(2))[1], p.due(3)
-        (False, True, False)
+        >>> p.due(1)
+        False
+        >>> t[0] = 61.0; p.due(2)
+        True
+        >>> p.saved(); p.due(3)
+        False
         >>> p.stop("signal USR2"); p.due(4)
         True
         """

@@ -22,6 +22,18 @@ METRIC_NAMES = ("exact", "relaxed", "overlap")
 SEED_KEY = "train.seed"
 
 
+CONFIG_SECTIONS = ("model.", "peft.", "train.", "eval.", "data.")
+
+
+def config_number(v: float) -> str:
+    """A config value as written, with its significant digits (scores get three decimals).
+
+    >>> config_number(1e-4), config_number(5e-05), config_number(2e-4), config_number(0.1)
+    ('1e-04', '5e-05', '2e-04', '0.1')
+    """
+    return f"{v:g}" if v >= 1e-3 or v == 0 else f"{v:.0e}" if float(f"{v:.0e}") == v else f"{v:g}"
+
+
 @dataclass
 class Board:
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -213,7 +225,9 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
         return buf.getvalue()
     from tabulate import tabulate
 
-    def cell(v: Any) -> Any:
+    def cell(v: Any, col: str) -> Any:
+        if isinstance(v, float) and col.startswith(CONFIG_SECTIONS):
+            return config_number(v)
         if _is_interval(v):
             return f"{v[0]:.3f}-{v[1]:.3f}"
         if isinstance(v, str):
@@ -221,7 +235,7 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
             return " ".join(v.split()).replace("|", "\\|")
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
 
-    headers = [c.split(".", 1)[1] if c.startswith(("model.", "peft.", "train.", "eval."))
+    headers = [c.split(".", 1)[1] if c.startswith(CONFIG_SECTIONS)
                else c.replace(".ci95", " 95% CI").replace(".sd", " sd") for c in cols]
-    return tabulate([[cell(r.get(c)) for c in cols] for r in board.rows], headers=headers,
+    return tabulate([[cell(r.get(c), c) for c in cols] for r in board.rows], headers=headers,
                     tablefmt="github", disable_numparse=True)

@@ -136,7 +136,7 @@ def test_local_submit_places_runs_on_the_cards_nvidia_smi_lists(tmp_path):
     assert sum(len(v) for v in spans.values()) == 3 and len(spans) == 2
     for card, s in spans.items():  # never two runs on one card at once (runs_per_gpu 1)
         s.sort()
-        assert all(a[1] <= b[0] for a, b in zip(s, s[1:])), (card, s)
+        assert all(a[1] <= b[0] for a, b in zip(s, s[1:], strict=False)), (card, s)
 
 
 def test_cpu_machine_dry_run_says_the_runs_train_on_the_cpu(tmp_path):

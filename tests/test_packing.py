@@ -50,7 +50,9 @@ def test_small_runs_are_packed_up_to_the_auto_cap_and_the_card():
 def test_runs_per_gpu_one_and_multi_gpu_runs_are_never_packed():
     assert [len(p) for p in packs_of([planned(1.0)] * 3, slurm_env(runs_per_gpu="1"))] == [1] * 3
     assert [len(p) for p in packs_of([planned(1.0, gpus=2)] * 3, slurm_env())] == [1] * 3
-    assert [len(p) for p in packs_of([planned(1.0)] * 3, EnvProfile())] == [1] * 3
+    # A local run on the CPU (no GPU found) is never packed; on a local GPU it is
+    # (tests/test_local_gpus.py).
+    assert [len(p) for p in packs_of([planned(1.0, gpus=0)] * 3, EnvProfile())] == [1] * 3
 
 
 def test_runs_per_gpu_takes_auto_or_a_positive_number():

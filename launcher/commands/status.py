@@ -37,6 +37,8 @@ def _progress(st: RunState) -> str:
 def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
     from tabulate import tabulate
 
+    from launcher.leaderboard import config_number
+
     keys: list[str] = []
     for s in states:
         for k in s.varied:
@@ -46,7 +48,9 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
     for s in states:
         pr = s.progress or {}
         loss = pr.get("loss") or (pr.get("history") or [{}])[-1].get("loss")
-        rows.append([s.run_id, *[s.varied.get(k, "") for k in keys], s.state, s.job_id or "",
+        varied = [config_number(v) if isinstance(v, float) else v
+                  for v in (s.varied.get(k, "") for k in keys)]
+        rows.append([s.run_id, *varied, s.state, s.job_id or "",
                      _progress(s), f"{loss:.3f}" if isinstance(loss, float) else "",
                      s.elapsed])
     headers = ["run_id", *[k.split(".", 1)[1] for k in keys], "state", "job", "progress",
@@ -54,7 +58,7 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
-    table = tabulate(rows, headers=headers, tablefmt="github")
+    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
     errors = [f"  {s.run_id} ({s.state}): {s.error}" for s in states if s.error]
     if errors:
         table += "\nlast error line of each failed run:\n" + "\n".join(errors)
