@@ -30,6 +30,7 @@ DEFAULT_SYSTEM_PROMPT = (
 VALID_METRICS = ("exact", "relaxed", "overlap")
 GENERATION_MODES = ("greedy", "model-presets")
 PADDING_CHOICES = ("auto", "padded", "padding-free")
+CHECKPOINTING_CHOICES = ("auto", "unsloth", "true", "false")
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor")
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -109,6 +110,11 @@ class TrainConfig:
                                 "accumulation by the same factor (same examples per optimizer "
                                 "step) while the longest records fit in half the free memory: "
                                 "short records leave the GPU idle otherwise. false: as given.")
+    gradient_checkpointing: str = _f(
+        "auto", "Recompute activations in the backward pass to save GPU memory: unsloth "
+        "(Unsloth's; offloads to host memory on long sequences), true (standard), false "
+        "(fastest, more memory), auto (false for models under 1B parameters, else unsloth).",
+        choices=CHECKPOINTING_CHOICES)
     optim: str = _f("auto", "Optimizer; auto = adamw_8bit on CUDA, adamw_torch on CPU.",
                     choices=OPTIMIZERS)
     save_steps: int = _f(0, "Also checkpoint every N optimizer steps (0: by time and on a "

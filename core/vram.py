@@ -112,15 +112,40 @@ def shape_of(name: str) -> tuple[ModelShape | None, str]:
     return None, "unknown"
 
 
-def activation_bytes(shape: ModelShape, tokens: int) -> float:
+SMALL_MODEL_B = 1.0
+"""Below this many billion parameters gradient checkpointing is off by default: a small
+model's activations fit easily, and recomputing (or offloading) them only slows the step."""
+
+
+def checkpointing_mode(setting: str, params_b: float) -> str:
+    """The gradient checkpointing a run trains with: unsloth, true or false.
+
+    >>> checkpointing_mode("auto", 0.27), checkpointing_mode("auto", 8.0)
+    ('false', 'unsloth')
+    >>> checkpointing_mode("true", 0.27)
+    'true'
+    """
+    if setting != "auto":
+        return setting
+    return "false" if 0 < params_b < SMALL_MODEL_B else "unsloth"
+
+
+def activation_bytes(shape: ModelShape, tokens: int, checkpointing: bool = True) -> float:
     """Training activations for a micro-batch of this many (padded) tokens."""
-    # Gradient checkpointing keeps one hidden state per layer per token, plus one layer's
-    # working set; the LM head is chunked by Unsloth.
-    return tokens * shape.hidden * 2 * (shape.layers + 12) + tokens * min(shape.vocab, 32768) * 4
+    # The LM head is chunked by Unsloth.
+    head = tokens * min(shape.vocab, 32768) * 4
+    if checkpointing:
+        # One hidden state per layer per token, plus one layer's working set.
+        return tokens * shape.hidden * 2 * (shape.layers + 12) + head
+    # Every layer keeps its working set: about a dozen hidden-sized and three
+    # intermediate-sized bf16 tensors per token.
+    per_layer = shape.hidden * 2 * 12 + shape.intermediate * 2 * 3
+    return tokens * per_layer * shape.layers + head
 
 
 def estimate(shape: ModelShape, *, bits: int, lora_rank: int, full: bool, batch: int,
-             seq_tokens: int, lora_modules: int = 7, source: str = "table") -> Estimate:
+             seq_tokens: int, lora_modules: int = 7, source: str = "table",
+             checkpointing: bool = True) -> Estimate:
     p = shape.params_b * 1e9
     bytes_per_w = {4: 0.56, 8: 1.06, 16: 2.0}[bits]
     # Embeddings and LM head stay in 16-bit when quantising.
@@ -131,7 +156,7 @@ def estimate(shape: ModelShape, *, bits: int, lora_rank: int, full: bool, batch:
     else:
         lora = lora_rank * shape.layers * lora_modules * (shape.hidden + shape.intermediate) * 0.8
         trainable = lora * (4 + 4 + 8)  # fp32 weights, grads, Adam m and v
-    acts = activation_bytes(shape, batch * seq_tokens)
+    acts = activation_bytes(shape, batch * seq_tokens, checkpointing)
     total = (weights + trainable + acts) / 2**30 * 1.15 + CONTEXT_GB
     return Estimate(round(weights / 2**30, 2), round(trainable / 2**30, 2),
                     round(acts / 2**30, 2), round(total, 2), shape.params_b, source)

@@ -85,7 +85,17 @@ def resolve_model(name_or_path: str) -> str:
     return str(ensure_hf_folder(name_or_path))
 
 
-def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool) -> tuple[Any, Any]:
+def unsloth_checkpointing(mode: str) -> bool | str:
+    """Unsloth's use_gradient_checkpointing for a resolved mode (core.vram.checkpointing_mode).
+
+    >>> unsloth_checkpointing("unsloth"), unsloth_checkpointing("true"), unsloth_checkpointing("false")
+    ('unsloth', True, False)
+    """
+    return {"true": True, "false": False}.get(mode, mode)
+
+
+def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool,
+               checkpointing: str = "unsloth") -> tuple[Any, Any]:
     import_unsloth()
     from unsloth import FastLanguageModel, FastModel
 
@@ -98,6 +108,8 @@ def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool) -> tupl
         full_finetuning=cfg.model.full_finetuning and for_training,
         token=hf_token(cfg),
     )
+    if for_training:
+        kwargs["use_gradient_checkpointing"] = unsloth_checkpointing(checkpointing)
     dm = device_map()
     if dm is not None:
         kwargs["device_map"] = dm
@@ -107,13 +119,14 @@ def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool) -> tupl
     return model, ensure_chat_template(tokenizer, family)
 
 
-def apply_lora(model: Any, cfg: RunConfig) -> Any:
+def apply_lora(model: Any, cfg: RunConfig, checkpointing: str = "unsloth") -> Any:
     from unsloth import FastLanguageModel, FastModel
 
     p = cfg.peft
     common = dict(r=p.rank, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
                   bias="lora_only" if p.lora_bias else "none",
-                  use_gradient_checkpointing="unsloth", random_state=cfg.train.seed)
+                  use_gradient_checkpointing=unsloth_checkpointing(checkpointing),
+                  random_state=cfg.train.seed)
     family = detect_family(cfg.model.name_or_path, cfg.model.family)
     if p.ft_vision_layers and family.vision:
         return FastModel.get_peft_model(

@@ -362,11 +362,26 @@ class _Loaded:
     model_name: str
     import_s: float
     load_s: float
+    checkpointing: str
+    """Gradient checkpointing: unsloth, true or false (core.vram.checkpointing_mode)."""
+
+
+def resolved_checkpointing(cfg: RunConfig) -> str:
+    """train.gradient_checkpointing with auto decided by the model's size (as planned)."""
+    from core.vram import checkpointing_mode, shape_of
+
+    try:
+        shape, _source = shape_of(cfg.model.name_or_path)
+    except Exception:  # noqa: BLE001 - an unreadable header: Unsloth's default
+        shape = None
+    return checkpointing_mode(cfg.train.gradient_checkpointing,
+                              shape.params_b if shape is not None else 0.0)
 
 
 def _load_for_training(cfg: RunConfig, ds: Dataset, output_dir: Path) -> _Loaded:
     from jobs import modeling
 
+    checkpointing = resolved_checkpointing(cfg)
     t0 = time.time()
     modeling.import_unsloth()
     import_s = time.time() - t0
@@ -375,8 +390,9 @@ def _load_for_training(cfg: RunConfig, ds: Dataset, output_dir: Path) -> _Loaded
         corpus = [r.text for r in ds.records] + [target_json(r) for r in ds.records] + [
             cfg.model.system_prompt]
         model_name = modeling.resolve_scratch(cfg, corpus, output_dir / "scratch_base")
-    model, tokenizer = modeling.load_model(model_name, cfg, for_training=True)
-    return _Loaded(model, tokenizer, model_name, import_s, time.time() - t0)
+    model, tokenizer = modeling.load_model(model_name, cfg, for_training=True,
+                                           checkpointing=checkpointing)
+    return _Loaded(model, tokenizer, model_name, import_s, time.time() - t0, checkpointing)
 
 
 @dataclass
@@ -463,14 +479,15 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     if not cfg.model.full_finetuning:
         from jobs import modeling
 
-        model = modeling.apply_lora(model, cfg)
+        model = modeling.apply_lora(model, cfg, loaded.checkpointing)
     tokenizer.padding_side = "right"
     total_steps = planned_steps(cfg, len(enc.examples))
     warmup = _warmup_for(cfg, total_steps)
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
 
     writer = ProgressWriter(progress_path, "train")
-    bs, ga = _micro_batch(cfg, model, enc.examples, checkpoint_dir, cuda)
+    bs, ga = _micro_batch(cfg, model, enc.examples, checkpoint_dir, cuda,
+                          checkpointing=loaded.checkpointing != "false")
     # Where this call started from (a requeued job resumes; the summary says from where).
     resumed_from = _last_checkpoint(checkpoint_dir)
     if cuda:
@@ -545,6 +562,7 @@ def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded
         "peak_vram_gb": facts["peak_vram_gb"],
         "device": facts,
         "layers_per_device": facts.get("layers_per_device"),
+        "gradient_checkpointing": loaded.checkpointing,
         "padding_free": args.padding_free,
         "pad_to_multiple_of": args.pad_to_multiple_of,
         "per_device_batch_size": fit.bs,
@@ -638,7 +656,8 @@ def _fit_with_oom_retry(make_trainer: Callable[[int, int], Any], model: Any, bs:
 
 
 def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,
-                 cuda: bool, free_bytes: int | None = None) -> tuple[int, int]:
+                 cuda: bool, free_bytes: int | None = None,
+                 checkpointing: bool = True) -> tuple[int, int]:
     """The (per-device batch, accumulation) this run trains with; see core.batching.
     free_bytes: the GPU memory free now (read from the device when None)."""
     from jobs import modeling
@@ -660,7 +679,8 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
                            c.vocab_size)
         free = modeling.free_gpu_bytes() if free_bytes is None else free_bytes
         longest = max(len(e.input_ids) for e in examples)
-        new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free))
+        new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free,
+                                                                   checkpointing))
         if (new_bs, new_ga) != (bs, ga):
             modeling.log(f"micro-batch {bs} x GA {ga} -> {new_bs} x GA {new_ga} (same "
                          f"{bs * ga} examples per optimizer step; longest record {longest} "

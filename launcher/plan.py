@@ -17,7 +17,7 @@ from typing import Any
 from core.config import RunConfig, lora_target_modules
 from core.errors import UserError
 from core.gguf import GGUFError
-from core.vram import Estimate, estimate, shape_of
+from core.vram import Estimate, checkpointing_mode, estimate, shape_of
 from launcher.envs import EnvProfile, Partition
 
 PROMPT_OVERHEAD_TOKENS = 64
@@ -73,9 +73,10 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     seq = min(m.max_seq_length,
               longest_record_tokens(cfg.data.train_dataset_file, len(m.system_prompt)))
     modules = len(lora_target_modules(cfg.peft))
+    gc = checkpointing_mode(cfg.train.gradient_checkpointing, shape.params_b)
     return estimate(shape, bits=bits, lora_rank=cfg.peft.rank, full=m.full_finetuning,
                     batch=cfg.train.per_device_batch_size, seq_tokens=seq,
-                    lora_modules=modules or 7, source=source)
+                    lora_modules=modules or 7, source=source, checkpointing=gc != "false")
 
 
 def plan_run(cfg: RunConfig, env: EnvProfile) -> tuple[Resources, Estimate]:
