@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,9 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
                     elif _SECRET.search(str(v)):
                         errors.append(f"{where}: env_vars: {k}: a Hugging Face token must not "
                                       "be written in a profile; export HF_TOKEN in your shell")
-                kwargs[key] = {str(k): str(v) for k, v in value.items()}
+                # A leading ~ is the submitting user's home (a job's shell would not expand
+                # it inside the quotes the value is exported with).
+                kwargs[key] = {str(k): os.path.expanduser(str(v)) for k, v in value.items()}
         elif key == "runs_per_gpu":
             if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
                                    and value >= 1):

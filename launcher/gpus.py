@@ -38,7 +38,7 @@ def parse_smi(text: str) -> list[LocalGpu]:
     """``nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits``.
 
     >>> parse_smi("0, NVIDIA H200, 143771\\n1, NVIDIA H200, 143771\\n")
-    [LocalGpu(index=0, name='NVIDIA H200', vram_gb=150.75), LocalGpu(index=1, name='NVIDIA H200', vram_gb=150.75)]
+    [LocalGpu(index=0, name='NVIDIA H200', vram_gb=140.4), LocalGpu(index=1, name='NVIDIA H200', vram_gb=140.4)]
     """
     gpus = []
     for line in text.splitlines():
@@ -49,7 +49,7 @@ def parse_smi(text: str) -> list[LocalGpu]:
             mib = float(parts[2])
         except ValueError:
             continue
-        gpus.append(LocalGpu(int(parts[0]), parts[1], round(mib * 2**20 / 1e9, 2)))
+        gpus.append(LocalGpu(int(parts[0]), parts[1], round(mib / 1024, 1)))  # GiB
     return gpus
 
 

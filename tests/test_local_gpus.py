@@ -85,8 +85,9 @@ echo "1, NVIDIA H200, 143771"
 """
 
 
-@pytest.mark.slow
-def test_local_submit_places_runs_on_the_cards_nvidia_smi_lists(tmp_path):
+def _local_sweep(tmp_path: Path, **env_changes) -> tuple[list[str], dict[str, str]]:
+    """A three-run sweep, its env profile and an environment whose nvidia-smi lists two
+    H200 cards; returns the submit command and the environment."""
     from core.demo_data import write_demo_data
 
     bindir = tmp_path / "bin"
@@ -96,7 +97,7 @@ def test_local_submit_places_runs_on_the_cards_nvidia_smi_lists(tmp_path):
     smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
     train, dev = write_demo_data(tmp_path / "data", n_train=16, n_dev=4)
     env = yaml.safe_load((ROOT / "envs" / "local.yaml").read_text())
-    env.update(runs_per_gpu=1, max_parallel=1)
+    env.update(env_changes)
     (tmp_path / "ws.yaml").write_text(yaml.safe_dump(env))
     doc = {"name": "ws", "env": str(tmp_path / "ws.yaml"),
            "data": {"train": str(train), "eval": str(dev)},
@@ -110,6 +111,12 @@ def test_local_submit_places_runs_on_the_cards_nvidia_smi_lists(tmp_path):
     environ.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = [sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-dir",
            str(tmp_path / "runs")]
+    return cmd, environ
+
+
+@pytest.mark.slow
+def test_local_submit_places_runs_on_the_cards_nvidia_smi_lists(tmp_path):
+    cmd, environ = _local_sweep(tmp_path, runs_per_gpu=1, max_parallel=1)
     dry = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, env=environ, capture_output=True,
                          text=True, timeout=120)
     assert dry.returncode == 0, dry.stderr
@@ -147,3 +154,21 @@ def test_cpu_machine_dry_run_says_the_runs_train_on_the_cpu(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "no GPU found" in r.stdout and "train on this CPU, 1 at a time" in r.stdout
+
+
+@pytest.mark.slow
+def test_small_local_runs_share_a_card_in_one_pack(tmp_path):
+    cmd, environ = _local_sweep(tmp_path, runs_per_gpu="auto")
+    r = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count(" on GPU 0") == 3 and " on GPU 1" not in r.stdout, r.stdout
+    assert r.stdout.count("  finished r") == 3, r.stdout
+    packs = set()
+    for run_dir in (tmp_path / "runs" / "ws").iterdir():
+        if (run_dir / "config.yaml").is_file():
+            job = json.loads((run_dir / "job.json").read_text())
+            packs.add(tuple(job["pack"]["runs"]))
+            train_doc = json.loads((run_dir / "adapter" / "medsweep_train.json").read_text())
+            assert train_doc["device"]["cuda_visible_devices"] == "0"
+            assert (run_dir / "results" / "performance.json").is_file()
+    assert len(packs) == 1 and len(next(iter(packs))) == 3

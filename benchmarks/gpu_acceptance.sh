@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Issue 26's GPU acceptance benchmark, through the user's path: `python -m launcher submit` of a
+# sweep of real models on this machine's GPU(s) with the workstation env profile, then `status`
+# and `leaderboard`, then benchmarks/acceptance.py (fails unless every run trained on CUDA).
+# On the offline GPU machine, after benchmarks/gpu_bundle.sh has unpacked the bundle into
+# BUNDLE (default /tmp/g):
+#   bash benchmarks/gpu_acceptance.sh plan SWEEP    # the sweep's --dry-run: which run goes where
+#   bash benchmarks/gpu_acceptance.sh start SWEEP   # in the background (setsid): outlives the call
+#   bash benchmarks/gpu_acceptance.sh wait SECONDS   # wait for it, at most SECONDS; report into $OUT
+#   bash benchmarks/gpu_acceptance.sh profile SECONDS [PATTERN]   # py-spy a running run's process
+#   bash benchmarks/gpu_acceptance.sh baseline STEPS # today's code (BASE=/tmp/base), jobs.train
+# SWEEP: one|eight. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
+# 16-bit LoRA, one run per card at a time (per-run figures alone on the card); eight: Gemma at 4
+# learning rates and SmolLM2 LoRA at the same 4, packed (runs_per_gpu auto, CUDA MPS).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_env.sh
+A=/tmp/acc
+mkdir -p "$A"
+G=pypi:gemma-3-270m
+S=pypi:smollm2-135m-instruct
+
+write_sweep() {  # NAME RUNS_PER_GPU EVAL_MAX PAIRED_YAML
+    cat > "$A/env-$1.yaml" <<EOF
+name: ws-$1
+executor: local
+gpus: auto
+runs_per_gpu: $2
+cuda_mps: true
+time_limit_min: 60
+EOF
+    cat > "$A/$1.yaml" <<EOF
+name: acc-$1
+env: $A/env-$1.yaml
+data: {train: $BUNDLE_DATA/bc5cdr/train.json, eval: $BUNDLE_DATA/bc5cdr/dev.json}
+base:
+  model.load_in_4bit: false
+  peft.rank: 16
+  peft.lora_alpha: 32
+  peft.lora_dropout: 0.0
+  eval.batch_size: 1024
+  eval.max_examples: $3
+paired:
+$4
+EOF
+}
+
+case "${1:-}" in
+start|plan)
+    BUNDLE_DATA=$B/data
+    case "${2:-one}" in
+    one) write_sweep one 1 0 "  - model.name_or_path: [$G, $S]
+    model.full_finetuning: [true, false]
+    train.learning_rate: [1.0e-4, 1.0e-3]
+    train.num_epochs: [2, 3]" ;;
+    eight) write_sweep eight auto 1000 "  - model.name_or_path: [$G, $S]
+    model.full_finetuning: [true, false]
+    train.num_epochs: [2, 3]
+grid:
+  train.learning_rate: [5.0e-5, 1.0e-4, 2.0e-4, 5.0e-4]" ;;
+    *) echo "sweep one|eight" >&2; exit 2 ;;
+    esac
+    name=${2:-one}
+    python3 -m launcher submit "$A/$name.yaml" --runs-dir "$A/runs" --dry-run
+    [ "$1" = plan ] && exit 0
+    ( nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used \
+        --format=csv,noheader,nounits -l 1 > "$A/util-$name.csv" ) &
+    echo $! > "$A/util-$name.pid"
+    setsid bash -c "t0=\$(date +%s.%N); python3 -m launcher submit $A/$name.yaml \
+        --runs-dir $A/runs > $A/submit-$name.log 2>&1; echo \$? > $A/rc-$name; \
+        python3 -c \"import time; print(round(time.time() - \$t0, 1))\" > $A/wall-$name" \
+        < /dev/null > /dev/null 2>&1 &
+    echo "started sweep $name" ;;
+wait)
+    deadline=$(( $(date +%s) + ${2:-500} ))
+    name=${3:-one}
+    while [ ! -f "$A/rc-$name" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
+    tail -5 "$A/submit-$name.log"
+    python3 -m launcher status acc-$name --runs-dir "$A/runs" | tee "$OUT/status-$name.txt"
+    if [ -f "$A/rc-$name" ]; then
+        kill "$(cat "$A/util-$name.pid")" 2>/dev/null
+        python3 -m launcher leaderboard acc-$name --runs-dir "$A/runs" | tee "$OUT/leaderboard-$name.md"
+        python3 benchmarks/acceptance.py --sweep-dir "$A/runs/acc-$name" --util "$A/util-$name.csv" \
+            --wall-s "$(cat "$A/wall-$name")" --out "$OUT/acceptance-$name"
+        echo "acceptance rc $?"
+        tar czf "$OUT/runs-$name.tgz" -C "$A" "util-$name.csv" "submit-$name.log" \
+            $(cd "$A" && ls runs/acc-$name/*/adapter/medsweep_train.json \
+              runs/acc-$name/*/results/performance.json runs/acc-$name/*/job.json \
+              runs/acc-$name/*/error.json runs/acc-$name/_submitit/*/*.err \
+              runs/acc-$name/*/logs/*.log 2>/dev/null)
+    else
+        echo "still running"
+    fi ;;
+profile)
+    # The longest-running jobs process (a run's own, or a pack's run) that matches PATTERN.
+    secs=${2:-30}
+    pid=$(pgrep -f "${3:-submitit|jobs.pack}" | while read -r p; do
+        echo "$(ps -o etimes= -p "$p" 2>/dev/null | tr -d ' ') $p"; done | sort -n | tail -1 | cut -d' ' -f2)
+    [ -n "$pid" ] || { echo "no run process"; exit 1; }
+    python3 -m pip install -q --no-index --no-deps --target /tmp/spy .spy/*.whl 2>/dev/null
+    /tmp/spy/bin/py-spy record -p "$pid" -d "$secs" -r 50 --format raw --nonblocking \
+        --subprocesses -o "$OUT/prof-$(date +%H%M%S).txt" ;;
+baseline)
+    # Today's code (c81f95d, unpacked in BASE) on the same recipe, its own job CLI, alone.
+    steps=${2:-40}
+    base=${BASE:-/tmp/base}
+    ( nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used \
+        --format=csv,noheader,nounits -l 1 > "$A/util-base.csv" ) &
+    mon=$!
+    (cd "$base" && PYTHONPATH="/tmp/pk:$B/site:$base" python3 -m jobs.train \
+        --train-dataset-file "$B/data/bc5cdr/train.json" --output-dir "$A/base-model" \
+        --model-name $G --model-load-in-4bit false --model-full-finetuning true \
+        --train-learning-rate 1e-4 --train-num-epochs 2 --train-max-steps "$steps" \
+        --train-save-steps 14) > "$A/base.log" 2>&1
+    echo "baseline rc $?"
+    kill $mon
+    tail -3 "$A/base.log"
+    cp "$A/base.log" "$A/util-base.csv" "$OUT/" 2>/dev/null
+    cp "$A/base-model/medsweep_train.json" "$OUT/base-train.json" 2>/dev/null ;;
+*) echo "usage: bash benchmarks/gpu_acceptance.sh {start one|eight|wait S [one|eight]|profile S|baseline STEPS}" >&2
+   exit 2 ;;
+esac
