@@ -36,6 +36,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def open_no_follow(path: str | Path, *, append: bool = False) -> int:
+    """A file descriptor for writing to path, created if missing (0644 less the umask),
+    never truncated, and never through a symbolic link: a runs folder may be shared, and a
+    planted link must not redirect a write (OSError ELOOP then)."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    if append:
+        flags |= os.O_APPEND
+    return os.open(path, flags, 0o644)
+
+
 def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

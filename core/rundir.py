@@ -43,6 +43,26 @@ TRAIN_STARTED = "medsweep_train_started.json"
 MICRO_BATCH_FILE = "micro_batch.json"
 
 
+WRITTEN_IN_RUN = (CHECKPOINTS, ADAPTER, RESULTS, LOGS, f"{LOGS}/{RUN_LOG}", PROGRESS_FILE,
+                  ERROR_FILE, JOB_FILE, CONFIG_FILE, f"{ADAPTER}/scratch_base",
+                  f"{RESULTS}/{PERFORMANCE}", f"{RESULTS}/{TRUE_PRED}")
+"""What medsweep writes inside a run folder: none of them may be a symbolic link."""
+
+
+def planted_links(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """The paths among folder/name (and folder itself) that are symbolic links: a runs folder
+    may be shared storage, and a write must never follow a link someone put there."""
+    return [p for p in (folder, *(folder / n for n in names)) if p.is_symlink()]
+
+
+def refuse_links(folder: Path, names: tuple[str, ...]) -> None:
+    """ValueError naming the first planted link (planted_links) and the fix."""
+    links = planted_links(folder, names)
+    if links:
+        raise ValueError(f"{links[0]} is a symbolic link; medsweep never writes through a link "
+                         "in a runs folder (it may be shared): remove it and submit again")
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path

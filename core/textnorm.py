@@ -65,3 +65,17 @@ def find_word_spans(source: str, needle: str) -> tuple[tuple[int, int], ...]:
 @lru_cache(maxsize=65536)
 def content_tokens(text: str) -> frozenset[str]:
     return frozenset(t for t in _WORD.findall(normalise(text)) if t not in STOPWORDS)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text from a file (a shared runs folder) as one printable line: control characters
+    (terminal escapes, line breaks, bidirectional overrides) shown as \\xNN / \\uNNNN.
+
+    >>> terminal_safe("ok\\x1b]52;c;aGk=\\x07 line\\nforged")
+    'ok\\\\x1b]52;c;aGk=\\\\x07 line\\\\x0aforged'
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.fileio import atomic_write_json, read_json
+from core.fileio import atomic_write_json, open_no_follow, read_json
 from core.results import has_results, now_iso
 from core.rundir import RunDir
 from jobs.checkpointing import RESUMABLE_EXIT, StoppedToResume
@@ -212,7 +212,7 @@ class PackJob:
         rd.logs.mkdir(parents=True, exist_ok=True)
         if rd.error.exists():
             rd.error.unlink()
-        with open(rd.run_log, "ab") as log:
+        with os.fdopen(open_no_follow(rd.run_log, append=True), "ab") as log:
             log.write(f"[medsweep] {now_iso()}: started in a pack of "
                       f"{len(self.run_dirs)}\n".encode())
             log.flush()

@@ -19,7 +19,7 @@ import yaml
 from core.config import config_from_dict
 from core.fileio import atomic_write_json
 from core.results import now_iso
-from core.rundir import PERFORMANCE, RunDir
+from core.rundir import PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
 from jobs.checkpointing import StoppedToResume
 
 
@@ -27,6 +27,7 @@ def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
     """Train (or resume) then evaluate the run in run_dir; returns the performance summary."""
     rd = RunDir(Path(run_dir))
     try:
+        refuse_links(rd.path, WRITTEN_IN_RUN)
         cfg = config_from_dict(yaml.safe_load(rd.config.read_text(encoding="utf-8")),
                                str(rd.config))
         from jobs.evaluate import evaluate

@@ -15,6 +15,7 @@ from core.data import DataError
 from core.fileio import read_json
 from core.results import check_performance
 from core.rundir import DEMO_DATA, RESULTS, TRUE_PRED, RunDir
+from core.textnorm import terminal_safe
 from launcher.paired import compare_files, load_counts
 from launcher.state import read_job
 
@@ -220,7 +221,8 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
                 if c.endswith(".ci95"):
                     cells += list(v) if _is_interval(v) else ["", ""]
                 else:
-                    cells.append("" if v is None else v)
+                    cells.append("" if v is None else terminal_safe(v) if isinstance(v, str)
+                                 else v)
             w.writerow(cells)
         return buf.getvalue()
     from tabulate import tabulate
@@ -231,8 +233,9 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
         if _is_interval(v):
             return f"{v[0]:.3f}-{v[1]:.3f}"
         if isinstance(v, str):
-            # A config value (a system prompt) must not end the cell or the row.
-            return " ".join(v.split()).replace("|", "\\|")
+            # A config value (a system prompt) must not end the cell or the row, nor a
+            # folder name or a file's text write terminal escapes.
+            return terminal_safe(" ".join(v.split())).replace("|", "\\|")
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
 
     headers = [c.split(".", 1)[1] if c.startswith(CONFIG_SECTIONS)

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from core.fileio import read_json
 from core.results import has_results
-from core.rundir import CONFIG_FILE, JOB_FILE, RunDir, clean_progress
+from core.rundir import CONFIG_FILE, JOB_FILE, SUBMITIT, RunDir, clean_progress
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SUBMITTED", "STAGE_OUT", "SIGNALING"}
@@ -76,15 +76,42 @@ def _error_line(rd: RunDir, job: dict[str, Any] | None) -> str:
             return str(read_json(rd.error).get("error", ""))
         except (ValueError, AttributeError):
             pass
-    stderr = (job or {}).get("stderr")
-    if stderr and Path(stderr).is_file():
-        lines = [ln.strip() for ln in Path(stderr).read_text(errors="replace").splitlines()
-                 if ln.strip()]
+    log = _own_log(rd, (job or {}).get("stderr"))
+    if log is not None:
+        lines = [ln.strip() for ln in _tail(log).splitlines() if ln.strip()]
         for ln in reversed(lines):
             if "Error" in ln or "error" in ln or "CANCELLED" in ln or "Killed" in ln:
                 return ln[:300]
         return lines[-1][:300] if lines else ""
     return ""
+
+
+LOG_TAIL_BYTES = 64 * 1024
+"""How much of a log status reads: its last lines are what it shows."""
+
+
+def _own_log(rd: RunDir, named: object) -> Path | None:
+    """The log job.json names, if it is a plain file of this run (its folder) or of its
+    sweep's submitit folder; anything else (a token file a planted job.json names, a link)
+    is not read."""
+    if not isinstance(named, str) or not named:
+        return None
+    path = Path(named)
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        real = path.resolve()
+        allowed = (rd.path.resolve(), (rd.path.parent / SUBMITIT).resolve())
+    except OSError:
+        return None
+    return real if any(real.is_relative_to(a) for a in allowed) else None
+
+
+def _tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - size))
+        return fh.read().decode("utf-8", errors="replace")
 
 
 def process_start(pid: int) -> str | None:
@@ -159,7 +186,9 @@ def local_process_alive(job: dict[str, Any]) -> bool:
     except (OSError, ValueError, TypeError):
         return False
     started = job.get("pid_start")
-    return started is None or process_start(pid) in (None, str(started))
+    # Without its start time a PID names whichever process has it now (a planted job.json
+    # could name any of yours): not ours.
+    return started is not None and process_start(pid) in (None, str(started))
 
 
 def run_states(sweep_dir: Path) -> list[RunState]:
@@ -258,6 +287,8 @@ def _local_elapsed(rd: RunDir, job: dict[str, Any], state: str) -> str:
         start = datetime.fromisoformat(str(job.get("submitted_at")))
     except ValueError:
         return ""
+    if start.tzinfo is None:  # written without a zone (by hand, or another tool): UTC
+        start = start.replace(tzinfo=timezone.utc)
     if state == "COMPLETED" and rd.performance.is_file():
         end = datetime.fromtimestamp(rd.performance.stat().st_mtime, timezone.utc)
     elif state == "RUNNING":

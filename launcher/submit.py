@@ -25,9 +25,18 @@ from typing import Any, Callable
 
 from core.demo_data import write_demo_data
 from core.errors import UserError
-from core.fileio import atomic_write_json, atomic_write_yaml, read_json
+from core.fileio import atomic_write_json, atomic_write_yaml, open_no_follow, read_json
 from core.results import has_results, now_iso
-from core.rundir import DEMO_DATA, SUBMIT_LOCK, SUBMITIT, SWEEP_FILE, RunDir, clean_progress
+from core.rundir import (
+    DEMO_DATA,
+    SUBMIT_LOCK,
+    SUBMITIT,
+    SWEEP_FILE,
+    WRITTEN_IN_RUN,
+    RunDir,
+    clean_progress,
+    refuse_links,
+)
 from launcher.envs import EnvProfile, pack_cap
 from launcher.gpus import LocalGpu, detect_gpus, place, with_local_gpus
 from launcher.hubcache import cache_dir, missing_models, offline
@@ -70,7 +79,12 @@ def plan_sweep(sweep: Sweep, env: EnvProfile) -> list[PlannedRun]:
 @contextmanager
 def sweep_lock(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / SUBMIT_LOCK, "w") as fh:
+    try:
+        fd = open_no_follow(folder / SUBMIT_LOCK)
+    except OSError as exc:
+        raise SubmitError(f"{folder / SUBMIT_LOCK}: cannot open the sweep's lock file "
+                          f"({exc.strerror}); if it is a symbolic link, remove it") from None
+    with os.fdopen(fd, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -166,6 +180,12 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
     with sweep_lock(folder):
         _mark_actions(planned, folder, only_retryable)
         todo = [p for p in planned if p.action == "submit"]
+        try:
+            refuse_links(folder, (SWEEP_FILE, SUBMITIT, DEMO_DATA, f"{SUBMITIT}/controllers.log"))
+            for p in todo:
+                refuse_links(folder / p.run.run_id, WRITTEN_IN_RUN)
+        except ValueError as exc:
+            raise SubmitError(str(exc)) from None
         atomic_write_yaml(folder / SWEEP_FILE, _saved_sweep(sweep))
         created = []
         for p in todo:
@@ -312,8 +332,11 @@ def _stderr_into(log: Path) -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(log, "a") as fh:
-            os.dup2(fh.fileno(), 2)
+        fd = open_no_follow(log, append=True)
+        try:
+            os.dup2(fd, 2)
+        finally:
+            os.close(fd)
         yield
     finally:
         os.dup2(saved, 2)

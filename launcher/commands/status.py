@@ -37,6 +37,7 @@ def _progress(st: RunState) -> str:
 def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
     from tabulate import tabulate
 
+    from core.textnorm import terminal_safe
     from launcher.leaderboard import config_number
 
     keys: list[str] = []
@@ -58,8 +59,12 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
-    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-    errors = [f"  {s.run_id} ({s.state}): {s.error}" for s in states if s.error]
+    # Everything shown comes from files of a runs folder others may write: one printable line
+    # per cell, no terminal escapes.
+    rows = [[terminal_safe(c) if isinstance(c, str) else c for c in row] for row in rows]
+    table = tabulate(rows, headers=[terminal_safe(h) for h in headers], tablefmt="github",
+                     disable_numparse=True)
+    errors = [terminal_safe(f"  {s.run_id} ({s.state}): {s.error}") for s in states if s.error]
     if errors:
         table += "\nlast error line of each failed run:\n" + "\n".join(errors)
     return table, counts

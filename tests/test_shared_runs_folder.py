@@ -1,0 +1,185 @@
+"""A runs folder is shared storage that others may be able to write (issue 27): what a
+lab-mate plants there must not redirect medsweep's writes, be read as a secret, kill a
+process, or write to the terminal. Each test plants the file for real and runs the CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.fileio import open_no_follow
+
+from .conftest import ROOT, job_env, run_module
+from .test_hardening import one_line_error
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """One real, finished local sweep (a scratch model, one step), copied per test."""
+    from core.demo_data import write_demo_data
+
+    base = tmp_path_factory.mktemp("shared")
+    train, dev = write_demo_data(base / "data", n_train=8, n_dev=2)
+    doc = {"name": "lab", "env": "local", "data": {"train": str(train), "eval": str(dev)},
+           "base": {"model.name_or_path": "scratch:llama-tiny", "model.load_in_4bit": False,
+                    "model.max_seq_length": 256, "train.max_steps": 1,
+                    "eval.max_new_tokens": 8}}
+    sweep = base / "lab.yaml"
+    sweep.write_text(yaml.safe_dump(doc))
+    r = run_module("launcher", "submit", str(sweep), "--runs-dir", str(base / "runs"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return base
+
+
+@pytest.fixture()
+def lab(finished_sweep, tmp_path) -> tuple[Path, Path, Path]:
+    """(runs folder, the sweep's folder, its one run's folder) of a copy of the sweep."""
+    shutil.copytree(finished_sweep, tmp_path / "c", symlinks=True)
+    runs = tmp_path / "c" / "runs"
+    sweep_dir = runs / "lab"
+    run = next(p for p in sweep_dir.iterdir() if (p / "config.yaml").is_file())
+    return runs, sweep_dir, run
+
+
+def status(runs: Path) -> subprocess.CompletedProcess:
+    """launcher status; exit 1 says a run failed, which the planted files here cause."""
+    r = run_module("launcher", "status", "lab", "--runs-dir", str(runs))
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr[-2000:]
+    return r
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_kept(lab, tmp_path):
+    runs, sweep_dir, _ = lab
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (sweep_dir / ".submit.lock").unlink()
+    (sweep_dir / ".submit.lock").symlink_to(victim)
+    r = run_module("launcher", "resubmit", "lab", "--runs-dir", str(runs))
+    one_line_error(r, ".submit.lock", "symbolic link")
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", ["checkpoints", "results", "logs"])
+def test_a_planted_link_inside_a_run_folder_is_refused_at_submit(lab, tmp_path, name):
+    runs, sweep_dir, run = lab
+    target = tmp_path / "elsewhere"
+    (target / "checkpoint-7").mkdir(parents=True)
+    if (run / name).exists():
+        shutil.rmtree(run / name)
+    (run / name).symlink_to(target)
+    shutil.rmtree(run / "adapter")  # so the run is submitted again
+    if (run / "results").is_dir() and not (run / "results").is_symlink():
+        shutil.rmtree(run / "results")
+    r = run_module("launcher", "resubmit", "lab", "--runs-dir", str(runs))
+    one_line_error(r, name, "symbolic link", "remove it")
+    assert (target / "checkpoint-7").is_dir()
+
+
+def test_a_job_refuses_a_checkpoints_link_in_its_run_folder(lab, tmp_path):
+    _, _, run = lab
+    target = tmp_path / "elsewhere"
+    (target / "checkpoint-3").mkdir(parents=True)
+    shutil.rmtree(run / "adapter")
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    (run / "checkpoints").symlink_to(target)
+    code = ("import sys; from jobs.pipeline import run_pipeline\n"
+            "try:\n    run_pipeline(sys.argv[1])\nexcept ValueError as e:\n"
+            "    print('refused:', e); sys.exit(3)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(run)], cwd=ROOT, env=job_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and "checkpoints is a symbolic link" in r.stdout, r.stderr
+    assert (target / "checkpoint-3").is_dir() and list(target.iterdir()) == [
+        target / "checkpoint-3"]
+
+
+def test_appended_logs_never_follow_a_link(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    link = tmp_path / "run.log"
+    link.symlink_to(victim)
+    with pytest.raises(OSError):
+        open_no_follow(link, append=True)
+    assert victim.read_text() == "keep"
+
+
+def test_status_reads_no_file_outside_the_run_and_only_a_logs_tail(lab, tmp_path):
+    runs, _, run = lab
+    secret = tmp_path / "token"
+    secret.write_text("hf_" + "x" * 34 + " error here\n")
+    job = json.loads((run / "job.json").read_text())
+    (run / "error.json").unlink(missing_ok=True)
+    shutil.rmtree(run / "results")
+    job["stderr"] = str(secret)
+    (run / "job.json").write_text(json.dumps(job))
+    r = status(runs)
+    assert "hf_" not in r.stdout + r.stderr
+    # A log of its own that is huge: read from its end only.
+    big = run / "logs" / "big.err"
+    big.parent.mkdir(exist_ok=True)
+    with open(big, "w") as fh:
+        fh.write("x" * 50_000_000 + "\nRuntimeError: the last line\n")
+    job["stderr"] = str(big)
+    (run / "job.json").write_text(json.dumps(job))
+    r = status(runs)
+    assert "RuntimeError: the last line" in r.stdout
+
+
+def test_terminal_escapes_and_line_breaks_from_files_are_shown_escaped(lab):
+    runs, sweep_dir, run = lab
+    shutil.rmtree(run / "results")
+    (run / "error.json").write_text(json.dumps(
+        {"error": "boom\x1b[2J\x1b]52;c;aGk=\x07\nFORGED 1 COMPLETED", "at": "x"}))
+    r = status(runs)
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "\\x1b[2J" in r.stdout
+    assert not any(line.startswith("FORGED") for line in r.stdout.splitlines())
+
+
+def test_a_submitted_at_without_a_time_zone_does_not_break_status(lab):
+    runs, _, run = lab
+    job = json.loads((run / "job.json").read_text())
+    job["submitted_at"] = "2026-12-01T10:00:00"
+    (run / "job.json").write_text(json.dumps(job))
+    r = status(runs)
+    assert "lab" in r.stdout or "llama-tiny" in r.stdout
+
+
+def test_cancel_never_kills_a_process_a_job_file_names_without_its_start_time(lab):
+    runs, _, run = lab
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        shutil.rmtree(run / "results")
+        job = json.loads((run / "job.json").read_text())
+        job.pop("pid_start", None)
+        job["pid"] = bystander.pid
+        (run / "job.json").write_text(json.dumps(job))
+        r = run_module("launcher", "cancel", "lab", "--runs-dir", str(runs))
+        time.sleep(0.5)
+        assert bystander.poll() is None, (r.stdout, r.stderr)
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_local_submit_loads_no_pickle_from_the_runs_folder(lab, tmp_path):
+    """A lab-mate's pickle in _submitit/ must never be unpickled: resubmitting reads state
+    from medsweep's JSON files. The planted result pickle here would write a marker file."""
+    runs, sweep_dir, run = lab
+    marker = tmp_path / "pwned"
+    payload = (b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    for folder in (sweep_dir / "_submitit").iterdir():
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.suffix == ".pkl":
+                    f.write_bytes(payload)
+    shutil.rmtree(run / "results")
+    r = run_module("launcher", "resubmit", "lab", "--runs-dir", str(runs))
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
+    assert not marker.exists()
+    assert os.path.isfile(run / "results" / "performance.json")
