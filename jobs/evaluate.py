@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -186,27 +187,17 @@ def span_constraints(tokenizer: Any, texts: list[str], labels: list[str], *, gre
     return make, made
 
 
-def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
-             progress_path: Path | None = None) -> dict[str, Any]:
+@dataclass
+class _Prompts:
+    """The eval records as prompt token ids, the answer budget, and the records left out."""
+    ids: list[list[int]]
+    budget: int
+    too_long: set[int]
+    keep: list[int]
+
+
+def _encode_prompts(tokenizer: Any, records: list[Any], cfg: RunConfig) -> _Prompts:
     from jobs import modeling
-    from jobs.progress import ProgressWriter
-
-    metrics = parse_metrics(cfg.eval.metrics)
-    ds = load_dataset(cfg.data.eval_dataset_file)
-    for w in ds.warnings:
-        modeling.log(f"warning: {w}")
-    records = ds.records[:cfg.eval.max_examples] if cfg.eval.max_examples else ds.records
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise EvalError(f"--model-dir {model_dir}: not a folder; give the --output-dir of "
-                        "jobs.train")
-    t0 = time.time()
-    model, tokenizer = modeling.load_model(str(model_dir), cfg, for_training=False)
-    from unsloth import FastLanguageModel
-
-    FastLanguageModel.for_inference(model)
-    load_s = time.time() - t0
-    tokenizer.padding_side = "left"
 
     prompts, too_long_idx = [], set()
     answer_lens = [len(tokenizer(target_json(r, cfg.eval.unique_entities),
@@ -223,54 +214,114 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         modeling.log(f"warning: {len(too_long_idx)} prompts leave no room for a "
                      f"{budget}-token answer within --model-max-seq-length "
                      f"{cfg.model.max_seq_length}; they are scored as empty predictions")
+    keep = [i for i in range(len(records)) if i not in too_long_idx]
+    return _Prompts(prompts, budget, too_long_idx, keep)
 
-    family = detect_family(str(model_dir), cfg.model.family)
+
+def _generation_kwargs(cfg: RunConfig, family: Any, tokenizer: Any) -> dict[str, Any]:
+    from jobs import modeling
+
     gen_kwargs: dict[str, Any] = {"eos_token_id": modeling.stop_token_ids(tokenizer)}
     if cfg.eval.generation == "model-presets" and family.generation_preset:
         gen_kwargs.update(family.generation_preset)
     else:
         gen_kwargs["do_sample"] = False
+    return gen_kwargs
+
+
+def _load_for_eval(cfg: RunConfig, model_dir: Path) -> tuple[Any, Any, float]:
+    """The model in inference mode, its tokenizer (left padding) and the seconds it took."""
+    from jobs import modeling
+
+    if not model_dir.is_dir():
+        raise EvalError(f"--model-dir {model_dir}: not a folder; give the --output-dir of "
+                        "jobs.train")
+    t0 = time.time()
+    model, tokenizer = modeling.load_model(str(model_dir), cfg, for_training=False)
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(model)
+    tokenizer.padding_side = "left"
+    return model, tokenizer, time.time() - t0
+
+
+@dataclass
+class _Generated:
+    raw: list[str]
+    gen_tokens: int
+    eval_s: float
+    oom_log: list[dict[str, Any]]
+    constraints: list[Any]
+
+
+def _generate(model: Any, tokenizer: Any, records: list[Any], pr: _Prompts, cfg: RunConfig,
+              gen_kwargs: dict[str, Any], labels: list[str], writer: Any) -> _Generated:
+    """Raw answers for every record ("" for those left out), greedy or sampled, constrained
+    where asked."""
+    texts = [r.text for r in records]
+    constraint: Callable[[list[int], int, Any], Any] | None = None
+    constraints: list[Any] = []
+    if cfg.eval.constrained:
+        constraint, constraints = span_constraints(tokenizer, [texts[i] for i in pr.keep],
+                                                   labels,
+                                                   greedy=not gen_kwargs.get("do_sample"))
+    t1 = time.time()
+    oom_log: list[dict[str, Any]] = []
+    outs, gen_tokens = generate_all(model, tokenizer, [pr.ids[i] for i in pr.keep], cfg,
+                                    pr.budget, gen_kwargs, writer, oom_log, constraint)
+    eval_s = time.time() - t1
+    raw = [""] * len(records)
+    for i, o in zip(pr.keep, outs, strict=False):
+        raw[i] = o
+    return _Generated(raw, gen_tokens, eval_s, oom_log, constraints)
+
+
+def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
+             progress_path: Path | None = None) -> dict[str, Any]:
+    from jobs import modeling
+    from jobs.progress import ProgressWriter
+
+    metrics = parse_metrics(cfg.eval.metrics)
+    ds = load_dataset(cfg.data.eval_dataset_file)
+    for w in ds.warnings:
+        modeling.log(f"warning: {w}")
+    records = ds.records[:cfg.eval.max_examples] if cfg.eval.max_examples else ds.records
+    model_dir = Path(model_dir)
+    model, tokenizer, load_s = _load_for_eval(cfg, model_dir)
+    pr = _encode_prompts(tokenizer, records, cfg)
+    family = detect_family(str(model_dir), cfg.model.family)
+    gen_kwargs = _generation_kwargs(cfg, family, tokenizer)
     import torch
 
     torch.manual_seed(cfg.eval.seed)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    keep = [i for i in range(len(records)) if i not in too_long_idx]
     writer = ProgressWriter(progress_path, "evaluate", keep_history=True)
     train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
         model_dir / TRAIN_SUMMARY).is_file() else None
     trained = train_summary if isinstance(train_summary, dict) else {}
+    gen = _generate(model, tokenizer, records, pr, cfg, gen_kwargs,
+                    constraint_labels(train_summary, ds.labels) if cfg.eval.constrained
+                    else [], writer)
+
     texts = [r.text for r in records]
-    constraint: Callable[[list[int], int, Any], Any] | None = None
-    constraints: list[Any] = []
-    if cfg.eval.constrained:
-        labels = constraint_labels(train_summary, ds.labels)
-        constraint, constraints = span_constraints(tokenizer, [texts[i] for i in keep], labels,
-                                                   greedy=not gen_kwargs.get("do_sample"))
-    t1 = time.time()
-    oom_log: list[dict[str, Any]] = []
-    outs, gen_tokens = generate_all(model, tokenizer, [prompts[i] for i in keep], cfg, budget,
-                                    gen_kwargs, writer, oom_log, constraint)
-    eval_s = time.time() - t1
-    raw = [""] * len(records)
-    for i, o in zip(keep, outs, strict=False):
-        raw[i] = o
-    parsed = [parse_output(raw[i]) for i in keep]
+    parsed = [parse_output(gen.raw[i]) for i in pr.keep]
     pred_raw: list[list[Entity]] = [[] for _ in records]
-    for i, pr in zip(keep, parsed, strict=False):
-        pred_raw[i] = pr.entities
+    for i, p in zip(pr.keep, parsed, strict=False):
+        pred_raw[i] = p.entities
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]
     pred, scores, grounding = score_grounded(gold, pred_raw, texts, metrics, cfg)
     grounding["constrained"] = cfg.eval.constrained
-    grounding["constrained_masked_steps"] = sum(c.masked_steps for c in constraints) \
+    grounding["constrained_masked_steps"] = sum(c.masked_steps for c in gen.constraints) \
         if cfg.eval.constrained else None
 
     facts = modeling.device_facts(model)
     n = len(records)
+    eval_s = gen.eval_s
     doc = performance_doc(
         scores, num_examples=n, avg_inference_time=eval_s / n if n else 0.0,
-        parse=parse_stats(parsed, len(too_long_idx)),
+        parse=parse_stats(parsed, len(pr.too_long)),
         hallucination_rate=hallucination_rate(pred, texts),
         config=cfg.to_dict(),
         extra={
@@ -283,14 +334,14 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                      "train_file": cfg.data.train_dataset_file or None,
                      "train_sha256": trained.get("identity", {}).get(
                          "data", {}).get("train_sha256")},
-            "generation": {"mode": cfg.eval.generation, "max_new_tokens": budget,
-                           "oom_retries": oom_log,
+            "generation": {"mode": cfg.eval.generation, "max_new_tokens": pr.budget,
+                           "oom_retries": gen.oom_log,
                            **{k: v for k, v in gen_kwargs.items() if k != "eos_token_id"}},
             "timings": {"load_s": round(load_s, 2), "eval_s": round(eval_s, 3),
                         "s_per_example": eval_s / n if n else 0.0,
                         "records_per_s": n / eval_s if eval_s else None,
-                        "generated_tokens": gen_tokens,
-                        "generated_tokens_per_s": gen_tokens / eval_s if eval_s else None,
+                        "generated_tokens": gen.gen_tokens,
+                        "generated_tokens_per_s": gen.gen_tokens / eval_s if eval_s else None,
                         "train_s": trained.get("train_s")},
             "training": {k: v for k, v in trained.items()
                          if k not in ("identity", "environment", "device")} or None,
@@ -300,8 +351,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
             "environment": environment_info(),
         })
     results_dir = Path(results_dir)
-    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(gold, pred, texts, raw,
-                                                             sorted(too_long_idx)))
+    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(gold, pred, texts, gen.raw,
+                                                             sorted(pr.too_long)))
     atomic_write_json(results_dir / PERFORMANCE, doc)
     return doc
 
