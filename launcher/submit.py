@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from core.demo_data import write_demo_data
 from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, open_no_follow, read_json
@@ -136,6 +138,30 @@ def _saved_sweep(sweep: Sweep) -> dict[str, Any]:
     return raw
 
 
+def _refuse_other_data(folder: Path, sweep: Sweep) -> None:
+    """A sweep folder holds one sweep's runs: a submit of another sweep file with the same
+    name on other data would mix runs scored on different files in one leaderboard."""
+    saved_file = folder / SWEEP_FILE
+    if not saved_file.is_file():
+        return
+    try:
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        saved = {}
+    before = saved.get("data") if isinstance(saved, dict) else None
+    now = _saved_sweep(sweep).get("data")
+    if before is not None and before != now:
+        raise SubmitError(
+            f"{sweep.path}: {folder} already holds a sweep named {sweep.name!r} on other data "
+            f"({_data_line(before)}); give this sweep another name: or another --runs-dir")
+
+
+def _data_line(data: Any) -> str:
+    if not isinstance(data, dict):
+        return "unreadable"
+    return ", ".join(f"{k} {v}" for k, v in sorted(data.items()))[:200]
+
+
 def _env_setup_lines(env: EnvProfile) -> list[str]:
     lines = list(env.setup)
     lines += [f"export {k}={shlex.quote(v)}" for k, v in env.env_vars.items()]
@@ -186,6 +212,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                 refuse_links(folder / p.run.run_id, WRITTEN_IN_RUN)
         except ValueError as exc:
             raise SubmitError(str(exc)) from None
+        _refuse_other_data(folder, sweep)
         atomic_write_yaml(folder / SWEEP_FILE, _saved_sweep(sweep))
         created = []
         for p in todo:

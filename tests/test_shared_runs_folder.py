@@ -183,3 +183,20 @@ def test_local_submit_loads_no_pickle_from_the_runs_folder(lab, tmp_path):
     assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
     assert not marker.exists()
     assert os.path.isfile(run / "results" / "performance.json")
+
+
+def test_another_sweep_file_with_the_same_name_on_other_data_is_refused(lab, tmp_path):
+    runs, sweep_dir, _ = lab
+    doc = yaml.safe_load((tmp_path / "c" / "lab.yaml").read_text())
+    other_eval = tmp_path / "other-dev.json"
+    other_eval.write_text(json.dumps([{"text": "Aspirin.", "entities": [
+        {"label": "Chemical", "text": "Aspirin"}]}]))
+    doc["data"]["eval"] = str(other_eval)
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(doc))
+    before = (sweep_dir / "sweep.yaml").read_text()
+    r = run_module("launcher", "submit", str(other), "--runs-dir", str(runs), "--dry-run")
+    assert r.returncode == 0  # a dry run changes nothing and may show it
+    r = run_module("launcher", "submit", str(other), "--runs-dir", str(runs))
+    one_line_error(r, "already holds a sweep named 'lab' on other data", "another name")
+    assert (sweep_dir / "sweep.yaml").read_text() == before
