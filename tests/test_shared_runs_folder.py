@@ -200,3 +200,15 @@ def test_another_sweep_file_with_the_same_name_on_other_data_is_refused(lab, tmp
     r = run_module("launcher", "submit", str(other), "--runs-dir", str(runs))
     one_line_error(r, "already holds a sweep named 'lab' on other data", "another name")
     assert (sweep_dir / "sweep.yaml").read_text() == before
+
+
+def test_a_plain_resubmit_skips_a_sweep_someone_else_put_in_the_runs_folder(lab):
+    runs, sweep_dir, run = lab
+    planted = runs / "planted"
+    shutil.copytree(sweep_dir, planted, symlinks=True)
+    for p in [planted, *planted.rglob("*")]:
+        os.chown(p, 4242, 4242, follow_symlinks=False)  # a lab-mate's files
+    r = run_module("launcher", "resubmit", "--runs-dir", str(runs))
+    assert r.returncode == 0, r.stderr
+    assert "skipped planted: its sweep.yaml is not yours" in r.stdout
+    assert "sweep planted" not in r.stdout.replace("skipped planted", "")

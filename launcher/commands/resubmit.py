@@ -7,6 +7,8 @@ its env profile is used only where it names one of this checkout's envs/ (else -
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from core.rundir import SWEEP_FILE
@@ -38,8 +40,23 @@ def trusted_env_name(folder: Any, name: str) -> str:
     return name
 
 
+def yours(folder: Path) -> bool:
+    """Whether you submitted the sweep in folder (its sweep.yaml is yours): a plain resubmit
+    takes only those, never a sweep someone else put into a shared runs folder."""
+    try:
+        return (folder / SWEEP_FILE).stat().st_uid == os.getuid()
+    except OSError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     folders = sweep_folders(args)
+    if not args.sweep:
+        others = [f for f in folders if not yours(f)]
+        for f in others:
+            print(f"skipped {f.name}: its sweep.yaml is not yours (someone else submitted it); "
+                  f"name it to resubmit it: python -m launcher resubmit {f.name}")
+        folders = [f for f in folders if yours(f)]
     for folder in folders:
         sweep = load_sweep(folder / SWEEP_FILE)
         env = load_env(args.env or trusted_env_name(folder, sweep.env))
