@@ -44,7 +44,11 @@ def export(model_dir: Path, output_dir: Path, fmt: str, quantization: str = "q8_
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ExportError(f"--output-dir {output_dir} is not empty; choose a new folder")
     if fmt == "lora":
-        shutil.copytree(model_dir, output_dir, dirs_exist_ok=True,
+        links = [p for p in model_dir.rglob("*") if p.is_symlink()]
+        if links:
+            raise ExportError(f"{links[0]} is a symbolic link; an export copies (and may "
+                              "upload) only the model folder's own files: remove the link")
+        shutil.copytree(model_dir, output_dir, dirs_exist_ok=True, symlinks=True,
                         ignore=shutil.ignore_patterns("checkpoints", "scratch_base"))
         return output_dir
     if fmt == "gguf" and _llama_cpp(output_dir) is None:

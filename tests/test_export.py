@@ -77,3 +77,16 @@ def test_export_errors_name_what_is_missing(tmp_path):
     r = run_module("jobs.export", "--model-dir", str(tmp_path), "--output-dir",
                    str(tmp_path / "o"), "--push-to-hub", "me/model", env=env)
     assert r.returncode == 2 and "export HF_TOKEN" in r.stderr
+
+
+def test_lora_export_refuses_a_link_in_the_model_folder(tmp_path):
+    model = tmp_path / "adapter"
+    model.mkdir()
+    (model / "adapter_config.json").write_text("{}")
+    secret = tmp_path / "token"
+    secret.write_text("hf_secret")
+    (model / "notes.txt").symlink_to(secret)
+    r = run_module("jobs.export", "--model-dir", str(model), "--output-dir",
+                   str(tmp_path / "o"), "--format", "lora")
+    assert r.returncode == 2 and "notes.txt is a symbolic link" in r.stderr, r.stderr
+    assert not (tmp_path / "o" / "notes.txt").exists()
