@@ -97,12 +97,14 @@ def ensure_hf_folder(name: str) -> Path:
     path = gguf_file(name)
     sha = file_sha256(path)
     folder = gguf_cache_root() / f"{path.stem}-{sha[:16]}"
-    if _complete(folder):
+    if _complete(folder, sha):
         return folder
     with _locked(folder.with_name(folder.name + ".lock")):
-        if _complete(folder):
+        if _complete(folder, sha):
             return folder
-        if folder.exists():  # a stale or older-version build
+        if folder.is_symlink():  # planted in a shared cache: never built into
+            folder.unlink()
+        elif folder.exists():  # a stale, older-version or mismatched build
             shutil.rmtree(folder)
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -125,13 +127,18 @@ def _honour_umask(folder: Path) -> None:
     os.chmod(folder, 0o777 & ~mask)
 
 
-def _complete(folder: Path) -> bool:
+def _complete(folder: Path, sha: str) -> bool:
+    """A finished build of this very file: its marker names this conversion version and the
+    file's whole SHA-256 (a shared cache folder with another file's build, or a marker that
+    does not match, is rebuilt)."""
     marker = folder / MARKER
-    if not marker.is_file():
+    if folder.is_symlink() or not marker.is_file():
         return False
     try:
-        return int(read_json(marker).get("conversion_version", 0)) == CONVERSION_VERSION
-    except (OSError, ValueError):
+        doc = read_json(marker)
+        return (int(doc.get("conversion_version", 0)) == CONVERSION_VERSION
+                and doc.get("sha256") == sha)
+    except (OSError, ValueError, AttributeError, TypeError):
         return False
 
 

@@ -212,3 +212,20 @@ def test_a_plain_resubmit_skips_a_sweep_someone_else_put_in_the_runs_folder(lab)
     assert r.returncode == 0, r.stderr
     assert "skipped planted: its sweep.yaml is not yours" in r.stdout
     assert "sweep planted" not in r.stdout.replace("skipped planted", "")
+
+
+def test_a_gguf_cache_folder_whose_marker_names_another_file_is_not_used(tmp_path):
+    from jobs.gguf_model import CONVERSION_VERSION, MARKER, _complete
+
+    folder = tmp_path / "model-0123456789abcdef"
+    folder.mkdir()
+    sha = "0123456789abcdef" + "0" * 48
+    (folder / MARKER).write_text(json.dumps({"conversion_version": CONVERSION_VERSION,
+                                             "sha256": "f" * 64}))
+    assert not _complete(folder, sha)
+    (folder / MARKER).write_text(json.dumps({"conversion_version": CONVERSION_VERSION,
+                                             "sha256": sha}))
+    assert _complete(folder, sha)
+    link = tmp_path / "linked"
+    link.symlink_to(folder)
+    assert not _complete(link, sha)
