@@ -400,6 +400,10 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
         p.append(f"--eval-batch-size must be positive, got {e.batch_size}")
     if e.max_new_tokens < 0 or e.max_examples < 0:
         p.append("--eval-max-new-tokens and --eval-max-examples must be >= 0")
+    elif e.max_new_tokens >= m.max_seq_length:
+        p.append(f"--eval-max-new-tokens {e.max_new_tokens} leaves no room for a prompt within "
+                 f"--model-max-seq-length {m.max_seq_length}: every record would be too long; "
+                 "lower it (0: from the eval file's answers) or raise the sequence length")
     try:
         parse_metrics(e.metrics)
     except ValueError as exc:

@@ -45,8 +45,42 @@ def _entities_from(items: list[Any]) -> tuple[list[Entity], int]:
     return out, bad
 
 
+MAX_NESTING = 32
+"""An answer is a list of flat objects: text nested deeper than this is not one, and decoding
+it would recurse once per level (1,000 '[' raised RecursionError and failed the evaluation)."""
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting in text, strings skipped (a quick upper bound).
+
+    >>> _nesting('[{"text": "a [b"}]'), _nesting("[" * 50)
+    (2, 50)
+    """
+    depth = deepest = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _first_json(text: str) -> Any:
     """Decode the first JSON list or object in text, ignoring what precedes or follows it."""
+    if _nesting(text) > MAX_NESTING:
+        raise ValueError("nested too deeply to be an answer")
     for i, ch in enumerate(text):
         if ch in "[{":
             try:

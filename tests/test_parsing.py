@@ -28,3 +28,20 @@ def test_parse(raw, status, ents):
 def test_wrong_keys_are_counted_as_invalid_items():
     r = parse_output('[{"label": "D", "text": "a"}, {"type": "D"}, 5]')
     assert r.entities == [E("D", "a")] and r.invalid_items == 2
+
+
+def test_deeply_nested_output_is_a_parse_failure_not_a_crash():
+    from core.parsing import parse_output
+
+    for raw in ("[" * 1000, "{" * 5000 + '"a"', '[{"label": "D", "text": "x"}' + "[" * 900):
+        assert parse_output(raw).status in ("failed", "salvaged")
+
+
+def test_max_new_tokens_beyond_the_sequence_length_is_refused():
+    import pytest
+
+    from core.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="leaves no room for a prompt"):
+        config_from_dict({"model": {"max_seq_length": 512}, "eval": {"max_new_tokens": 600}},
+                         "t")
