@@ -96,6 +96,11 @@ def _edges(gold: Sequence[Entity], pred: Sequence[Entity], metric: str, source: 
     src = normalise(source) if source is not None else ""
     located = sorted(((s0, s1, j) for j, q in enumerate(p_info) for s0, s1 in q.spans))
     starts = [t[0] for t in located]
+    # A located span overlapping x starts before x ends and at most `longest` before x starts:
+    # only that window of the sorted spans is looked at (a word repeated 4,000 times under
+    # 40 labels took minutes when every located span was tested for every gold span).
+    longest = max((s1 - s0 for s0, s1, _j in located), default=0)
+    with_spans = {j for _s0, _s1, j in located}
     by_token: dict[str, list[int]] = {}
     for j, q in enumerate(p_info):
         for t in q.tokens:
@@ -106,7 +111,10 @@ def _edges(gold: Sequence[Entity], pred: Sequence[Entity], metric: str, source: 
         for t in g.tokens:  # shared content word: where either side is not located
             cand.update(j for j in by_token.get(t, []) if not (g.spans and p_info[j].spans))
         for x in g.spans:
-            for s0, s1, j in located[:bisect.bisect_left(starts, x[1])]:
+            if with_spans <= cand:
+                break  # every located prediction is a candidate already
+            lo = bisect.bisect_left(starts, x[0] - longest)
+            for s0, s1, j in located[lo:bisect.bisect_left(starts, x[1])]:
                 if s1 > x[0] and j not in cand and _content_between(src, x, (s0, s1)):
                     cand.add(j)
         if metric == "relaxed":

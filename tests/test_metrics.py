@@ -168,3 +168,18 @@ def test_docstring_examples_hold():
 
     result = doctest.testmod(core.metrics)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_a_word_repeated_thousands_of_times_under_many_labels_scores_correctly():
+    """Issue 27 item 12: relaxed / overlap matching looked at every located span for every
+    gold span (over 120 s here); now only the spans that can overlap."""
+    from core.data import Entity
+    from core.metrics import score
+
+    text = " ".join(["fever"] * 4000)
+    gold = [[Entity(f"L{i}", "fever") for i in range(40)]]
+    pred = [[Entity(f"L{i}", "fever") for i in range(0, 40, 2)] + [Entity("X", "fever fever")]]
+    s = score(gold, pred, [text], ["exact", "relaxed", "overlap"], unique=True, ci_reps=0)
+    assert s["total"]["exact"]["tp"] == 20
+    assert s["total"]["relaxed"]["tp"] == 20
+    assert s["total"]["overlap"]["tp"] == 21  # the unlabelled two-word span overlaps one more
