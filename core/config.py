@@ -30,6 +30,8 @@ DEFAULT_SYSTEM_PROMPT = (
 VALID_METRICS = ("exact", "relaxed", "overlap")
 GENERATION_MODES = ("greedy", "model-presets")
 PADDING_CHOICES = ("auto", "padded", "padding-free")
+SCRATCH_SIZES = ("tiny", "small", "1b", "8b")
+"""Sizes of scratch:<family>-<size> models (jobs.scratch builds them)."""
 CHECKPOINTING_CHOICES = ("auto", "unsloth", "true", "false")
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor")
 SCHEDULERS = (
@@ -408,6 +410,11 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
         parse_metrics(e.metrics)
     except ValueError as exc:
         p.append(f"--eval-metrics: {exc}")
+    if m.name_or_path.lower().startswith("scratch:"):
+        size = m.name_or_path.lower().split("-", 1)[1] if "-" in m.name_or_path else "tiny"
+        if size not in SCRATCH_SIZES:
+            p.append(f"--model-name {m.name_or_path}: unknown scratch size {size!r}; choose "
+                     f"from {', '.join(SCRATCH_SIZES)} (e.g. scratch:llama-tiny)")
     if m.name_or_path and is_gguf_name(m.name_or_path):
         try:
             read_header(m.name_or_path)

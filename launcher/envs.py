@@ -164,6 +164,8 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
             v = _check_scalar(errors, where, key, value, typ)
             if v is not None:
                 kwargs[key] = v
+    if isinstance(kwargs.get("runs_dir"), str):
+        kwargs["runs_dir"] = os.path.expanduser(kwargs["runs_dir"])  # "~/runs": your home
     env = EnvProfile(**{k: v for k, v in kwargs.items() if v is not None})
     if env.executor not in ("local", "slurm"):
         errors.append(f"{where}: executor: {env.executor!r} is not one of local, slurm")

@@ -296,6 +296,7 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
                                   else PackJob([str(folder / p.run.run_id) for p in pack],
                                                   mps=env.cuda_mps))
                         for pack in packs]
+            _drop_placeholder(folder)
             for job, pack in zip(jobs, packs, strict=True):
                 for p in pack:
                     submitted.append((job, p))
@@ -370,6 +371,15 @@ def _stderr_into(log: Path) -> Iterator[None]:
         os.close(saved)
 
 
+def _drop_placeholder(folder: Path) -> None:
+    """submitit creates its folder pattern (_submitit/%j) as a folder of its own; the jobs
+    write into folders named by their ids, so the empty pattern folder goes."""
+    try:
+        (folder / SUBMITIT / "%j").rmdir()
+    except OSError:
+        pass
+
+
 @dataclass
 class LocalTask:
     """One local job: a run, or a pack of runs sharing a card, and the GPUs it holds."""
@@ -404,6 +414,7 @@ def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
     running: list[LocalTask] = []
     try:
         _local_loop(queue, running, env, folder, on_event, [g.index for g in gpus])
+        _drop_placeholder(folder)  # the local controllers create it as they start
     except KeyboardInterrupt:
         # Stop what runs: they resume from their checkpoints later. In a terminal the runs got
         # the Ctrl-C too; a SIGINT sent to this process alone must stop them as well.
@@ -441,6 +452,7 @@ def _start_local(task: LocalTask, env: EnvProfile, folder: Path) -> Any:
     fn = PipelineJob(dirs[0]) if len(dirs) == 1 else PackJob(dirs, mps=env.cuda_mps)
     with _stderr_into(folder / SUBMITIT / "controllers.log"):
         job = ex.submit(fn)
+    _drop_placeholder(folder)
     params = {"timeout_min": env.time_limit_min, "gpus": task.gpus}
     for p in task.runs:
         rd = RunDir(folder / p.run.run_id)

@@ -230,8 +230,8 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             errors.append(f"{where}: unknown key {k!r}; valid keys: {', '.join(SWEEP_KEYS)}")
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
-        errors.append(f"{where}: name: required, letters, digits, '.', '_' or '-' "
-                      f"(got {short(name)})")
+        errors.append(f"{where}: name: required, 1 to 64 letters, digits, '.', '_' or '-', "
+                      f"starting with a letter or digit (got {short(name)})")
     env = data.get("env", "local")
     if not isinstance(env, str):
         errors.append(f"{where}: env: expected a profile name such as local or slurm")

@@ -229,3 +229,30 @@ def test_a_gguf_cache_folder_whose_marker_names_another_file_is_not_used(tmp_pat
     link = tmp_path / "linked"
     link.symlink_to(folder)
     assert not _complete(link, sha)
+
+
+def test_small_things_of_issue_27(lab, tmp_path):
+    runs, sweep_dir, _ = lab
+    assert not (sweep_dir / "_submitit" / "%j").exists()  # no empty pattern folder left
+    # A pipe closed early is no traceback.
+    p = subprocess.Popen([sys.executable, "-m", "launcher", "leaderboard", "lab", "--runs-dir",
+                          str(runs)], cwd=ROOT, env=job_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    p.stdout.readline()
+    p.stdout.close()
+    assert "BrokenPipeError" not in p.stderr.read().decode()
+    p.wait(timeout=60)
+    long_name = tmp_path / "long.yaml"
+    long_name.write_text(yaml.safe_dump({"name": "x" * 70, "data": {"demo": True},
+                                         "base": {"model.name_or_path": "scratch:llama-tiny"}}))
+    one_line_error(run_module("launcher", "submit", str(long_name), "--dry-run"),
+                   "1 to 64 letters")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump({"name": "h", "data": {"demo": True},
+                                    "base": {"model.name_or_path": "scratch:llama-huge"}}))
+    r = run_module("launcher", "submit", str(huge), "--dry-run")
+    assert r.returncode == 2 and "unknown scratch size 'huge'" in r.stderr, r.stderr
+    from launcher.envs import parse_env
+
+    assert parse_env({"runs_dir": "~/x"}, "t").runs_dir == os.path.expanduser("~/x")
