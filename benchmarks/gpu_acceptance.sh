@@ -5,7 +5,8 @@
 # On the offline GPU machine, after benchmarks/gpu_bundle.sh has unpacked the bundle into
 # BUNDLE (default /tmp/g):
 #   bash benchmarks/gpu_acceptance.sh plan SWEEP    # the sweep's --dry-run: which run goes where
-#   bash benchmarks/gpu_acceptance.sh start SWEEP   # in the background (setsid): outlives the call
+#   bash benchmarks/gpu_acceptance.sh start SWEEP   # submit it, wait, then wait/collect
+#   bash benchmarks/gpu_acceptance.sh chain [STEPS] # setsid: baseline, then sweeps one and eight
 #   bash benchmarks/gpu_acceptance.sh wait SECONDS   # wait for it, at most SECONDS; report into $OUT
 #   bash benchmarks/gpu_acceptance.sh profile SECONDS [PATTERN]   # py-spy a running run's process
 #   bash benchmarks/gpu_acceptance.sh baseline STEPS # today's code (BASE=/tmp/base), jobs.train
@@ -66,11 +67,22 @@ grid:
     ( nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used \
         --format=csv,noheader,nounits -l 1 > "$A/util-$name.csv" ) &
     echo $! > "$A/util-$name.pid"
-    setsid bash -c "t0=\$(date +%s.%N); python3 -m launcher submit $A/$name.yaml \
-        --runs-dir $A/runs > $A/submit-$name.log 2>&1; echo \$? > $A/rc-$name; \
-        python3 -c \"import time; print(round(time.time() - \$t0, 1))\" > $A/wall-$name" \
+    t0=$(date +%s.%N)
+    python3 -m launcher submit "$A/$name.yaml" --runs-dir "$A/runs" > "$A/submit-$name.log" 2>&1
+    echo $? > "$A/rc-$name"
+    python3 -c "import time; print(round(time.time() - $t0, 1))" > "$A/wall-$name"
+    kill "$(cat "$A/util-$name.pid")" 2>/dev/null
+    echo "sweep $name: rc $(cat "$A/rc-$name"), $(cat "$A/wall-$name") s" ;;
+chain)
+    # In the background (setsid), so that it outlives the call: the baseline, then (once
+    # SmolLM2's second half is kept: /tmp/b/smol-ready) the two sweeps one after the other.
+    setsid bash -c "export OUT=$A/out; bash benchmarks/gpu_acceptance.sh baseline ${2:-30} > $A/baseline.out 2>&1
+        while [ ! -f /tmp/b/smol-ready ]; do sleep 2; done
+        bash benchmarks/gpu_bundle.sh unpack > $A/unpack.out 2>&1
+        bash benchmarks/gpu_acceptance.sh start one > $A/start-one.out 2>&1
+        bash benchmarks/gpu_acceptance.sh start eight > $A/start-eight.out 2>&1" \
         < /dev/null > /dev/null 2>&1 &
-    echo "started sweep $name" ;;
+    echo "chain started" ;;
 wait)
     deadline=$(( $(date +%s) + ${2:-500} ))
     name=${3:-one}
@@ -87,15 +99,27 @@ wait)
             $(cd "$A" && ls runs/acc-$name/*/adapter/medsweep_train.json \
               runs/acc-$name/*/results/performance.json runs/acc-$name/*/job.json \
               runs/acc-$name/*/error.json runs/acc-$name/_submitit/*/*.err \
-              runs/acc-$name/*/logs/*.log 2>/dev/null)
+              runs/acc-$name/*/logs/*.log out/* baseline.out start-*.out 2>/dev/null)
     else
         echo "still running"
     fi ;;
 profile)
-    # The longest-running jobs process (a run's own, or a pack's run) that matches PATTERN.
+    # Once a run reports PHASE (train / evaluate) at step 3 or later, py-spy its process (the
+    # youngest submitit job process or packed run) for SECONDS.
     secs=${2:-30}
-    pid=$(pgrep -f "${3:-submitit|jobs.pack}" | while read -r p; do
-        echo "$(ps -o etimes= -p "$p" 2>/dev/null | tr -d ' ') $p"; done | sort -n | tail -1 | cut -d' ' -f2)
+    phase=${3:-train}
+    for _ in $(seq 1 ${4:-120}); do
+        grep -ls "\"phase\": \"$phase\"" "$A"/runs/*/*/progress.json >/dev/null 2>&1 && \
+            python3 - "$phase" "$A" <<'PY' && break
+import glob, json, sys
+ok = any(json.load(open(f)).get("phase") == sys.argv[1] and json.load(open(f)).get("step", 0) >= 3
+         for f in glob.glob(sys.argv[2] + "/runs/*/*/progress.json"))
+sys.exit(0 if ok else 1)
+PY
+        sleep 2
+    done
+    pid=$(pgrep -f "submitit.core._submit|jobs.pack /" | while read -r p; do
+        echo "$(ps -o etimes= -p "$p" 2>/dev/null | tr -d ' ') $p"; done | sort -n | head -1 | cut -d' ' -f2)
     [ -n "$pid" ] || { echo "no run process"; exit 1; }
     python3 -m pip install -q --no-index --no-deps --target /tmp/spy .spy/*.whl 2>/dev/null
     /tmp/spy/bin/py-spy record -p "$pid" -d "$secs" -r 50 --format raw --nonblocking \
@@ -107,6 +131,7 @@ baseline)
     ( nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used \
         --format=csv,noheader,nounits -l 1 > "$A/util-base.csv" ) &
     mon=$!
+    mkdir -p "$OUT"
     (cd "$base" && PYTHONPATH="/tmp/pk:$B/site:$base" python3 -m jobs.train \
         --train-dataset-file "$B/data/bc5cdr/train.json" --output-dir "$A/base-model" \
         --model-name $G --model-load-in-4bit false --model-full-finetuning true \

@@ -29,7 +29,8 @@ pack)
     done
     ls -l .gpu/x ;;
 keep)
-    mkdir -p /tmp/b && cp .gpu/x/* /tmp/b/ && ls -l /tmp/b ;;
+    mkdir -p /tmp/b && cp .gpu/x/* /tmp/b/ && ls -l /tmp/b
+    [ -f /tmp/b/01-smol.b ] && touch /tmp/b/smol-ready ;;  # complete: cp has returned
 unpack)
     mkdir -p /tmp/g/whl
     python3 -c "import tarfile; tarfile.open('/tmp/b/00-small.tar.xz').extractall('/tmp/g')"

@@ -4,7 +4,11 @@
 B=${BUNDLE:-/tmp/g}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" /tmp/pk
-for w in "$B"/whl/*.whl; do python3 -m zipfile -e "$w" /tmp/pk >/dev/null; done
+# Each wheel once: sourcing again (a later call while jobs run) must not rewrite files in use.
+for w in "$B"/whl/*.whl; do
+    stamp="/tmp/pk/.unpacked-$(basename "$w")"
+    [ -f "$stamp" ] || { python3 -m zipfile -e "$w" /tmp/pk >/dev/null && touch "$stamp"; }
+done
 export PYTHONPATH="/tmp/pk:$B/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1
 export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 WANDB_DISABLED=true WANDB_MODE=disabled

@@ -52,7 +52,7 @@ SWEEPS = {
     "sweep_not_mapping.yaml": "top level must be a mapping",
     "sweep_paired_unequal.yaml": "lists must have equal lengths",
     "sweep_secret.yaml": "model.hf_token must not be written in a sweep file",
-    "sweep_bad_name.yaml": "name: required, letters, digits",
+    "sweep_bad_name.yaml": "name: required, 1 to 64 letters, digits",
     "sweep_clash.yaml": "--model-load-in-4bit and --model-load-in-8bit are both true",
     "sweep_no_model.yaml": "model.name_or_path: set it in base or grid",
     "sweep_unknown_family.yaml": "unknown model family 'gpt'",
