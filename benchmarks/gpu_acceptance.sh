@@ -21,7 +21,7 @@ mkdir -p "$A"
 G=pypi:gemma-3-270m
 S=pypi:smollm2-135m-instruct
 
-write_sweep() {  # NAME RUNS_PER_GPU EVAL_MAX PAIRED_YAML
+write_sweep() {  # NAME RUNS_PER_GPU MORE_BASE_LINES PAIRED_YAML
     cat > "$A/env-$1.yaml" <<EOF
 name: ws-$1
 executor: local
@@ -40,7 +40,7 @@ base:
   peft.lora_alpha: 32
   peft.lora_dropout: 0.0
   eval.batch_size: 1024
-  eval.max_examples: $3
+$3
 paired:
 $4
 EOF
@@ -50,11 +50,12 @@ case "${1:-}" in
 start|plan)
     BUNDLE_DATA=$B/data
     case "${2:-one}" in
-    one) write_sweep one 1 0 "  - model.name_or_path: [$G, $S]
+    one) write_sweep one 1 "" "  - model.name_or_path: [$G, $S]
     model.full_finetuning: [true, false]
     train.learning_rate: [1.0e-4, 1.0e-3]
-    train.num_epochs: [2, 3]" ;;
-    eight) write_sweep eight auto 1000 "  - model.name_or_path: [$G, $S]
+    train.num_epochs: [2, 3]
+    eval.max_examples: [0, 1000]" ;;
+    eight) write_sweep eight auto "  eval.max_examples: 500" "  - model.name_or_path: [$G, $S]
     model.full_finetuning: [true, false]
     train.num_epochs: [2, 3]
 grid:
