@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     samples = read_util(args.util)
     rows = [run_row(d, samples, args.clock_offset_s) for d in sorted(args.sweep_dir.iterdir())
-            if (d / "config.yaml").is_file()]
+            if (d / "config.yaml").is_file() or (d / "job.json").is_file()]
     doc = {"sweep": str(args.sweep_dir), "wall_s": args.wall_s, "runs": rows}
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     args.out.with_suffix(".md").write_text(render_md(rows, args.wall_s))

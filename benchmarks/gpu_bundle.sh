@@ -30,7 +30,7 @@ pack)
     ls -l .gpu/x ;;
 keep)
     mkdir -p /tmp/b && cp .gpu/x/* /tmp/b/ && ls -l /tmp/b
-    [ -f /tmp/b/01-smol.b ] && touch /tmp/b/smol-ready ;;  # complete: cp has returned
+    if [ -f /tmp/b/01-smol.b ]; then touch /tmp/b/smol-ready; fi ;;  # complete: cp has returned
 unpack)
     mkdir -p /tmp/g/whl
     python3 -c "import tarfile; tarfile.open('/tmp/b/00-small.tar.xz').extractall('/tmp/g')"
