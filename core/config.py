@@ -63,6 +63,10 @@ class ModelConfig:
     system_prompt: str = _f(DEFAULT_SYSTEM_PROMPT, "System prompt for instruction formatting.")
     family: str = _f("auto", "Chat-template family (llama3, gemma3, gemma3n, mistral, qwen2.5, "
                      "qwen3, chatml); auto detects it from the name or config.json.")
+    flex_attention: bool = _f(True, "Let Unsloth use PyTorch flex attention where it prefers it "
+                              "(Gemma 3); false: its other attention kernels "
+                              "(UNSLOTH_ENABLE_FLEX_ATTENTION=0). Flex compiles per sequence "
+                              "length (benchmarks/RESULTS.md, issue 26).")
 
 
 @dataclass(frozen=True)

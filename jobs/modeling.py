@@ -97,6 +97,8 @@ def unsloth_checkpointing(mode: str) -> bool | str:
 def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool,
                checkpointing: str = "unsloth") -> tuple[Any, Any]:
     import_unsloth()
+    if not cfg.model.flex_attention:
+        os.environ["UNSLOTH_ENABLE_FLEX_ATTENTION"] = "0"  # read by Unsloth as it loads
     from unsloth import FastLanguageModel, FastModel
 
     family = detect_family(name_or_path, cfg.model.family)

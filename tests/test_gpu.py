@@ -334,3 +334,39 @@ def test_8b_16bit_lora_split_over_two_gpus(bc5, tmp_path):
     assert check_performance(doc) == []
     assert set(doc["hardware"]["layers_per_device"]) == {"cuda:0", "cuda:1"}
     assert doc["num_examples"] == 16 and doc["timings"]["generated_tokens"] > 0
+
+
+def test_launcher_submit_on_a_gpu_workstation_trains_each_run_on_its_card(bc5, tmp_path):
+    """The user's path (issue 26): `launcher submit` with the workstation profile places the
+    runs on this machine's GPUs; each run's medsweep_train.json says it trained on CUDA, on
+    the card it was given, and its step-time breakdown is recorded."""
+    import torch
+    import yaml
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a real CUDA card: the local executor reads nvidia-smi")
+    train, dev = bc5
+    doc = {"name": "gpu-ws", "env": "workstation",
+           "data": {"train": str(train), "eval": str(dev)},
+           "base": {"model.name_or_path": f"scratch:llama-{SIZE}", "model.load_in_4bit": False,
+                    "train.max_steps": 6, "eval.max_new_tokens": 16},
+           "grid": {"peft.rank": [8, 16]}}
+    sweep = tmp_path / "ws.yaml"
+    sweep.write_text(yaml.safe_dump(doc))
+    env = job_env()
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    r = subprocess.run([sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-dir",
+                        str(tmp_path / "runs")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = [p for p in (tmp_path / "runs" / "gpu-ws").iterdir() if (p / "config.yaml").is_file()]
+    assert len(runs) == 2
+    for run in runs:
+        summary = json.loads((run / "adapter" / TRAIN_SUMMARY).read_text())
+        job = json.loads((run / "job.json").read_text())
+        assert summary["device"]["cuda"] is True, summary["device"]
+        assert summary["device"]["cuda_visible_devices"] == ",".join(
+            map(str, job["sbatch"]["gpus"]))
+        assert summary["step_time"]["steps"] == 6
+        assert check_performance(json.loads((run / "results" / "performance.json").read_text()))\
+            == []
