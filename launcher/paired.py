@@ -39,22 +39,34 @@ def _unique_setting(tp_file: Path) -> bool:
 
 
 def load_counts(tp_file: Path, metric: str) -> tuple[Any, list[tuple[int, int, int]]]:
-    """(what identifies the records, per-record counts) of one run under one metric."""
+    """(what a fair comparison needs to be equal: texts, gold and the counting; the per-record
+    counts) of one run under one metric."""
     gold, pred, texts = read_true_pred(tp_file)
-    counts = record_counts(gold, pred, texts, metric, _unique_setting(tp_file))
-    return (texts if texts is not None else gold), counts
+    unique = _unique_setting(tp_file)
+    counts = record_counts(gold, pred, texts, metric, unique)
+    gold_key = [sorted((e.label, e.text) for e in rec) for rec in gold]
+    return {"texts": texts, "gold": gold_key, "unique": unique}, counts
 
 
 def compare_files(file_a: Path, file_b: Path, metric: str, stat: str,
                   cached_a: tuple[Any, list[tuple[int, int, int]]] | None = None
                   ) -> dict[str, Any]:
-    """Paired bootstrap of A - B; DataError where the runs saw different records."""
+    """Paired bootstrap of A - B; DataError where the runs saw different records, different
+    gold answers, or were counted differently (per unique pair vs per mention)."""
     ident_a, counts_a = cached_a or load_counts(file_a, metric)
     ident_b, counts_b = load_counts(file_b, metric)
-    if ident_a != ident_b:
+    if ident_a["texts"] != ident_b["texts"] or len(counts_a) != len(counts_b):
         raise DataError(f"{file_a} and {file_b} hold different records ({len(counts_a)} vs "
                         f"{len(counts_b)}); compare needs two runs evaluated on the same eval "
                         "file")
+    if ident_a["gold"] != ident_b["gold"]:
+        raise DataError(f"{file_a} and {file_b} were scored against different gold answers "
+                        "for the same texts; compare needs two runs evaluated on the same eval "
+                        "file")
+    if ident_a["unique"] != ident_b["unique"]:
+        raise DataError(f"{file_a} and {file_b} were counted differently (eval.unique_entities "
+                        f"{ident_a['unique']} vs {ident_b['unique']}); evaluate both the same "
+                        "way before comparing")
     return {"metric": f"{metric}.{stat}", "run_a": str(file_a), "run_b": str(file_b),
             **paired_bootstrap(counts_a, counts_b, stat=stat)}
 

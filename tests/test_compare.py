@@ -128,3 +128,20 @@ def test_leaderboard_vs_best_needs_a_metric_sort(tmp_path, capsys):
                  "--sort", "exact.r"]) == 0
     out = capsys.readouterr().out
     assert "vs_best" in out.splitlines()[0] and "worse (" in out
+
+
+def test_compare_refuses_other_gold_or_other_counting(tmp_path, capsys):
+    """Issue 27 item 16: the same texts scored against different gold, or one run counted per
+    unique pair and the other per mention, are not comparable."""
+    texts, gold = _records(20)
+    runs = tmp_path / "runs"
+    _write_run(runs / "s" / "a", texts, gold, right=set(range(15)))
+    other_gold = [[E("Chemical", f"drug{i}")] for i in range(20)]
+    _write_run(runs / "s" / "b", texts, other_gold, right=set(range(20)))
+    assert main(["compare", "s/a", "s/b", "--runs-dir", str(runs)]) == 2
+    assert "different gold answers" in capsys.readouterr().err
+    _write_run(runs / "s" / "c", texts, gold, right=set(range(10)))
+    (runs / "s" / "c" / "results" / "performance.json").write_text(
+        json.dumps({"config": {"eval": {"unique_entities": False}}}))
+    assert main(["compare", "s/a", "s/c", "--runs-dir", str(runs)]) == 2
+    assert "counted differently" in capsys.readouterr().err
