@@ -121,6 +121,12 @@ def header_file(name: str) -> Path:
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
             10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+MAX_ARRAY_NESTING = 2
+"""Arrays of arrays occur (merges as lists); deeper nesting is no model's and would recurse."""
+KEEP_SMALL_ARRAYS = 4096
+"""Other arrays are kept whole only up to this length (a 64 MB array under a general.* key
+cost 1 GB of memory at plan time); longer ones by their length."""
+MAX_DIMS = 8
 # Arrays this long are kept only by length (the vocabulary), unless asked for.
 _KEEP_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
                 "tokenizer.ggml.merges")
@@ -177,12 +183,15 @@ class _Reader:
             raise GGUFError(f"{self.where}: implausible string length {n} in the GGUF header")
         return self.take(n).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, keep: bool) -> Any:
+    def value(self, vtype: int, keep: bool, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype])
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
+            if depth >= MAX_ARRAY_NESTING:
+                raise GGUFError(f"{self.where}: arrays nested more than {MAX_ARRAY_NESTING} "
+                                "deep in the GGUF header; not a model file")
             itype, n = self.unpack("<I"), self.unpack("<Q")
             if n > 1 << 26:
                 raise GGUFError(f"{self.where}: implausible array length {n} in the header")
@@ -192,7 +201,7 @@ class _Reader:
             if itype in _SCALARS:
                 fmt = _SCALARS[itype]
                 return list(struct.unpack(f"<{n}{fmt[1:]}", self.take(struct.calcsize(fmt) * n)))
-            items = [self.value(itype, keep) for _ in range(n)]
+            items = [self.value(itype, keep, depth + 1) for _ in range(n)]
             return items if keep else n
         raise GGUFError(f"{self.where}: unknown GGUF value type {vtype}; not a GGUF file "
                         "this reader knows (versions 2 and 3)")
@@ -206,11 +215,14 @@ def read_header(name: str | Path, *, vocab: bool = False) -> GGUFHeader:
     """
     path = header_file(str(name))
     st = path.stat()
-    return _read_header(str(path), st.st_mtime_ns, st.st_size, vocab)
+    # A PyPI model's first chunk holds the header and only part of the data.
+    whole = not str(name).lower().startswith(PYPI_PREFIX)
+    return _read_header(str(path), st.st_mtime_ns, st.st_size, vocab, whole)
 
 
 @functools.lru_cache(maxsize=16)
-def _read_header(name: str, _mtime_ns: int, _size: int, vocab: bool) -> GGUFHeader:
+def _read_header(name: str, _mtime_ns: int, _size: int, vocab: bool,
+                 whole: bool = True) -> GGUFHeader:
     path = Path(name)
     with open(path, "rb") as fh:
         r = _Reader(fh, str(path))
@@ -223,24 +235,59 @@ def _read_header(name: str, _mtime_ns: int, _size: int, vocab: bool) -> GGUFHead
         meta: dict[str, Any] = {}
         for _ in range(n_kv):
             key = r.string()
-            meta[key] = r.value(r.unpack("<I"), keep=(key in _KEEP_ARRAYS and vocab)
-                                or not key.startswith("tokenizer.ggml."))
+            meta[key] = _small(r.value(r.unpack("<I"), keep=(key in _KEEP_ARRAYS and vocab)
+                                       or not key.startswith("tokenizer.ggml.")),
+                               key in _KEEP_ARRAYS and vocab)
         tensors: dict[str, tuple[int, ...]] = {}
+        last_offset = -1
         for _ in range(n_tensors):
             tname = r.string()
-            dims = tuple(r.unpack("<Q") for _ in range(r.unpack("<I")))
+            ndims = r.unpack("<I")
+            if ndims > MAX_DIMS:
+                raise GGUFError(f"{path}: tensor {tname[:60]!r} has {ndims} dimensions; not a "
+                                "model file")
+            dims = tuple(r.unpack("<Q") for _ in range(ndims))
+            if any(d > 1 << 40 for d in dims):
+                raise GGUFError(f"{path}: tensor {tname[:60]!r} has an implausible shape; not "
+                                "a model file")
             r.unpack("<I")  # quantisation type
-            r.unpack("<Q")  # data offset
+            last_offset = max(last_offset, r.unpack("<Q"))  # data offset
             tensors[tname] = dims
+        if whole and tensors and fh.tell() + last_offset >= _size:
+            raise GGUFError(f"{path}: the GGUF file ends before its tensor data (a header "
+                            "without weights, or a truncated download); download it again")
     return GGUFHeader(path, version, meta, tensors)
+
+
+def _small(value: Any, keep_long: bool) -> Any:
+    """A long list kept by its length only (see KEEP_SMALL_ARRAYS)."""
+    if isinstance(value, list) and len(value) > KEEP_SMALL_ARRAYS and not keep_long:
+        return len(value)
+    return value
+
+
+def _count(h: GGUFHeader, key: str) -> int:
+    """A whole, non-negative number from the header (0 where absent); GGUFError for a string,
+    NaN, infinity or a list where a number belongs."""
+    v = h.metadata.get(key, 0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, list):  # a kept vocabulary
+            return len(v)
+        raise GGUFError(f"{h.path}: {key} is {type(v).__name__}, not a number; not a model "
+                        "file medsweep can size")
+    if not math.isfinite(v) or v < 0 or v != int(v):
+        raise GGUFError(f"{h.path}: {key} is {v!r}, not a whole number; not a model file "
+                        "medsweep can size")
+    return int(v)
 
 
 def shape_numbers(h: GGUFHeader) -> tuple[float, int, int, int, int]:
     """(params in billions, hidden, layers, intermediate, vocab) for the VRAM estimate."""
-    hidden = int(h.arch_value("embedding_length", 0))
-    layers = int(h.arch_value("block_count", 0))
-    inter = int(h.arch_value("feed_forward_length", 0))
-    vocab = int(h.arch_value("vocab_size", 0) or h.metadata.get("tokenizer.ggml.tokens", 0) or 0)
+    hidden = _count(h, f"{h.architecture}.embedding_length")
+    layers = _count(h, f"{h.architecture}.block_count")
+    inter = _count(h, f"{h.architecture}.feed_forward_length")
+    vocab = (_count(h, f"{h.architecture}.vocab_size")
+             or _count(h, "tokenizer.ggml.tokens"))
     if not (hidden and layers and inter and vocab):
         raise GGUFError(f"{h.path}: the header lacks the model's shape "
                         f"({h.architecture}.embedding_length / block_count / "
