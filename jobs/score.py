@@ -71,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    atomic_write_json(Path(args.results_dir) / PERFORMANCE, doc)
+    try:
+        atomic_write_json(Path(args.results_dir) / PERFORMANCE, doc)
+    except OSError as exc:
+        print(f"error: {args.results_dir}: cannot write {PERFORMANCE} ({exc.strerror}); free "
+              "space or choose a writable --results-dir", file=sys.stderr)
+        return 2
     for m, prf in doc["metrics"]["total"].items():
         print(f"{m:8s} P={prf['p']:.3f} R={prf['r']:.3f} F1={prf['f1']:.3f}")
     return 0

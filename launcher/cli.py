@@ -49,8 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (`leaderboard | head -1`): nothing more to say to it.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            # The reader went away (`leaderboard | head -1`): nothing more to say to it.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
+        # A read-only folder, a full disk: one line naming the file, not a traceback.
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; check that the folder is "
+              "yours and writable and that the disk has room", file=sys.stderr)
+        return 2

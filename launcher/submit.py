@@ -84,8 +84,10 @@ def sweep_lock(folder: Path) -> Iterator[None]:
     try:
         fd = open_no_follow(folder / SUBMIT_LOCK)
     except OSError as exc:
+        hint = ("it is a symbolic link: remove it" if (folder / SUBMIT_LOCK).is_symlink()
+                else "the sweep folder must be yours and writable")
         raise SubmitError(f"{folder / SUBMIT_LOCK}: cannot open the sweep's lock file "
-                          f"({exc.strerror}); if it is a symbolic link, remove it") from None
+                          f"({exc.strerror}); {hint}") from None
     with os.fdopen(fd, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

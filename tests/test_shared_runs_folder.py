@@ -256,3 +256,45 @@ def test_small_things_of_issue_27(lab, tmp_path):
     from launcher.envs import parse_env
 
     assert parse_env({"runs_dir": "~/x"}, "t").runs_dir == os.path.expanduser("~/x")
+
+
+def test_a_read_only_runs_folder_and_a_full_disk_are_one_line_each(lab, tmp_path):
+    """Issue 27 item 15, caused for real: a lab-mate's runs folder we may not write (a user
+    without write permission: we run as root here, so a read-only bind is not possible; the
+    folder is made unwritable and the commands run as nobody), and /dev/full for a full disk."""
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("runs the commands as another user (setpriv): needs root")
+    src_runs, _, src_run = lab
+    top = Path(tempfile.mkdtemp(prefix="medsweep-ro-", dir="/tmp"))  # others may enter /tmp
+    try:
+        _read_only_checks(top, src_runs, src_run)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _read_only_checks(top: Path, src_runs: Path, src_run: Path) -> None:
+    runs = top / "runs"
+    shutil.copytree(src_runs, runs, symlinks=True)
+    sweep_dir, run = runs / "lab", runs / "lab" / src_run.name
+    env = job_env()
+    for p in [top, *top.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               sys.executable, "-m", "launcher", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = as_nobody("leaderboard", "lab", "--runs-dir", str(runs))
+    assert r.returncode == 0 and "llama-tiny" in r.stdout, r.stderr
+    assert "not written" in r.stderr and "Traceback" not in r.stderr
+    r = as_nobody("resubmit", "lab", "--runs-dir", str(runs))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    r = as_nobody("plot-loss", str(run), "--out", str(sweep_dir / "loss.png"))
+    assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
+    tp = run / "results" / "true_pred_entities.json"
+    full = run_module("jobs.score", "--true-pred-file", str(tp), "--results-dir", "/dev/full")
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr

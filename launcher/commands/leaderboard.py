@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,14 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
         if fmt != "json":
             print(f"plot: {plot}")
     if write and len(folders) == 1:
-        atomic_write_text(folders[0] / "leaderboard.md",
-                          render(board, cols, "github") + f"\n\n{COUNTING_NOTE}\n")
-        atomic_write_text(folders[0] / "leaderboard.csv", render(board, cols, "csv"))
+        try:
+            atomic_write_text(folders[0] / "leaderboard.md",
+                              render(board, cols, "github") + f"\n\n{COUNTING_NOTE}\n")
+            atomic_write_text(folders[0] / "leaderboard.csv", render(board, cols, "csv"))
+        except OSError as exc:
+            # A lab-mate's (read-only) runs folder, or a full disk: the table above stands.
+            print(f"note: leaderboard.md / .csv not written into {folders[0]} "
+                  f"({exc.strerror})", file=sys.stderr)
     return 0
 
 
