@@ -73,13 +73,23 @@ def _decode(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        hint = ""
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            hint = ("; this looks like JSON Lines (one record per line): medsweep reads one "
+                    "JSON list of records, e.g. python -c \"import json,sys; print(json.dumps("
+                    "[json.loads(l) for l in open(sys.argv[1]) if l.strip()]))\" in.jsonl > "
+                    "out.json")
         raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
-                        f"{exc.msg}") from None
+                        f"{exc.msg}{hint}") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply; records are flat objects") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise DataError(f"{path}: unreadable JSON value ({str(exc).split(';')[0]}); "
                         "records hold only text and entities") from None
+
+
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"
+"""Zero-width and other invisible characters: a label of only these looks empty."""
 
 
 def parse_records(data: Any, where: str) -> list[Record]:
@@ -124,6 +134,9 @@ def parse_records(data: Any, where: str) -> list[Record]:
                     raise DataError(f"{eat}: {key!r} must be a string, got {_kind(ent[key])}")
                 if not ent[key].strip():
                     raise DataError(f"{eat}: {key!r} is empty")
+                if key == "label" and not ent[key].strip(_INVISIBLE + " \t\r\n"):
+                    raise DataError(f"{eat}: 'label' holds only invisible characters "
+                                    f"({ent[key]!r}); give the label a name")
                 if _SURROGATE.search(ent[key]):
                     raise DataError(f"{eat}: {key!r} holds a lone UTF-16 surrogate; fix the "
                                     "escape or remove it")

@@ -10,6 +10,8 @@ from .conftest import FIXTURES, run_module
 BROKEN = FIXTURES / "broken"
 
 DATA = {
+    "data_json_lines.json": "looks like JSON Lines (one record per line)",
+    "data_zero_width_label.json": "'label' holds only invisible characters",
     "data_invalid_json.json": "invalid JSON at line 1 column 32",
     "data_not_a_list.json": "top level is a JSON dict, expected a list",
     "data_empty_list.json": "the dataset is empty",
