@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.errors import UserError
+from core.fileio import folder_problem
 
 FORMATS = ("lora", "merged-16bit", "gguf")
 
@@ -103,6 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.push_to_hub and not os.environ.get("HF_TOKEN"):
             raise ExportError("--push-to-hub needs a token: export HF_TOKEN (it is read from "
                               "the environment and never written)")
+        if args.push_to_hub and os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            raise ExportError("--push-to-hub while HF_HUB_OFFLINE is set: nothing can be "
+                              "uploaded; export without it here, and push from a machine "
+                              "with internet (unset HF_HUB_OFFLINE there)")
+        bad = folder_problem(args.output_dir, "--output-dir")
+        if bad:
+            raise ExportError(bad)
         out = export(args.model_dir, args.output_dir, args.format, args.gguf_quantization)
         if args.push_to_hub:
             push(out, args.push_to_hub)

@@ -90,3 +90,18 @@ def test_lora_export_refuses_a_link_in_the_model_folder(tmp_path):
                    str(tmp_path / "o"), "--format", "lora")
     assert r.returncode == 2 and "notes.txt is a symbolic link" in r.stderr, r.stderr
     assert not (tmp_path / "o" / "notes.txt").exists()
+
+
+def test_export_output_a_file_and_push_while_offline_are_one_line(tmp_path):
+    model = tmp_path / "adapter"
+    model.mkdir()
+    (model / "adapter_config.json").write_text("{}")
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    r = run_module("jobs.export", "--model-dir", str(model), "--output-dir", str(a_file))
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr, r.stderr
+    r = run_module("jobs.export", "--model-dir", str(model), "--output-dir",
+                   str(tmp_path / "o"), "--push-to-hub", "me/model",
+                   env=job_env(HF_TOKEN="hf_" + "x" * 34, HF_HUB_OFFLINE="1"))
+    assert r.returncode == 2 and "while HF_HUB_OFFLINE is set" in r.stderr, r.stderr
+    assert "hf_xxx" not in r.stderr
