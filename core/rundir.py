@@ -1,7 +1,7 @@
 """The run directory: the contract between the launcher and the jobs, and the one home of
 its file names (nothing else spells them).
 
-runs/<sweep>/sweep.yaml, demo-data/, _submitit/, .submit.lock, and per run: config.yaml,
+runs/<sweep>/sweep.yaml, demo-data/, .submit.lock, and per run: config.yaml,
 job.json, progress.json, error.json, cancel.request, checkpoints/ (trainer checkpoints,
 micro_batch.json), adapter/ (the trained model folder: medsweep_train.json, medsweep_train_started.json),
 logs/ (run.log: a packed run's own output),
@@ -10,6 +10,9 @@ results/{performance.json,true_pred_entities.json}.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from pathlib import Path
 SWEEP_FILE = "sweep.yaml"
 DEMO_DATA = "demo-data"
 SUBMITIT = "_submitit"
+"""Where submitit's files went before they moved to job_files_dir (still never followed)."""
 SUBMIT_LOCK = ".submit.lock"
 # A run folder
 CONFIG_FILE = "config.yaml"
@@ -32,7 +36,8 @@ CANCEL_REQUEST = "cancel.request"
 pack stops that run's process alone."""
 # logs/
 RUN_LOG = "run.log"
-"""stdout and stderr of a packed run's own process (an unpacked run logs in _submitit/)."""
+"""stdout and stderr of a packed run's own process (an unpacked run logs in its sweep's
+job_files_dir)."""
 # results/
 PERFORMANCE = "performance.json"
 TRUE_PRED = "true_pred_entities.json"
@@ -41,6 +46,40 @@ TRAIN_SUMMARY = "medsweep_train.json"
 TRAIN_STARTED = "medsweep_train_started.json"
 # checkpoints/
 MICRO_BATCH_FILE = "micro_batch.json"
+
+
+JOB_FILES_ENV = "MEDSWEEP_JOB_FILES"
+DEFAULT_JOB_FILES = "~/.cache/medsweep/jobs"
+
+
+def job_files_root() -> Path:
+    """Where submitit's files of your sweeps go (the pickled job calls every job loads, the
+    job logs): a folder only you can write, never the shared runs folder. MEDSWEEP_JOB_FILES
+    moves it (on a cluster: to private storage the compute nodes can read)."""
+    return Path(os.environ.get(JOB_FILES_ENV) or DEFAULT_JOB_FILES).expanduser()
+
+
+def job_files_dir(sweep_folder: Path) -> Path:
+    """This sweep's folder of submitit files under job_files_root(), named after the sweep and
+    its resolved path (two runs folders' sweeps of one name do not mix)."""
+    real = str(Path(sweep_folder).resolve())
+    digest = hashlib.sha256(real.encode()).hexdigest()[:12]
+    return job_files_root() / f"{Path(real).name}-{digest}"
+
+
+def private_job_files_dir(sweep_folder: Path) -> Path:
+    """job_files_dir(), created with its root readable and writable by you alone (0700); a
+    root that is a link or someone else's is refused (ValueError)."""
+    root = job_files_root()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+        raise ValueError(f"{root}: not a folder of yours (a link, or another user's); point "
+                         f"{JOB_FILES_ENV} at a private folder")
+    os.chmod(root, 0o700)
+    folder = job_files_dir(sweep_folder)
+    folder.mkdir(exist_ok=True, mode=0o700)
+    return folder
 
 
 WRITTEN_IN_RUN = (CHECKPOINTS, ADAPTER, RESULTS, LOGS, f"{LOGS}/{RUN_LOG}", PROGRESS_FILE,

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from core.fileio import read_json
 from core.results import has_results
-from core.rundir import CONFIG_FILE, JOB_FILE, SUBMITIT, RunDir, clean_progress
+from core.rundir import CONFIG_FILE, JOB_FILE, SUBMITIT, RunDir, clean_progress, job_files_dir
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SUBMITTED", "STAGE_OUT", "SIGNALING"}
@@ -92,8 +92,8 @@ LOG_TAIL_BYTES = 64 * 1024
 
 def _own_log(rd: RunDir, named: object) -> Path | None:
     """The log job.json names, if it is a plain file of this run (its folder) or of its
-    sweep's submitit folder; anything else (a token file a planted job.json names, a link)
-    is not read."""
+    sweep's private job files (core.rundir.job_files_dir; the old _submitit/ too); anything
+    else (a token file a planted job.json names, a link) is not read."""
     if not isinstance(named, str) or not named:
         return None
     path = Path(named)
@@ -101,7 +101,8 @@ def _own_log(rd: RunDir, named: object) -> Path | None:
         if path.is_symlink() or not path.is_file():
             return None
         real = path.resolve()
-        allowed = (rd.path.resolve(), (rd.path.parent / SUBMITIT).resolve())
+        allowed = (rd.path.resolve(), (rd.path.parent / SUBMITIT).resolve(),
+                   job_files_dir(rd.path.parent).resolve())
     except OSError:
         return None
     return real if any(real.is_relative_to(a) for a in allowed) else None

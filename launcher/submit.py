@@ -37,6 +37,8 @@ from core.rundir import (
     WRITTEN_IN_RUN,
     RunDir,
     clean_progress,
+    job_files_dir,
+    private_job_files_dir,
     refuse_links,
 )
 from launcher.envs import EnvProfile, pack_cap
@@ -280,6 +282,7 @@ def packs_of(members: list[PlannedRun], env: EnvProfile) -> list[list[PlannedRun
 def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: Sweep) -> None:
     import submitit
 
+    jobs_dir = _jobs_dir(folder)
     from jobs.pack import PackJob
     from jobs.pipeline import PipelineJob
 
@@ -287,7 +290,7 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
     try:
         for members in resource_groups(todo):
             params = sbatch_parameters(members[0].resources, env)
-            ex = submitit.AutoExecutor(folder=folder / SUBMITIT / "%j", cluster="slurm",
+            ex = submitit.AutoExecutor(folder=jobs_dir / "%j", cluster="slurm",
                                        slurm_max_num_timeout=env.max_requeues)
             setup = _env_setup_lines(env)
             ex.update_parameters(name=f"medsweep-{sweep.name}", slurm_setup=setup,
@@ -373,11 +376,19 @@ def _stderr_into(log: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def _drop_placeholder(folder: Path) -> None:
-    """submitit creates its folder pattern (_submitit/%j) as a folder of its own; the jobs
-    write into folders named by their ids, so the empty pattern folder goes."""
+def _jobs_dir(folder: Path) -> Path:
+    """The sweep's private folder for submitit's files (core.rundir.job_files_dir)."""
     try:
-        (folder / SUBMITIT / "%j").rmdir()
+        return private_job_files_dir(folder)
+    except (ValueError, OSError) as exc:
+        raise SubmitError(str(exc)) from None
+
+
+def _drop_placeholder(folder: Path) -> None:
+    """submitit creates its folder pattern (%j) as a folder of its own; the jobs write into
+    folders named by their ids, so the empty pattern folder goes."""
+    try:
+        (job_files_dir(folder) / "%j").rmdir()
     except OSError:
         pass
 
@@ -447,12 +458,13 @@ def _start_local(task: LocalTask, env: EnvProfile, folder: Path) -> Any:
     from jobs.pipeline import PipelineJob
 
     # The LocalExecutor itself: the AutoExecutor does not pass visible_gpus on.
-    ex = submitit.LocalExecutor(folder=folder / SUBMITIT / "%j")
+    jobs_dir = _jobs_dir(folder)
+    ex = submitit.LocalExecutor(folder=jobs_dir / "%j")
     ex.update_parameters(timeout_min=env.time_limit_min, gpus_per_node=len(task.gpus),
                          visible_gpus=tuple(task.gpus), signal_delay_s=env.signal_delay_s)
     dirs = [str(folder / p.run.run_id) for p in task.runs]
     fn = PipelineJob(dirs[0]) if len(dirs) == 1 else PackJob(dirs, mps=env.cuda_mps)
-    with _stderr_into(folder / SUBMITIT / "controllers.log"):
+    with _stderr_into(jobs_dir / "controllers.log"):
         job = ex.submit(fn)
     _drop_placeholder(folder)
     params = {"timeout_min": env.time_limit_min, "gpus": task.gpus}

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from core.rundir import job_files_dir
+
 from .conftest import run_module
 
 
@@ -111,7 +113,7 @@ def start_endless_local_sweep(tmp_path, name):
         time.sleep(1)
         progress = next((tmp_path / "runs" / name).glob("*/progress.json"), None)
     assert progress is not None, "the run never started"
-    assert processes_mentioning(tmp_path / "runs" / name / "_submitit")
+    assert processes_mentioning(job_files_dir(tmp_path / "runs" / name))
     return p
 
 
@@ -135,7 +137,7 @@ def test_ctrl_c_on_a_local_submit_is_one_line_and_stops_the_runs(tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out[-1000:], err[-2000:])
     assert "Traceback" not in err and "interrupted:" in err
-    assert_no_run_process_left(tmp_path / "runs" / "intr" / "_submitit")
+    assert_no_run_process_left(job_files_dir(tmp_path / "runs" / "intr"))
 
 
 @pytest.mark.slow
@@ -147,7 +149,7 @@ def test_cancel_stops_a_running_local_run(tmp_path):
         r = run_module("launcher", "cancel", "cnl", "--runs-dir", str(tmp_path / "runs"))
         assert r.returncode == 0, r.stderr[-2000:]
         assert "stopped 1 local run(s)" in r.stdout
-        assert_no_run_process_left(tmp_path / "runs" / "cnl" / "_submitit")
+        assert_no_run_process_left(job_files_dir(tmp_path / "runs" / "cnl"))
         p.communicate(timeout=120)  # the submit sees its run end and finishes
         status = run_module("launcher", "status", "cnl", "--runs-dir", str(tmp_path / "runs"))
         assert "RUNNING" not in status.stdout, status.stdout

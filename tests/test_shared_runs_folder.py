@@ -167,22 +167,25 @@ def test_cancel_never_kills_a_process_a_job_file_names_without_its_start_time(la
         bystander.wait()
 
 
-def test_local_submit_loads_no_pickle_from_the_runs_folder(lab, tmp_path):
-    """A lab-mate's pickle in _submitit/ must never be unpickled: resubmitting reads state
-    from medsweep's JSON files. The planted result pickle here would write a marker file."""
+def test_no_pickle_is_kept_in_the_shared_runs_folder(lab):
+    """submitit's pickled job calls (which every job loads) and its logs live in a folder only
+    the submitting user can write, not in the runs folder; a resubmit reads state from
+    medsweep's JSON files."""
+    import stat as st
+
+    from core.rundir import job_files_dir, job_files_root
+
     runs, sweep_dir, run = lab
-    marker = tmp_path / "pwned"
-    payload = (b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
-    for folder in (sweep_dir / "_submitit").iterdir():
-        if folder.is_dir():
-            for f in folder.iterdir():
-                if f.suffix == ".pkl":
-                    f.write_bytes(payload)
     shutil.rmtree(run / "results")
     r = run_module("launcher", "resubmit", "lab", "--runs-dir", str(runs))
     assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
-    assert not marker.exists()
-    assert os.path.isfile(run / "results" / "performance.json")
+    assert (run / "results" / "performance.json").is_file()
+    assert not [p for p in runs.rglob("*") if p.suffix == ".pkl"]
+    private = job_files_dir(sweep_dir)
+    assert any(p.suffix == ".pkl" for p in private.rglob("*"))
+    assert st.S_IMODE(job_files_root().stat().st_mode) == 0o700
+    job = json.loads((run / "job.json").read_text())
+    assert Path(job["stderr"]).resolve().is_relative_to(private.resolve())
 
 
 def test_another_sweep_file_with_the_same_name_on_other_data_is_refused(lab, tmp_path):
@@ -233,7 +236,9 @@ def test_a_gguf_cache_folder_whose_marker_names_another_file_is_not_used(tmp_pat
 
 def test_small_things_of_issue_27(lab, tmp_path):
     runs, sweep_dir, _ = lab
-    assert not (sweep_dir / "_submitit" / "%j").exists()  # no empty pattern folder left
+    from core.rundir import job_files_dir
+
+    assert not (job_files_dir(sweep_dir) / "%j").exists()  # no empty pattern folder left
     # A pipe closed early is no traceback.
     p = subprocess.Popen([sys.executable, "-m", "launcher", "leaderboard", "lab", "--runs-dir",
                           str(runs)], cwd=ROOT, env=job_env(), stdout=subprocess.PIPE,
