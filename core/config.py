@@ -465,3 +465,17 @@ def config_from_dict(data: Mapping[str, Any], where: str = "") -> RunConfig:
     if errors:
         raise ConfigError("\n".join(errors))
     return build_config(flat, where)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """The 8 hex digits at the end of a run id: a hash of the resolved config (no secrets)."""
+    import hashlib
+    import json
+
+    doc = cfg.to_dict()
+    for name in SECTIONS:  # 3 and 3.0 in a float field are one config (YAML writes either)
+        for f in dataclasses.fields(getattr(cfg, name)):
+            if f.type in ("float", float) and isinstance(doc[name].get(f.name), int):
+                doc[name][f.name] = float(doc[name][f.name])
+    blob = json.dumps(doc, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]

@@ -8,6 +8,8 @@ checkpoint in ``checkpoints/``. Failures leave ``error.json`` (one line a user c
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import signal
 import sys
 import traceback
@@ -16,11 +18,32 @@ from typing import Any
 
 import yaml
 
-from core.config import config_from_dict
+from core.config import config_from_dict, config_hash
 from core.fileio import atomic_write_json
 from core.results import now_iso
-from core.rundir import PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
+from core.rundir import DEMO_DATA, PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
 from jobs.checkpointing import StoppedToResume
+
+_ID_HASH = re.compile(r"-([0-9a-f]{8})$")
+
+
+def check_config_matches_id(rd: RunDir, cfg: Any) -> None:
+    """The run id ends in the hash of the config it was submitted with: a config.yaml changed
+    in the (shared) runs folder after the submit is refused, not trained. Demo sweeps' data
+    paths are compared as submitted (demo:train / demo:eval)."""
+    m = _ID_HASH.search(rd.run_id)
+    if m is None:
+        return  # not a launcher run id (a folder named by hand)
+    demo = rd.path.parent / DEMO_DATA
+    as_submitted = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data,
+        train_dataset_file="demo:train" if cfg.data.train_dataset_file == str(
+            demo / "train.json") else cfg.data.train_dataset_file,
+        eval_dataset_file="demo:eval" if cfg.data.eval_dataset_file == str(
+            demo / "dev.json") else cfg.data.eval_dataset_file))
+    if m.group(1) not in (config_hash(cfg), config_hash(as_submitted)):
+        raise ValueError(f"{rd.config}: does not match its run id (config hash {m.group(1)}); "
+                         "it was changed after the submit: submit the sweep again")
 
 
 def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
@@ -30,6 +53,7 @@ def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
         refuse_links(rd.path, WRITTEN_IN_RUN)
         cfg = config_from_dict(yaml.safe_load(rd.config.read_text(encoding="utf-8")),
                                str(rd.config))
+        check_config_matches_id(rd, cfg)
         from jobs.evaluate import evaluate
         from jobs.train import train
 

@@ -13,7 +13,6 @@ Every problem is reported at once, each naming the file and the key.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import SPECS, ConfigError, RunConfig, checked, coerce, short
+from core.config import SPECS, ConfigError, RunConfig, checked, coerce, config_hash, short
 from core.data import DataError, load_dataset
 from launcher.yamlio import YamlError, load_yaml_mapping
 
@@ -56,11 +55,6 @@ class Sweep:
     varied_keys: list[str]
     demo_data: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
-
-
-def config_hash(cfg: RunConfig) -> str:
-    blob = json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
 
 
 def _slug_value(key: str, value: Any) -> str:

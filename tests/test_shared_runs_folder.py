@@ -303,3 +303,49 @@ def _read_only_checks(top: Path, src_runs: Path, src_run: Path) -> None:
     tp = run / "results" / "true_pred_entities.json"
     full = run_module("jobs.score", "--true-pred-file", str(tp), "--results-dir", "/dev/full")
     assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+
+
+def test_a_config_changed_after_submit_is_refused_by_the_job(lab, tmp_path):
+    """Issue 27 item 5: the run id ends in its config's hash; a queued job whose config.yaml
+    was swapped in the shared folder refuses to train it."""
+    _, _, run = lab
+    shutil.rmtree(run / "results")
+    shutil.rmtree(run / "adapter")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    secret = tmp_path / "private.json"
+    secret.write_text((Path(cfg["data"]["train_dataset_file"])).read_text())
+    cfg["data"]["train_dataset_file"] = str(secret)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code = ("import sys; from jobs.pipeline import run_pipeline\n"
+            "try:\n    run_pipeline(sys.argv[1])\nexcept ValueError as e:\n"
+            "    print('refused:', e); sys.exit(3)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(run)], cwd=ROOT, env=job_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and "does not match its run id" in r.stdout, r.stderr[-2000:]
+    assert not (run / "adapter").exists()
+
+
+def test_a_demo_sweep_run_matches_its_id(tmp_path):
+    """Demo data paths are written into config.yaml at submit; the id's hash is of the sweep's
+    demo:train / demo:eval, and the job recognises them."""
+    from core.config import config_from_dict
+    from core.rundir import RunDir
+    from jobs.pipeline import check_config_matches_id
+
+    sweep = tmp_path / "d.yaml"
+    sweep.write_text("name: d\nenv: local\ndata: {demo: true}\nbase: {model.name_or_path: "
+                     "scratch:llama-tiny, model.load_in_4bit: false}\n")
+    from launcher.envs import load_env
+    from launcher.submit import _materialise_data, sweep_dir
+    from launcher.sweep import load_sweep
+
+    sw = load_sweep(sweep)
+    folder = sweep_dir(sw, load_env("local"), str(tmp_path / "runs"))
+    folder.mkdir(parents=True)
+    run = sw.runs[0]
+    cfg = config_from_dict(_materialise_data(sw, folder, run.config.to_dict()), "t")
+    check_config_matches_id(RunDir(folder / run.run_id), cfg)  # no error
+    other = config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"],
+                                                         "learning_rate": 0.5}}, "t")
+    with pytest.raises(ValueError, match="does not match its run id"):
+        check_config_matches_id(RunDir(folder / run.run_id), other)
