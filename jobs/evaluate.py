@@ -203,10 +203,11 @@ def _encode_prompts(tokenizer: Any, records: list[Any], cfg: RunConfig) -> _Prom
     answer_lens = [len(tokenizer(target_json(r, cfg.eval.unique_entities),
                                  add_special_tokens=False)["input_ids"]) for r in records]
     budget = cfg.eval.max_new_tokens or max(64, int(1.5 * max(answer_lens)) + 8)
+    specials = modeling.special_strings(tokenizer)
     for i, r in enumerate(records):
         text = tokenizer.apply_chat_template(prompt_messages(r.text, cfg.model.system_prompt),
                                              tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = modeling.tokenize_with_literal(tokenizer, text, r.text, specials)
         if len(ids) + budget > cfg.model.max_seq_length:
             too_long_idx.add(i)
         prompts.append(ids)

@@ -140,6 +140,31 @@ def apply_lora(model: Any, cfg: RunConfig, checkpointing: str = "unsloth") -> An
                                             **common)
 
 
+def special_strings(tokenizer: Any) -> list[str]:
+    """The strings the tokenizer turns into special tokens (<|eot_id|>, <end_of_turn>, ...)."""
+    found = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for tok in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).values():
+        if getattr(tok, "special", False):
+            found.add(str(tok.content))
+    return sorted(t for t in found if t)
+
+
+def tokenize_with_literal(tokenizer: Any, rendered: str, literal: str,
+                          specials: list[str] | None = None) -> list[int]:
+    """Token ids of a rendered chat text in which `literal` (a record's text, an answer: data
+    from a file, not markup) appears: a special-token string inside it (a record quoting
+    "<|eot_id|>") is tokenised as plain text, never as the special token. Where the literal
+    holds none, exactly tokenizer(rendered)."""
+    specials = special_strings(tokenizer) if specials is None else specials
+    i = rendered.find(literal) if any(s in literal for s in specials) else -1
+    if i < 0:
+        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    before, after = rendered[:i], rendered[i + len(literal):]
+    return [*tokenizer(before, add_special_tokens=False)["input_ids"],
+            *tokenizer(literal, add_special_tokens=False, split_special_tokens=True)["input_ids"],
+            *tokenizer(after, add_special_tokens=False)["input_ids"]]
+
+
 def stop_token_ids(tokenizer: Any) -> list[int]:
     """EOS plus each family's end-of-turn token present in the vocabulary."""
     ids = []

@@ -44,7 +44,8 @@ class Encoded:
     labels: list[int]
 
 
-def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bool) -> Encoded:
+def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bool,
+                  specials: list[str] | None = None) -> Encoded:
     """Prompt tokens (masked) + answer tokens (trained), split where generation will start."""
     msgs = prompt_messages(record.text, system_prompt)
     answer = target_json(record, unique)
@@ -54,16 +55,22 @@ def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bo
     if not full_text.startswith(prompt_text):
         raise TrainError("the chat template does not render the prompt as a prefix of the "
                          "conversation; set --model-family to one of the known families")
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+    from jobs.modeling import tokenize_with_literal
+
+    prompt_ids = tokenize_with_literal(tokenizer, prompt_text, record.text, specials)
+    answer_ids = tokenize_with_literal(tokenizer, full_text[len(prompt_text):], answer, specials)
     return Encoded(prompt_ids + answer_ids, [-100] * len(prompt_ids) + list(answer_ids))
 
 
 def encode_dataset(tokenizer: Any, ds: Dataset, cfg: RunConfig) -> tuple[list[Encoded], int]:
     """Encoded examples that fit max_seq_length, and the count of those that did not."""
+    from jobs.modeling import special_strings
+
     kept, too_long = [], 0
+    specials = special_strings(tokenizer)
     for i, rec in enumerate(ds.records):
-        enc = encode_record(tokenizer, rec, cfg.model.system_prompt, cfg.data.unique_entities)
+        enc = encode_record(tokenizer, rec, cfg.model.system_prompt, cfg.data.unique_entities,
+                            specials)
         if len(enc.input_ids) > cfg.model.max_seq_length:
             too_long += 1
             continue

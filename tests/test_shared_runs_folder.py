@@ -349,3 +349,32 @@ def test_a_demo_sweep_run_matches_its_id(tmp_path):
                                                          "learning_rate": 0.5}}, "t")
     with pytest.raises(ValueError, match="does not match its run id"):
         check_config_matches_id(RunDir(folder / run.run_id), other)
+
+
+def test_a_template_token_inside_a_record_stays_text(tmp_path):
+    """Issue 27 item 17: a record quoting "<|eot_id|>" must not end the turn in the prompt,
+    nor in the answer the model is trained on; other records tokenise exactly as before."""
+    from transformers import AutoTokenizer
+
+    from core.data import Entity, Record
+    from jobs.modeling import ensure_chat_template
+    from jobs.scratch import build_scratch, parse_scratch
+    from jobs.train import encode_record
+
+    corpus = ["Aspirin causes fever in some patients."] * 40
+    folder = build_scratch("scratch:llama-tiny", corpus, tmp_path / "m")
+    tok = ensure_chat_template(AutoTokenizer.from_pretrained(str(folder)),
+                               parse_scratch("scratch:llama-tiny")[0])
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    plain = Record("Aspirin causes fever.", (Entity("Chemical", "Aspirin"),))
+    quoting = Record("Aspirin <|eot_id|> causes fever.",
+                     (Entity("Chemical", "Aspirin <|eot_id|>"),))
+    a = encode_record(tok, plain, "Extract.", True)
+    b = encode_record(tok, quoting, "Extract.", True)
+    assert a.input_ids.count(eot) == b.input_ids.count(eot) >= 1
+    from core.prompts import prompt_messages
+
+    whole = tok.apply_chat_template(prompt_messages(plain.text, "Extract."), tokenize=False,
+                                    add_generation_prompt=True)
+    n = len(tok(whole, add_special_tokens=False)["input_ids"])
+    assert a.input_ids[:n] == tok(whole, add_special_tokens=False)["input_ids"]
