@@ -49,14 +49,18 @@ class Resources:
 
 
 @lru_cache(maxsize=64)
-def longest_record_tokens(path: str, system_prompt_chars: int) -> int:
-    """Rough token count of the longest training example (chars / 3.5 + markup)."""
+def _longest_record_chars(path: str) -> int:
+    """Characters of the longest training example's text and answer (read once per file)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        longest = max(len(r["text"]) + len(json.dumps(r["entities"])) for r in data)
+        return max(len(r["text"]) + len(json.dumps(r["entities"])) for r in data)
     except (OSError, ValueError, KeyError, TypeError):
-        longest = 2048 * 3
-    return int((longest + system_prompt_chars) / 3.5) + PROMPT_OVERHEAD_TOKENS
+        return 2048 * 3
+
+
+def longest_record_tokens(path: str, system_prompt_chars: int) -> int:
+    """Rough token count of the longest training example (chars / 3.5 + markup)."""
+    return int((_longest_record_chars(path) + system_prompt_chars) / 3.5) + PROMPT_OVERHEAD_TOKENS
 
 
 def estimate_run(cfg: RunConfig) -> Estimate:

@@ -224,3 +224,17 @@ def test_leaderboard_lists_corrupt_results_without_crashing(tmp_path):
     assert "schema_version 99 is newer than this medsweep" in out
     assert "1 run(s) without results yet" in out
     assert Path(sweep / "leaderboard.md").is_file()
+
+
+def test_a_long_record_with_one_word_under_many_labels_validates(tmp_path):
+    """Issue 27 item 12: validation listed every occurrence of every entity text."""
+    from core.data import load_dataset
+
+    text = ("fever " * 33000)[:200000]
+    ents = [{"label": f"L{i}", "text": "fever"} for i in range(300)]
+    ents.append({"label": "X", "text": "cough"})
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps([{"text": text, "entities": ents}]))
+    ds = load_dataset(path)
+    assert len(ds.records[0].entities) == 301
+    assert ds.warnings and "1 of 301 entity texts do not occur" in ds.warnings[0]
