@@ -229,6 +229,7 @@ def test_leaderboard_lists_corrupt_results_without_crashing(tmp_path):
 def test_a_long_record_with_one_word_under_many_labels_validates(tmp_path):
     """Issue 27 item 12: validation listed every occurrence of every entity text."""
     import json
+
     from core.data import load_dataset
 
     text = ("fever " * 33000)[:200000]
