@@ -40,6 +40,7 @@ class Board:
     rows: list[dict[str, Any]] = field(default_factory=list)
     varied_keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     pending: int = 0
     over_seeds: bool = False
 
@@ -72,6 +73,7 @@ def collect(sweep_folders: list[Path]) -> Board:
         except OSError as exc:
             board.problems.append(f"{folder}: cannot list ({exc.strerror})")
     board.varied_keys = varied_keys_of([d for dirs in listed.values() for d in dirs])
+    evals: dict[str, list[str]] = {}
     for folder, run_dirs in listed.items():
         for d in run_dirs:
             rd = RunDir(d)
@@ -109,7 +111,14 @@ def collect(sweep_folders: list[Path]) -> Board:
             # A CPU run has no GPU memory to report (its 0.0 would read as a measurement).
             row["peak_vram_gb"] = None if row["gpus"] == 0 else doc.get("peak_vram_gb")
             row["s_per_ex"] = doc.get("avg_inference_time")
+            evals.setdefault(str(_get(doc, "data.eval_sha256")), []).append(rd.run_id)
             board.rows.append(row)
+    if len(evals) > 1:
+        # Scores on different eval files are not comparable: say so above all else.
+        parts = sorted(evals.values(), key=len, reverse=True)
+        board.warnings.append(f"the runs were scored on {len(evals)} different eval files "
+                              f"(by SHA-256): their scores are not comparable; e.g. "
+                              f"{parts[0][0]} and {parts[1][0]}")
     return board
 
 
@@ -204,7 +213,8 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
 def render(board: Board, cols: list[str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"rows": [{c: r.get(c) for c in cols} for r in board.rows],
-                           "problems": board.problems, "pending": board.pending}, indent=2)
+                           "problems": board.problems, "warnings": board.warnings,
+                           "pending": board.pending}, indent=2)
     if fmt == "csv":
         import csv
         import io

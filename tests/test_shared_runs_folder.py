@@ -378,3 +378,15 @@ def test_a_template_token_inside_a_record_stays_text(tmp_path):
                                     add_generation_prompt=True)
     n = len(tok(whole, add_special_tokens=False)["input_ids"])
     assert a.input_ids[:n] == tok(whole, add_special_tokens=False)["input_ids"]
+
+
+def test_a_leaderboard_over_runs_scored_on_different_eval_files_says_so(lab, tmp_path):
+    runs, sweep_dir, run = lab
+    twin = sweep_dir / (run.name[:-8] + "00000000")
+    shutil.copytree(run, twin)
+    perf = json.loads((twin / "results" / "performance.json").read_text())
+    perf["data"]["eval_sha256"] = "0" * 64
+    (twin / "results" / "performance.json").write_text(json.dumps(perf))
+    r = run_module("launcher", "leaderboard", "lab", "--runs-dir", str(runs))
+    assert r.returncode == 0, r.stderr
+    assert "warning: the runs were scored on 2 different eval files" in r.stdout

@@ -74,6 +74,8 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
             print(f"\n{board.pending} run(s) without results yet")
         for prob in board.problems:
             print(f"unreadable: {prob}")
+        for warn in board.warnings:
+            print(f"warning: {warn}")
     if plot is not None:
         from launcher.plots import plot_f1
 
