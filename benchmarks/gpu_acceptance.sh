@@ -10,6 +10,8 @@
 #   bash benchmarks/gpu_acceptance.sh wait SECONDS   # wait for it, at most SECONDS; report into $OUT
 #   bash benchmarks/gpu_acceptance.sh profile SECONDS [PATTERN]   # py-spy a running run's process
 #   bash benchmarks/gpu_acceptance.sh baseline STEPS # today's code (BASE=/tmp/base), jobs.train
+# profile needs a py-spy wheel in .spy/ (git-excluded; ../shared/notes/profiling-on-the-gpu.md
+# says how to download it here), carried with the call.
 # SWEEP: one|eight. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
 # 16-bit LoRA, one run per card at a time (per-run figures alone on the card); eight: Gemma at 4
 # learning rates and SmolLM2 LoRA at the same 4, packed (runs_per_gpu auto, CUDA MPS).
@@ -96,10 +98,14 @@ wait)
         python3 benchmarks/acceptance.py --sweep-dir "$A/runs/acc-$name" --util "$A/util-$name.csv" \
             --wall-s "$(cat "$A/wall-$name")" --out "$OUT/acceptance-$name"
         echo "acceptance rc $?"
+        # The jobs' own logs live in the private job files (core.rundir.job_files_dir).
+        mkdir -p "$A/joblogs-$name"
+        cp "${MEDSWEEP_JOB_FILES:-$HOME/.cache/medsweep/jobs}"/acc-$name-*/*/*.err \
+            "$A/joblogs-$name/" 2>/dev/null
         tar czf "$OUT/runs-$name.tgz" -C "$A" "util-$name.csv" "submit-$name.log" \
             $(cd "$A" && ls runs/acc-$name/*/adapter/medsweep_train.json \
               runs/acc-$name/*/results/performance.json runs/acc-$name/*/job.json \
-              runs/acc-$name/*/error.json runs/acc-$name/_submitit/*/*.err \
+              runs/acc-$name/*/error.json joblogs-$name/*.err \
               runs/acc-$name/*/logs/*.log out/* baseline.out start-*.out 2>/dev/null)
     else
         echo "still running"
