@@ -12,8 +12,8 @@
 #   bash benchmarks/gpu_acceptance.sh baseline STEPS # today's code (BASE=/tmp/base), jobs.train
 # profile needs a py-spy wheel in .spy/ (git-excluded; ../shared/notes/profiling-on-the-gpu.md
 # says how to download it here), carried with the call.
-# ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to both sweeps'
-# base: e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
+# ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to the base of
+# both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
 # SWEEP: one|eight. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
 # 16-bit LoRA, one run per card at a time (per-run figures alone on the card); eight: Gemma at 4
 # learning rates and SmolLM2 LoRA at the same 4, packed (runs_per_gpu auto, CUDA MPS).
