@@ -271,6 +271,12 @@ def test_a_read_only_runs_folder_and_a_full_disk_are_one_line_each(lab, tmp_path
 
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("runs the commands as another user (setpriv): needs root")
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", "import launcher"], cwd=ROOT, env=job_env(),
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip("another user cannot run this checkout's Python here (a checkout under a "
+                    f"private home?): {probe.stderr.strip()[-200:]}")
     src_runs, _, src_run = lab
     top = Path(tempfile.mkdtemp(prefix="medsweep-ro-", dir="/tmp"))  # others may enter /tmp
     try:
