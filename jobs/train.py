@@ -284,7 +284,9 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
     except BaseException:
         # Nothing half-done: a folder this call created and left without a checkpoint to
         # resume from goes away again.
-        if fresh and _last_checkpoint(checkpoint_dir) is None:
+        # (A stop signal in the last step ends here too, with the model saved: kept.)
+        if (fresh and _last_checkpoint(checkpoint_dir) is None
+                and not (output_dir / TRAIN_SUMMARY).is_file()):
             import shutil
 
             shutil.rmtree(output_dir, ignore_errors=True)

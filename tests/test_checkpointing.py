@@ -114,3 +114,38 @@ def test_stop_signal_checkpoints_then_a_restart_resumes_bit_exact(demo_data, tmp
     assert got.keys() == want.keys()
     worst = max((got[k].float() - want[k].float()).abs().max().item() for k in got)
     assert worst == 0.0, f"resumed adapter differs from the uninterrupted one by {worst}"
+
+
+@pytest.mark.slow
+def test_a_stop_signal_in_the_last_step_keeps_the_finished_model(demo_data, tmp_path):
+    """The signal arrives while the last step runs: no checkpoint is due (the run is over), the
+    model and its summary are saved, and the job still stops (StoppedToResume) without
+    removing what it finished."""
+    import os
+
+    from transformers import TrainerCallback
+
+    from core.config import config_from_dict
+    from jobs.checkpointing import StoppedToResume
+    from jobs.train import train, train_model
+
+    train_file, _ = demo_data
+    cfg = config_from_dict({
+        "model": {"name_or_path": "scratch:llama-tiny", "load_in_4bit": False,
+                  "max_seq_length": 512},
+        "data": {"train_dataset_file": str(train_file)},
+        "train": {"max_steps": 4, "per_device_batch_size": 2,
+                  "gradient_accumulation_steps": 1, "checkpoint_every_min": 0}}, "t")
+
+    class SignalInLastStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == state.max_steps - 1:
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    out = tmp_path / "model"
+    with pytest.raises(StoppedToResume):
+        train_model(cfg, out, callbacks=[SignalInLastStep()])
+    summary = json.loads((out / TRAIN_SUMMARY).read_text())
+    assert summary["global_step"] == 4 and (out / "adapter_model.safetensors").is_file()
+    assert not list((out / "checkpoints").glob("checkpoint-*"))
+    assert train(cfg, out)["global_step"] == 4  # the restart finds it done
