@@ -61,11 +61,27 @@ def make_records(n: int, rng: random.Random) -> list[dict]:
     return out
 
 
+DEMO_TRAIN, DEMO_EVAL = "demo:train", "demo:eval"
+DEMO_FILES = {DEMO_TRAIN: "train.json", DEMO_EVAL: "dev.json"}
+"""A demo sweep's data references and the files write_demo_data writes for them."""
+
+
+def demo_path(ref: str, folder: Path) -> str:
+    """A data reference with a demo one (demo:train) replaced by its file in folder."""
+    return str(folder / DEMO_FILES[ref]) if ref in DEMO_FILES else ref
+
+
+def demo_ref(path: str, folder: Path) -> str:
+    """demo_path's inverse: a file of the demo folder back to its reference (the config as
+    the sweep gave it, which the run id's hash is of)."""
+    return next((ref for ref, name in DEMO_FILES.items() if path == str(folder / name)), path)
+
+
 def write_demo_data(folder: str | Path, n_train: int = 240, n_dev: int = 40,
                     seed: int = 7) -> tuple[Path, Path]:
     folder = Path(folder)
     rng = random.Random(seed)
-    train, dev = folder / "train.json", folder / "dev.json"
+    train, dev = folder / DEMO_FILES[DEMO_TRAIN], folder / DEMO_FILES[DEMO_EVAL]
     atomic_write_json(train, make_records(n_train, rng))
     atomic_write_json(dev, make_records(n_dev, rng))
     return train, dev

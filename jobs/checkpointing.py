@@ -32,11 +32,13 @@ again resumes (EX_TEMPFAIL)."""
 class StoppedToResume(Exception):
     """Training stopped on request after writing a checkpoint; run again to resume."""
 
-    def __init__(self, step: int, reason: str) -> None:
+    def __init__(self, step: int, reason: str, signum: int | None = None) -> None:
         super().__init__(f"training stopped at step {step} ({reason}) after writing "
                          f"checkpoint-{step}; run again on the same folder to resume")
         self.step = step
         self.reason = reason
+        self.signum = signum
+        """The signal that asked for the stop, where one did."""
 
 
 @dataclass
@@ -48,16 +50,17 @@ class CheckpointPolicy:
     every_steps: int = 0
     clock: Callable[[], float] = time.monotonic
     stop_reason: str | None = None
+    stop_signal: int | None = None
     saves: int = 0
     _last: float = field(default=0.0, init=False)
 
     def start(self) -> None:
         self._last = self.clock()
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, signum: int | None = None) -> None:
         """Checkpoint at the end of the current optimizer step, then stop training."""
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_signal = reason, signum
 
     def due(self, step: int) -> bool:
         """Whether the step that just ended should be checkpointed.
@@ -120,7 +123,7 @@ def stop_on_signals(policy: CheckpointPolicy,
         old = {s: signal.getsignal(s) for s in signals}
         for s in signals:
             signal.signal(s, lambda signum, _frame: policy.stop(
-                f"signal {signal.Signals(signum).name}"))
+                f"signal {signal.Signals(signum).name}", signum))
     except ValueError:  # not the main thread
         yield
         return

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from core.config import config_from_dict, config_hash
+from core.demo_data import demo_ref
 from core.fileio import atomic_write_json
 from core.results import now_iso
 from core.rundir import DEMO_DATA, PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
@@ -36,11 +37,8 @@ def check_config_matches_id(rd: RunDir, cfg: Any) -> None:
         return  # not a launcher run id (a folder named by hand)
     demo = rd.path.parent / DEMO_DATA
     as_submitted = dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data,
-        train_dataset_file="demo:train" if cfg.data.train_dataset_file == str(
-            demo / "train.json") else cfg.data.train_dataset_file,
-        eval_dataset_file="demo:eval" if cfg.data.eval_dataset_file == str(
-            demo / "dev.json") else cfg.data.eval_dataset_file))
+        cfg.data, train_dataset_file=demo_ref(cfg.data.train_dataset_file, demo),
+        eval_dataset_file=demo_ref(cfg.data.eval_dataset_file, demo)))
     if m.group(1) not in (config_hash(cfg), config_hash(as_submitted)):
         raise ValueError(f"{rd.config}: does not match its run id (config hash {m.group(1)}); "
                          "it was changed after the submit: submit the sweep again")
@@ -85,7 +83,7 @@ class PipelineJob:
             # Training took the time-limit warning (USR2) and wrote a checkpoint: now hand the
             # signal to submitit's own handler, which requeues this job and exits.
             handler = signal.getsignal(signal.SIGUSR2)
-            if exc.reason == "signal SIGUSR2" and callable(handler):
+            if exc.signum == signal.SIGUSR2 and callable(handler):
                 handler(signal.SIGUSR2, None)
             raise
 

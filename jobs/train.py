@@ -522,7 +522,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     train_s = time.time() - t1
     step = int(fit.out.global_step)
     if policy.stop_reason is not None and step < fit.trainer.state.max_steps:
-        raise StoppedToResume(step, policy.stop_reason)
+        raise StoppedToResume(step, policy.stop_reason, policy.stop_signal)
 
     model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
@@ -534,7 +534,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     writer.update(step, step, loss=summary["final_loss"], done=True)
     if policy.stop_reason is not None:
         # Finished in the step the signal arrived in: the model is saved; the job still stops.
-        raise StoppedToResume(step, policy.stop_reason)
+        raise StoppedToResume(step, policy.stop_reason, policy.stop_signal)
     return TrainResult(summary, model, tokenizer)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import yaml
 
-from core.demo_data import write_demo_data
+from core.demo_data import DEMO_FILES, demo_path, write_demo_data
 from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, open_no_follow, read_json
 from core.results import has_results, now_iso
@@ -121,13 +121,11 @@ def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool)
 
 def _materialise_data(sweep: Sweep, folder: Path, cfg_dict: dict[str, Any]) -> dict[str, Any]:
     if sweep.demo_data:
-        train, dev = folder / DEMO_DATA / "train.json", folder / DEMO_DATA / "dev.json"
-        if not (train.is_file() and dev.is_file()):
-            write_demo_data(folder / DEMO_DATA)
-        if cfg_dict["data"]["train_dataset_file"] == "demo:train":
-            cfg_dict["data"]["train_dataset_file"] = str(train)
-        if cfg_dict["data"]["eval_dataset_file"] == "demo:eval":
-            cfg_dict["data"]["eval_dataset_file"] = str(dev)
+        demo = folder / DEMO_DATA
+        if not all((demo / name).is_file() for name in DEMO_FILES.values()):
+            write_demo_data(demo)
+        for key in ("train_dataset_file", "eval_dataset_file"):
+            cfg_dict["data"][key] = demo_path(cfg_dict["data"][key], demo)
     return cfg_dict
 
 
@@ -282,10 +280,10 @@ def packs_of(members: list[PlannedRun], env: EnvProfile) -> list[list[PlannedRun
 def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: Sweep) -> None:
     import submitit
 
-    jobs_dir = _jobs_dir(folder)
     from jobs.pack import PackJob
     from jobs.pipeline import PipelineJob
 
+    jobs_dir = _jobs_dir(folder)
     submitted: list[tuple[Any, PlannedRun]] = []
     try:
         for members in resource_groups(todo):
@@ -407,12 +405,18 @@ def local_tasks(todo: list[PlannedRun], env: EnvProfile) -> list[LocalTask]:
             for pack in packs_of(members, env)]
 
 
+def _on_free_cards(tasks: list[LocalTask], free: list[int]) -> list[LocalTask]:
+    """The GPU tasks (in order) that fit on the free cards now, each with its cards; the cards
+    taken leave free (launcher.gpus.place)."""
+    gpu_tasks = [t for t in tasks if t.runs[0].resources.gpus > 0]
+    return [LocalTask(t.runs, cards) for t, cards in
+            place(gpu_tasks, [t.runs[0].resources.gpus for t in gpu_tasks], free)]
+
+
 def initial_placement(tasks: list[LocalTask], gpus: tuple[LocalGpu, ...]) -> list[LocalTask]:
     """The tasks that start at once on an idle machine, with their cards (what --dry-run
     shows; the rest start as cards come free)."""
-    free = [g.index for g in gpus]
-    return [LocalTask(t.runs, cards) for t, cards in
-            place(tasks, [t.runs[0].resources.gpus for t in tasks], free)]
+    return _on_free_cards(tasks, [g.index for g in gpus])
 
 
 def _run_local(todo: list[PlannedRun], env: EnvProfile, folder: Path,
@@ -443,22 +447,19 @@ def _startable(queue: list[LocalTask], running: list[LocalTask], env: EnvProfile
                free: list[int]) -> list[LocalTask]:
     """Tasks of the queue that may start now: GPU tasks on free cards, CPU tasks up to
     max_parallel."""
-    gpu_tasks = [t for t in queue if t.runs[0].resources.gpus > 0]
-    out = [LocalTask(t.runs, cards) for t, cards in
-           place(gpu_tasks, [t.runs[0].resources.gpus for t in gpu_tasks], free)]
+    out = _on_free_cards(queue, free)
     cpu_slots = env.max_parallel - sum(1 for t in running if not t.gpus)
     out += [t for t in queue if t.runs[0].resources.gpus == 0][:max(0, cpu_slots)]
     return out
 
 
-def _start_local(task: LocalTask, env: EnvProfile, folder: Path) -> Any:
+def _start_local(task: LocalTask, env: EnvProfile, folder: Path, jobs_dir: Path) -> Any:
     import submitit
 
     from jobs.pack import PackJob
     from jobs.pipeline import PipelineJob
 
     # The LocalExecutor itself: the AutoExecutor does not pass visible_gpus on.
-    jobs_dir = _jobs_dir(folder)
     ex = submitit.LocalExecutor(folder=jobs_dir / "%j")
     ex.update_parameters(timeout_min=env.time_limit_min, gpus_per_node=len(task.gpus),
                          visible_gpus=tuple(task.gpus), signal_delay_s=env.signal_delay_s)
@@ -466,7 +467,6 @@ def _start_local(task: LocalTask, env: EnvProfile, folder: Path) -> Any:
     fn = PipelineJob(dirs[0]) if len(dirs) == 1 else PackJob(dirs, mps=env.cuda_mps)
     with _stderr_into(jobs_dir / "controllers.log"):
         job = ex.submit(fn)
-    _drop_placeholder(folder)
     params = {"timeout_min": env.time_limit_min, "gpus": task.gpus}
     for p in task.runs:
         rd = RunDir(folder / p.run.run_id)
@@ -491,11 +491,12 @@ def _where(task: LocalTask) -> str:
 def _local_loop(queue: list[LocalTask], running: list[LocalTask], env: EnvProfile,
                 folder: Path, on_event: Callable[[str], None], free: list[int]) -> None:
     order = list(free)
+    jobs_dir = _jobs_dir(folder)
     shown: dict[str, tuple[float, str]] = {}
     while queue or running:
         for task in _startable(queue, running, env, free):
             queue[:] = [t for t in queue if t.runs is not task.runs]
-            task.job = _start_local(task, env, folder)
+            task.job = _start_local(task, env, folder, jobs_dir)
             for p in task.runs:
                 on_event(f"started {p.run.run_id} {_where(task)}")
             running.append(task)

@@ -23,6 +23,7 @@ from typing import Any
 
 from core.config import SPECS, ConfigError, RunConfig, checked, coerce, config_hash, short
 from core.data import DataError, load_dataset
+from core.demo_data import DEMO_EVAL, DEMO_TRAIN
 from launcher.yamlio import YamlError, load_yaml_mapping
 
 SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "seeds",
@@ -178,8 +179,8 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
             values.update(part)
             varied.update(part)
         if demo:
-            values.setdefault("data.train_dataset_file", "demo:train")
-            values.setdefault("data.eval_dataset_file", "demo:eval")
+            values.setdefault("data.train_dataset_file", DEMO_TRAIN)
+            values.setdefault("data.eval_dataset_file", DEMO_EVAL)
         try:
             # Values were coerced once, by _typed: only the combination is left to check.
             cfg = checked(RunConfig().replace({k: v for k, v in values.items()

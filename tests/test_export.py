@@ -79,10 +79,16 @@ def test_export_errors_name_what_is_missing(tmp_path):
     assert r.returncode == 2 and "export HF_TOKEN" in r.stderr
 
 
-def test_lora_export_refuses_a_link_in_the_model_folder(tmp_path):
+def _bare_adapter(tmp_path):
+    """A folder export accepts as a model (an adapter_config.json), with nothing trained."""
     model = tmp_path / "adapter"
     model.mkdir()
     (model / "adapter_config.json").write_text("{}")
+    return model
+
+
+def test_lora_export_refuses_a_link_in_the_model_folder(tmp_path):
+    model = _bare_adapter(tmp_path)
     secret = tmp_path / "token"
     secret.write_text("hf_secret")
     (model / "notes.txt").symlink_to(secret)
@@ -93,9 +99,7 @@ def test_lora_export_refuses_a_link_in_the_model_folder(tmp_path):
 
 
 def test_export_output_a_file_and_push_while_offline_are_one_line(tmp_path):
-    model = tmp_path / "adapter"
-    model.mkdir()
-    (model / "adapter_config.json").write_text("{}")
+    model = _bare_adapter(tmp_path)
     a_file = tmp_path / "afile"
     a_file.write_text("")
     r = run_module("jobs.export", "--model-dir", str(model), "--output-dir", str(a_file))
