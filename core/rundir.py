@@ -1,8 +1,8 @@
 """The run directory: the contract between the launcher and the jobs, and the one home of
 its file names (nothing else spells them).
 
-runs/<sweep>/sweep.yaml, demo-data/, .submit.lock, and per run: config.yaml,
-job.json, progress.json, error.json, cancel.request, checkpoints/ (trainer checkpoints,
+runs/<sweep>/sweep.yaml, demo-data/, .submit.lock, search.json, and per run: config.yaml,
+job.json, progress.json, error.json, cancel.request, budget.json, rungs/<i>/, checkpoints/ (trainer checkpoints,
 micro_batch.json), adapter/ (the trained model folder: medsweep_train.json, medsweep_train_started.json),
 logs/ (run.log: a packed run's own output),
 results/{performance.json,true_pred_entities.json}.
@@ -22,6 +22,8 @@ DEMO_DATA = "demo-data"
 SUBMITIT = "_submitit"
 """Where submitit's files went before they moved to job_files_dir (still never followed)."""
 SUBMIT_LOCK = ".submit.lock"
+SEARCH_FILE = "search.json"
+"""An adaptive sweep's decisions (core.search)."""
 # A run folder
 CONFIG_FILE = "config.yaml"
 JOB_FILE = "job.json"
@@ -32,6 +34,10 @@ ADAPTER = "adapter"
 RESULTS = "results"
 LOGS = "logs"
 CANCEL_REQUEST = "cancel.request"
+BUDGET_FILE = "budget.json"
+"""An adaptive sweep's run: the rung and the epochs it is to train to (core.search)."""
+RUNG_ARCHIVE = "rungs"
+"""A promoted run's earlier rungs: rungs/<i>/{job.json,performance.json,true_pred...}."""
 """Written by ``launcher cancel`` for a run that shares its job with others (a pack): the
 pack stops that run's process alone."""
 # logs/
@@ -83,7 +89,8 @@ def private_job_files_dir(sweep_folder: Path) -> Path:
 
 
 WRITTEN_IN_RUN = (CHECKPOINTS, ADAPTER, RESULTS, LOGS, f"{LOGS}/{RUN_LOG}", PROGRESS_FILE,
-                  ERROR_FILE, JOB_FILE, CONFIG_FILE, f"{ADAPTER}/scratch_base",
+                  ERROR_FILE, JOB_FILE, CONFIG_FILE, BUDGET_FILE, RUNG_ARCHIVE,
+                  f"{ADAPTER}/scratch_base",
                   f"{RESULTS}/{PERFORMANCE}", f"{RESULTS}/{TRUE_PRED}")
 """What medsweep writes inside a run folder: none of them may be a symbolic link."""
 
@@ -153,6 +160,13 @@ class RunDir:
     @property
     def run_log(self) -> Path:
         return self.logs / RUN_LOG
+
+    @property
+    def budget(self) -> Path:
+        return self.path / BUDGET_FILE
+
+    def rung_archive(self, rung: int) -> Path:
+        return self.path / RUNG_ARCHIVE / str(rung)
 
 
 def clean_progress(doc: object) -> dict | None:

@@ -5,6 +5,8 @@ took 75% of a Gemma 3 270M run), so they are written by time and on demand, not 
 
 * every ``train.checkpoint_every_min`` minutes of training (a crash loses at most that much);
 * every ``train.save_steps`` optimizer steps, where the user asks for it (0: never by count);
+* at the end of the epoch that reaches a budget (``stop_at_epoch``, an adaptive sweep's rung):
+  the checkpoint a promotion resumes from, after which training stops and the model is saved;
 * when the job is told it will stop: Slurm's time-limit warning (USR2, which submitit turns
   into a requeue), a preemption's SIGTERM, or a pack stopping its runs. The request is taken at
   the end of the optimizer step in flight: the checkpoint is written, training stops, and
@@ -52,6 +54,9 @@ class CheckpointPolicy:
     stop_reason: str | None = None
     stop_signal: int | None = None
     saves: int = 0
+    stop_at_epoch: float | None = None
+    """Stop (after a checkpoint) at the end of the epoch reaching this many epochs."""
+    budget_reached: bool = False
     _last: float = field(default=0.0, init=False)
 
     def start(self) -> None:
@@ -82,6 +87,16 @@ class CheckpointPolicy:
             return True
         return self.every_s > 0 and self.clock() - self._last >= self.every_s
 
+    def at_budget(self, epoch: float | None) -> bool:
+        """Whether training has reached stop_at_epoch (an epoch's end is a whole number).
+
+        >>> p = CheckpointPolicy(every_s=0, stop_at_epoch=2.0)
+        >>> p.at_budget(1.0), p.at_budget(2.0), CheckpointPolicy(every_s=0).at_budget(5.0)
+        (False, True, False)
+        """
+        return (self.stop_at_epoch is not None and epoch is not None
+                and epoch >= self.stop_at_epoch - 1e-6)
+
     def saved(self) -> None:
         self.saves += 1
         self._last = self.clock()
@@ -101,6 +116,14 @@ class CheckpointPolicy:
                     control.should_save = True
                 if policy.stop_reason is not None:
                     control.should_save = state.global_step < state.max_steps
+                    control.should_training_stop = True
+
+            def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if policy.at_budget(state.epoch) and state.global_step < state.max_steps:
+                    # The trainer then validates (eval_strategy epoch) and saves: the checkpoint
+                    # holds this epoch's validation loss, as a straight run's log does.
+                    policy.budget_reached = True
+                    control.should_save = True
                     control.should_training_stop = True
 
             def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

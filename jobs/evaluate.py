@@ -278,7 +278,10 @@ def _generate(model: Any, tokenizer: Any, records: list[Any], pr: _Prompts, cfg:
 
 
 def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
-             progress_path: Path | None = None) -> dict[str, Any]:
+             progress_path: Path | None = None,
+             budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate the model in model_dir on the eval split into results_dir; budget: the rung
+    of an adaptive sweep this model was trained to (recorded in performance.json)."""
     from jobs import modeling
     from jobs.progress import ProgressWriter
 
@@ -327,6 +330,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         config=cfg.to_dict(),
         extra={
             "model_dir": str(model_dir),
+            "budget": budget,
             "grounding": grounding,
             "family": family.name,
             "data": {"eval_file": str(cfg.data.eval_dataset_file),

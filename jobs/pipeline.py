@@ -20,9 +20,10 @@ import yaml
 
 from core.config import config_from_dict, config_hash
 from core.demo_data import demo_ref
-from core.fileio import atomic_write_json
+from core.fileio import atomic_write_json, read_json
 from core.results import now_iso
 from core.rundir import DEMO_DATA, PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
+from core.search import Budget, budget_from_doc
 from jobs.checkpointing import StoppedToResume
 
 _ID_HASH = re.compile(r"-([0-9a-f]{8})$")
@@ -44,6 +45,13 @@ def check_config_matches_id(rd: RunDir, cfg: Any) -> None:
                          "it was changed after the submit: submit the sweep again")
 
 
+def run_budget(rd: RunDir, cfg: Any) -> Budget | None:
+    """The rung an adaptive sweep's run trains to (its budget.json), None for a grid run."""
+    if not rd.budget.is_file():
+        return None
+    return budget_from_doc(read_json(rd.budget), str(rd.budget), float(cfg.train.num_epochs))
+
+
 def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
     """Train (or resume) then evaluate the run in run_dir; returns the performance summary."""
     rd = RunDir(Path(run_dir))
@@ -55,10 +63,13 @@ def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
         from jobs.evaluate import evaluate
         from jobs.train import train
 
+        budget = run_budget(rd, cfg)
         if rd.error.exists():
             rd.error.unlink()
-        train(cfg, rd.adapter, checkpoint_dir=rd.checkpoints, progress_path=rd.progress)
-        doc = evaluate(cfg, rd.adapter, rd.results, progress_path=rd.progress)
+        train(cfg, rd.adapter, checkpoint_dir=rd.checkpoints, progress_path=rd.progress,
+              budget_epochs=budget.epochs if budget else None)
+        doc = evaluate(cfg, rd.adapter, rd.results, progress_path=rd.progress,
+                       budget=budget.as_dict() if budget else None)
     except BaseException as exc:
         if not isinstance(exc, (KeyboardInterrupt, SystemExit, StoppedToResume)):
             atomic_write_json(rd.error, {

@@ -229,10 +229,14 @@ def _trainer_class(base: Any) -> Any:
 
 
 def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
-          progress_path: Path | None = None) -> dict[str, Any]:
-    """Train (or resume, or recognise as done) and return the training summary."""
+          progress_path: Path | None = None,
+          budget_epochs: float | None = None) -> dict[str, Any]:
+    """Train (or resume, or recognise as done) and return the training summary.
+    budget_epochs: stop after that many of the configured epochs (an adaptive sweep's rung),
+    with a checkpoint to resume from and the model saved; a later call with a larger budget
+    (or None: all epochs) continues from there."""
     return train_model(cfg, output_dir, checkpoint_dir=checkpoint_dir,
-                       progress_path=progress_path).summary
+                       progress_path=progress_path, budget_epochs=budget_epochs).summary
 
 
 @dataclass
@@ -243,8 +247,23 @@ class TrainResult:
     tokenizer: Any = None
 
 
+def trained_far_enough(done: dict[str, Any], budget_epochs: float | None) -> bool:
+    """Whether a finished summary covers the budget asked for (None: every epoch).
+
+    >>> trained_far_enough({"budget_epochs": None}, 1.0), trained_far_enough({}, None)
+    (True, True)
+    >>> trained_far_enough({"budget_epochs": 1.0}, 3.0), trained_far_enough({"budget_epochs": 1.0}, None)
+    (False, False)
+    """
+    trained_to = done.get("budget_epochs")
+    if trained_to is None:
+        return True
+    return budget_epochs is not None and float(trained_to) >= budget_epochs
+
+
 def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
-                progress_path: Path | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
+                progress_path: Path | None = None, callbacks: Sequence[Any] = (),
+                budget_epochs: float | None = None) -> TrainResult:
     """train() that also hands back the model; callbacks go to the trainer (benchmarks)."""
     from jobs import modeling
 
@@ -263,11 +282,14 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
     summary_path = output_dir / TRAIN_SUMMARY
     if summary_path.is_file():
         done = _read_own(summary_path)
-        if done.get("identity") == identity:
+        if done.get("identity") != identity:
+            raise TrainError(f"{output_dir} holds a model trained with a different "
+                             "configuration; use a new --output-dir")
+        if trained_far_enough(done, budget_epochs):
             modeling.log(f"{output_dir} already holds this trained model; nothing to do")
             return TrainResult(dict(done))
-        raise TrainError(f"{output_dir} holds a model trained with a different configuration; "
-                         "use a new --output-dir")
+        modeling.log(f"{output_dir} holds this model trained to {done['budget_epochs']:g} "
+                     "epochs: training on from its checkpoint")
     started = _read_own(output_dir / TRAIN_STARTED) if (
         output_dir / TRAIN_STARTED).is_file() else None
     if started is not None and started.get("identity") != identity:
@@ -280,7 +302,7 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
                       {"identity": identity, "started_at": now_iso()})
     try:
         return _run_training(cfg, ds, identity, output_dir, checkpoint_dir, progress_path,
-                             callbacks, val_ds)
+                             callbacks, val_ds, budget_epochs)
     except BaseException:
         # Nothing half-done: a folder this call created and left without a checkpoint to
         # resume from goes away again.
@@ -465,15 +487,19 @@ def _warmup_for(cfg: RunConfig, total_steps: int) -> int:
     return warmup
 
 
-def checkpoint_policy(cfg: RunConfig) -> CheckpointPolicy:
-    """This run's checkpoint policy (jobs.checkpointing)."""
+def checkpoint_policy(cfg: RunConfig, budget_epochs: float | None = None) -> CheckpointPolicy:
+    """This run's checkpoint policy (jobs.checkpointing); a budget below the configured
+    epochs stops training at its epoch's end."""
+    stop_at = budget_epochs if (budget_epochs is not None and cfg.train.max_steps < 0
+                                and budget_epochs < cfg.train.num_epochs) else None
     return CheckpointPolicy(every_s=cfg.train.checkpoint_every_min * 60.0,
-                            every_steps=cfg.train.save_steps)
+                            every_steps=cfg.train.save_steps, stop_at_epoch=stop_at)
 
 
 def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_dir: Path,
                   checkpoint_dir: Path, progress_path: Path | None,
-                  callbacks: Sequence[Any], val_ds: Dataset | None = None) -> TrainResult:
+                  callbacks: Sequence[Any], val_ds: Dataset | None = None,
+                  budget_epochs: float | None = None) -> TrainResult:
     from jobs.faults import train_callbacks
     from jobs.progress import ProgressWriter, trainer_callback
 
@@ -501,7 +527,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     resumed_from = _last_checkpoint(checkpoint_dir)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    policy = checkpoint_policy(cfg)
+    policy = checkpoint_policy(cfg, budget_epochs)
     clock = StepClock(sync=torch.cuda.synchronize if cuda else lambda: None)
     first = first_step_clock()
 
@@ -518,7 +544,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     t1 = time.time()
     with stop_on_signals(policy):
         fit = _fit_with_oom_retry(make_trainer, model, bs, ga, checkpoint_dir, writer,
-                                  progress_path, cuda)
+                                  progress_path, cuda, policy)
     train_s = time.time() - t1
     step = int(fit.out.global_step)
     if policy.stop_reason is not None and step < fit.trainer.state.max_steps:
@@ -528,6 +554,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     tokenizer.save_pretrained(str(output_dir))
     summary = _train_summary(cfg, ds, identity, loaded, enc, fit, writer, clock, policy,
                              resumed_from=resumed_from, warmup=warmup, train_s=train_s,
+                             budget=policy.stop_at_epoch if policy.budget_reached else None,
                              startup=startup_breakdown(loaded.import_s, loaded.load_s,
                                                        enc.tokenize_s, t1, first.at))
     atomic_write_json(output_dir / TRAIN_SUMMARY, summary)
@@ -541,7 +568,8 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
 def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded: _Loaded,
                    enc: _Encoded, fit: _Fit, writer: Any, clock: StepClock,
                    policy: CheckpointPolicy, *, resumed_from: Path | None, warmup: int,
-                   train_s: float, startup: dict[str, Any]) -> dict[str, Any]:
+                   train_s: float, startup: dict[str, Any],
+                   budget: float | None = None) -> dict[str, Any]:
     from jobs import modeling
 
     facts = modeling.device_facts(fit.trainer.model)
@@ -551,6 +579,9 @@ def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded
         "identity": identity,
         "finished_at": now_iso(),
         "resumed_from": resumed_from.name if resumed_from else None,
+        # An adaptive sweep's rung stopped training at this many epochs (None: all of them).
+        "budget_epochs": budget,
+        "epoch": round(float(fit.trainer.state.epoch or 0.0), 4),
         "base_model": loaded.model_name,
         "examples": len(enc.examples),
         "labels": ds.labels,
@@ -566,7 +597,8 @@ def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded
         "step_time": clock.breakdown(),
         "checkpoints": {"every_min": cfg.train.checkpoint_every_min,
                         "every_steps": cfg.train.save_steps, "written": policy.saves},
-        "examples_per_s": round(len(enc.examples) * cfg.train.num_epochs / train_s, 3)
+        "examples_per_s": round(len(enc.examples) * (budget or cfg.train.num_epochs)
+                                / train_s, 3)
         if cfg.train.max_steps < 0 and train_s > 0 and not resumed_from else None,
         "peak_vram_gb": facts["peak_vram_gb"],
         "device": facts,
@@ -610,9 +642,28 @@ def halved_batch(bs: int, ga: int) -> tuple[int, int]:
     return new_bs, -(-bs * ga // new_bs)
 
 
+def _at_budget_already(trainer: Any, resume: Path | None, policy: CheckpointPolicy) -> Any:
+    """Where the checkpoint to resume from already reached the budget (the job stopped after
+    it and before saving the model), load it and train nothing: the trainer would otherwise
+    run the next epoch before its epoch-end check. Returns the TrainOutput, or None."""
+    if resume is None or policy.stop_at_epoch is None:
+        return None
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+    if not policy.at_budget(state.epoch):
+        return None
+    trainer._load_from_checkpoint(str(resume))
+    trainer.state = state
+    policy.budget_reached = True
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    return TrainOutput(state.global_step, losses[-1] if losses else 0.0, {})
+
+
 def _fit_with_oom_retry(make_trainer: Callable[[int, int], Any], model: Any, bs: int, ga: int,
                         checkpoint_dir: Path, writer: Any, progress_path: Path | None,
-                        cuda: bool) -> _Fit:
+                        cuda: bool, policy: CheckpointPolicy | None = None) -> _Fit:
     """trainer.train(), resumed from the last checkpoint where there is one; an out-of-memory
     error halves the micro-batch (halved_batch) and trains again from that checkpoint, or from
     the initial weights where none was written yet. Batch 1 out of memory is a TrainError."""
@@ -642,7 +693,9 @@ def _fit_with_oom_retry(make_trainer: Callable[[int, int], Any], model: Any, bs:
                     if n in initial:
                         p.copy_(initial[n].to(p.device))
         try:
-            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            out = _at_budget_already(trainer, resume, policy) if policy else None
+            if out is None:
+                out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
             return _Fit(out, trainer, bs, ga, oom_retries)
         except torch.OutOfMemoryError as exc:
             step = int(trainer.state.global_step)

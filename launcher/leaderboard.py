@@ -17,6 +17,7 @@ from core.results import check_performance
 from core.rundir import DEMO_DATA, RESULTS, TRUE_PRED, RunDir
 from core.textnorm import terminal_safe
 from launcher.paired import compare_files, load_counts
+from launcher.search import run_rungs
 from launcher.state import read_job
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
@@ -75,6 +76,7 @@ def collect(sweep_folders: list[Path]) -> Board:
     board.varied_keys = varied_keys_of([d for dirs in listed.values() for d in dirs])
     evals: dict[str, list[str]] = {}
     for folder, run_dirs in listed.items():
+        rungs = run_rungs(folder)
         for d in run_dirs:
             rd = RunDir(d)
             perf = rd.performance
@@ -111,6 +113,12 @@ def collect(sweep_folders: list[Path]) -> Board:
             # A CPU run has no GPU memory to report (its 0.0 would read as a measurement).
             row["peak_vram_gb"] = None if row["gpus"] == 0 else doc.get("peak_vram_gb")
             row["s_per_ex"] = doc.get("avg_inference_time")
+            if rd.run_id in rungs:
+                # An adaptive sweep's run: the rung its scores are from and what became of it.
+                rr = rungs[rd.run_id]
+                row["rung"] = _get(doc, "budget.rung")
+                row["epochs"] = _get(doc, "budget.epochs")
+                row["search"] = rr.outcome
             evals.setdefault(str(_get(doc, "data.eval_sha256")), []).append(rd.run_id)
             board.rows.append(row)
     if len(evals) > 1:
@@ -206,6 +214,8 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
     split = any(isinstance(r.get("gpus"), int) and r["gpus"] > 1 for r in board.rows)
     if "vs_best" not in cols and any("vs_best" in r for r in board.rows):
         cols.append("vs_best")  # sorted by a column not shown (e.g. exact.p without --pr)
+    if any("search" in r for r in board.rows):
+        cols += ["rung", "epochs", "search"]
     return cols + ["parse_fail", "train_s", *(["gpus"] if split else []), "peak_vram_gb",
                    "s_per_ex"]
 

@@ -31,6 +31,7 @@ from core.fileio import atomic_write_json, atomic_write_yaml, open_no_follow, re
 from core.results import has_results, now_iso
 from core.rundir import (
     DEMO_DATA,
+    SEARCH_FILE,
     SUBMIT_LOCK,
     SUBMITIT,
     SWEEP_FILE,
@@ -45,6 +46,15 @@ from launcher.envs import EnvProfile, pack_cap
 from launcher.gpus import LocalGpu, detect_gpus, place, with_local_gpus
 from launcher.hubcache import cache_dir, missing_models, offline
 from launcher.plan import PlanError, Resources, pack_runs, plan_run, sbatch_parameters
+from launcher.search import (
+    DECIDER_FILE,
+    advance,
+    budget_of,
+    read_search,
+    start_search,
+    stopped_runs,
+    write_budget,
+)
 from launcher.state import ACTIVE, RETRYABLE, process_start, run_states, stop_local_jobs
 from launcher.sweep import Run, Sweep
 from launcher.yamlio import YamlError
@@ -206,7 +216,13 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                    new_sweep: bool, only_retryable: bool, on_event: Callable[[str], None],
                    gpus: tuple[LocalGpu, ...]) -> list[PlannedRun]:
     with sweep_lock(folder):
+        if sweep.search is not None:
+            _refuse_links_search(folder)
+            start_search(folder, sweep.search, sweep.path)
+            advance(folder, sweep.search)
         _mark_actions(planned, folder, only_retryable)
+        if sweep.search is not None:
+            _skip_stopped(planned, folder)
         todo = [p for p in planned if p.action == "submit"]
         try:
             refuse_links(folder, (SWEEP_FILE, SUBMITIT, DEMO_DATA, f"{SUBMITIT}/controllers.log"))
@@ -223,10 +239,14 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                 created.append(rd.path)
             cfg = _materialise_data(sweep, folder, p.run.config.to_dict())
             atomic_write_yaml(rd.config, cfg)
+            if sweep.search is not None and not rd.budget.exists():
+                write_budget(rd, sweep.search, 0)
             for stale in (rd.error, rd.cancel_request):
                 if stale.exists():
                     stale.unlink()
         if not todo:
+            if sweep.search is not None and env.executor == "slurm":
+                _submit_decider(sweep, env, folder)
             return planned
         if env.executor == "slurm":
             try:
@@ -236,17 +256,105 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                 for path in created:
                     shutil.rmtree(path, ignore_errors=True)
                 if new_sweep:
-                    for leftover in (SWEEP_FILE, DEMO_DATA, SUBMITIT):
+                    for leftover in (SWEEP_FILE, DEMO_DATA, SUBMITIT, SEARCH_FILE):
                         target = folder / leftover
                         if target.is_dir():
                             shutil.rmtree(target, ignore_errors=True)
                         elif target.exists():
                             target.unlink()
                 raise
+            if sweep.search is not None:
+                _submit_decider(sweep, env, folder)
         else:
             # Local runs hold the lock until they end: a second submit then finds them done.
             _run_local(todo, env, folder, on_event, gpus)
+            while sweep.search is not None:
+                # Each rung ends here: decide it and run the promoted runs on (resumed).
+                promoted = advance(folder, sweep.search)
+                if not promoted:
+                    break
+                on_event(f"search: rung {_rung_of(folder, promoted[0])} with "
+                         f"{len(promoted)} run(s): {', '.join(promoted)}")
+                todo = [p for p in planned if p.run.run_id in promoted]
+                _run_local(todo, env, folder, on_event, gpus)
     return planned
+
+
+def _rung_field(rd: RunDir) -> dict[str, Any]:
+    """job.json's rung, for a run of an adaptive sweep (launcher.search archives by it)."""
+    b = budget_of(rd)
+    return {"rung": b.rung} if b else {}
+
+
+def _rung_of(folder: Path, run_id: str) -> int:
+    b = budget_of(RunDir(folder / run_id))
+    return b.rung if b else 0
+
+
+def _refuse_links_search(folder: Path) -> None:
+    try:
+        refuse_links(folder, (SEARCH_FILE,))
+    except ValueError as exc:
+        raise SubmitError(str(exc)) from None
+
+
+def _skip_stopped(planned: list[PlannedRun], folder: Path) -> None:
+    """A run the search stopped is not submitted again (resubmit included)."""
+    stopped = stopped_runs(folder)
+    for p in planned:
+        if p.run.run_id in stopped and p.action == "submit":
+            p.action = "skip-stopped"
+
+
+DECIDER_TIME_MIN = 15
+
+
+class SearchDecider:
+    """The Slurm job that decides a rung when its runs have ended (an afterany dependency)
+    and submits the next: the same as a user's next `launcher submit` of the sweep, so the
+    search goes on with no terminal open. The sweep and the profile travel pickled in the
+    private job files, not re-read from the (possibly shared) runs folder."""
+
+    def __init__(self, sweep: Sweep, env: EnvProfile, runs_dir: str) -> None:
+        self.sweep, self.env, self.runs_dir = sweep, env, runs_dir
+
+    def __call__(self) -> str:
+        planned = submit_sweep(self.sweep, self.env, runs_dir=self.runs_dir, gpus=())
+        return ", ".join(f"{p.run.run_id}: {p.action}" for p in planned)
+
+
+def _submit_decider(sweep: Sweep, env: EnvProfile, folder: Path) -> None:
+    """A one-CPU decider job after every active run of the search (none when nothing
+    runs: the search has ended or waits for a submit)."""
+    import submitit
+
+    ids = sorted({st.job_id.split("_")[0] for st in run_states(folder)
+                  if st.state in ACTIVE and st.job_id})
+    doc = read_search(folder)
+    if not ids or doc is None or len(doc["rungs"]) >= len(sweep.search.rungs if sweep.search
+                                                           else ()):
+        return
+    ex = submitit.AutoExecutor(folder=_jobs_dir(folder) / "%j", cluster="slurm")
+    params: dict[str, Any] = {"timeout_min": DECIDER_TIME_MIN, "cpus_per_task": 1,
+                              "mem_gb": 2, "slurm_partition": env.partitions[0].name,
+                              "slurm_additional_parameters": {
+                                  "dependency": "afterany:" + ":".join(ids),
+                                  "kill-on-invalid-dep": "no"}}
+    if env.account:
+        params["slurm_account"] = env.account
+    if env.qos:
+        params["slurm_qos"] = env.qos
+    ex.update_parameters(name=f"medsweep-{sweep.name}-decide",
+                         slurm_setup=_env_setup_lines(env), **params)
+    try:
+        job = ex.submit(SearchDecider(sweep, env, str(folder.parent)))
+    except Exception as exc:  # the runs are submitted: say how to go on by hand
+        raise SubmitError(f"the search's decider job was refused ({str(exc).strip()[:200]}); "
+                          f"the runs are submitted: run `python -m launcher submit "
+                          f"{sweep.path}` after they end to decide the rung") from None
+    _drop_placeholder(folder)
+    atomic_write_json(folder / DECIDER_FILE, {"job_id": str(job.job_id), "after": ids,
+                                             "submitted_at": now_iso()})
 
 
 def _job_doc(p: PlannedRun, env: EnvProfile, job_id: str, cluster: str, params: dict[str, Any],
@@ -305,7 +413,7 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
                     submitted.append((job, p))
                     rd = RunDir(folder / p.run.run_id)
                     logs = (str(job.paths.stdout), str(job.paths.stderr))
-                    extra: dict[str, Any] = {}
+                    extra: dict[str, Any] = _rung_field(rd)
                     if len(pack) > 1:
                         # A packed run's own process logs into its folder; the task's log
                         # (the pack's supervisor) is named beside it.
@@ -471,7 +579,7 @@ def _start_local(task: LocalTask, env: EnvProfile, folder: Path, jobs_dir: Path)
     for p in task.runs:
         rd = RunDir(folder / p.run.run_id)
         logs = (str(job.paths.stdout), str(job.paths.stderr))
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = _rung_field(rd)
         if len(task.runs) > 1:
             extra["pack"] = {"runs": [q.run.run_id for q in task.runs],
                              "stdout": logs[0], "stderr": logs[1]}

@@ -24,10 +24,11 @@ from typing import Any
 from core.config import SPECS, ConfigError, RunConfig, checked, coerce, config_hash, short
 from core.data import DataError, load_dataset
 from core.demo_data import DEMO_EVAL, DEMO_TRAIN
+from core.search import BUDGET_KEYS, SearchSpec, parse_search
 from launcher.yamlio import YamlError, load_yaml_mapping
 
 SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "seeds",
-              "max_runs")
+              "max_runs", "search")
 MAX_RUNS = 10_000
 """Default cap on the runs one sweep may expand to (the sweep's max_runs raises it)."""
 DATA_KEYS = ("train", "eval", "validation", "demo")
@@ -56,6 +57,8 @@ class Sweep:
     varied_keys: list[str]
     demo_data: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
+    search: SearchSpec | None = None
+    """The adaptive search (core.search), None for the full grid."""
 
 
 def _slug_value(key: str, value: Any) -> str:
@@ -280,6 +283,21 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     for k in sorted(dup):
         errors.append(f"{where}: {k} is set in more than one of base, grid, paired, seeds; "
                       "set it in one place")
+    search = parse_search(data.get("search"), where, errors)
+    if search is not None:
+        for key in BUDGET_KEYS:
+            if key in varied_keys or key in base:
+                errors.append(f"{where}: {key} is the search's budget (search.rungs sets "
+                              "it): remove it from base, grid, paired and seeds")
+        if search.metric == "val_loss" and not (isinstance(data.get("data"), dict)
+                                                and data["data"].get("validation")):
+            errors.append(f"{where}: search.metric: val_loss needs data.validation (a dev "
+                          "file for the loss per epoch); add it or rank by dev_exact_f1")
+        if "train.max_steps" in varied_keys or (fixed.get("train.max_steps") or -1) > 0:
+            errors.append(f"{where}: train.max_steps: a search budgets epochs (search.rungs); "
+                          "remove train.max_steps")
+        # Every run is configured for the largest budget: its schedule is a straight run's.
+        fixed[BUDGET_KEYS[0]] = search.rungs[-1]
     if "model.name_or_path" not in fixed and "model.name_or_path" not in varied_keys:
         errors.append(f"{where}: model.name_or_path: set it in base or grid")
     cap = data.get("max_runs", MAX_RUNS)
@@ -303,7 +321,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
                        or {"model.name_or_path": r.config.model.name_or_path}),
                 r.config, r.varied) for r in runs]
     return Sweep(name=str(name), path=path, env=str(env), runs=runs, varied_keys=varied_keys,
-                 demo_data=demo, raw=data)
+                 demo_data=demo, raw=data, search=search)
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.textnorm import terminal_safe
 from launcher.commands.common import add_sweep_arg, sweep_folders
+from launcher.search import RunRung, SearchStateError, read_search, run_rungs
 from launcher.state import RETRYABLE, RunState, run_states
 
 
@@ -34,7 +37,8 @@ def _progress(st: RunState) -> str:
             + (f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""))
 
 
-def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
+def render(states: list[RunState],
+           rungs: dict[str, RunRung] | None = None) -> tuple[str, dict[str, int]]:
     from tabulate import tabulate
 
     from core.textnorm import terminal_safe
@@ -53,9 +57,9 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
                   for v in (s.varied.get(k, "") for k in keys)]
         rows.append([s.run_id, *varied, s.state, s.job_id or "",
                      _progress(s), f"{loss:.3f}" if isinstance(loss, float) else "",
-                     s.elapsed])
+                     s.elapsed, *_rung_cells(rungs, s.run_id)])
     headers = ["run_id", *[k.split(".", 1)[1] for k in keys], "state", "job", "progress",
-               "loss", "elapsed"]
+               "loss", "elapsed", *(["rung", "epochs", "search"] if rungs else [])]
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -70,6 +74,31 @@ def render(states: list[RunState]) -> tuple[str, dict[str, int]]:
     return table, counts
 
 
+def _rung_cells(rungs: dict[str, RunRung] | None, run_id: str) -> list[str]:
+    if not rungs:
+        return []
+    rr = rungs.get(run_id)
+    return [str(rr.rung), f"{rr.budget:g}", rr.outcome] if rr else ["", "", ""]
+
+
+def search_line(folder: Path) -> str | None:
+    """One line on an adaptive sweep: its rungs, which one it is at, and what it waits for."""
+    try:
+        doc = read_search(folder)
+    except SearchStateError as exc:
+        return f"search: {exc}"
+    if doc is None:
+        return None
+    spec = doc.get("spec") or {}
+    rungs = spec.get("rungs") or []
+    done = len(doc["rungs"])
+    head = (f"search: {spec.get('strategy')} by {spec.get('metric')}, rungs "
+            f"{rungs} epochs, keep {spec.get('keep')}: ")
+    if done >= len(rungs):
+        return head + "finished"
+    return head + f"rung {done} ({rungs[done]:g} epochs) runs; decided {done} of {len(rungs)}"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.watch is not None and not (args.watch > 0 and args.watch < 86400):
         raise UserError(f"status --watch {args.watch:g}: give a refresh interval in seconds "
@@ -81,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
         out = []
         for folder in folders:
             states = run_states(folder)
-            table, counts = render(states)
+            table, counts = render(states, run_rungs(folder))
             out.append(f"sweep {folder.name} ({folder})")
+            line = search_line(folder)
+            if line:
+                out.append(terminal_safe(line))
             out.append(table)
             out.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
             any_failed |= any(s in RETRYABLE for s in counts)

@@ -104,6 +104,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def search_plan(spec: Any, n: int) -> str:
+    """The rungs of an adaptive sweep and the most it can train against the full grid.
+
+    >>> from core.search import SearchSpec
+    >>> print(search_plan(SearchSpec((1, 3, 9)), 12))
+    search: successive-halving by dev_exact_f1, keep 1/3 at each rung:
+      rung 0: 12 run(s) to 1 epoch(s)
+      rung 1: 4 run(s) to 3 epoch(s)
+      rung 2: 1 run(s) to 9 epoch(s)
+      at most 26 run-epochs of training, against 108 for the full grid (24%)
+    """
+    lines = [f"search: {spec.strategy} by {spec.metric}, keep {spec.keep_text} at each rung:"]
+    alive = n
+    for i, b in enumerate(spec.rungs):
+        lines.append(f"  rung {i}: {alive} run(s) to {b:g} epoch(s)")
+        alive = spec.survivors(alive)
+    most, grid = spec.run_epochs(n), n * spec.rungs[-1]
+    lines.append(f"  at most {most:g} run-epochs of training, against {grid:g} for the full "
+                 f"grid ({most / grid:.0%})" if grid else "")
+    return "\n".join(lines)
+
+
 def _print_local_placement(env: Any, planned: list[Any], gpus: tuple[LocalGpu, ...]) -> None:
     tasks = local_tasks(planned, env)
     started = initial_placement(tasks, gpus)
@@ -138,6 +160,8 @@ def _print_dry_run(sweep: Any, env: Any, planned: list[Any],
                   "until `python -m launcher prefetch` has fetched them")
     print(tabulate(rows, headers=["run_id", "model", "est. GB", "partition", "gpus",
                                   "time min"], tablefmt="github"))
+    if sweep.search is not None:
+        print(search_plan(sweep.search, len(planned)))
     if env.executor == "local" and gpus:
         _print_local_placement(env, planned, gpus)
     elif env.executor == "local":
