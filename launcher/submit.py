@@ -55,7 +55,14 @@ from launcher.search import (
     stopped_runs,
     write_budget,
 )
-from launcher.state import ACTIVE, RETRYABLE, process_start, run_states, stop_local_jobs
+from launcher.state import (
+    ACTIVE,
+    RETRYABLE,
+    process_start,
+    run_states,
+    sacct_states,
+    stop_local_jobs,
+)
 from launcher.sweep import Run, Sweep
 from launcher.yamlio import YamlError
 
@@ -319,8 +326,25 @@ class SearchDecider:
         self.sweep, self.env, self.runs_dir = sweep, env, runs_dir
 
     def __call__(self) -> str:
+        # This job's own Slurm variables must not reach the jobs it submits (srun reads some
+        # of them, e.g. the memory ones, and refuses mixed ones).
+        for key in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_"))
+                    and k != "SLURM_CONF"]:
+            del os.environ[key]
         planned = submit_sweep(self.sweep, self.env, runs_dir=self.runs_dir, gpus=())
         return ", ".join(f"{p.run.run_id}: {p.action}" for p in planned)
+
+
+def _decider_waits_for(folder: Path, ids: list[str]) -> bool:
+    """Whether the last decider submitted is still queued after (at least) these jobs."""
+    try:
+        last = read_json(folder / DECIDER_FILE)
+    except ValueError:
+        return False
+    if not isinstance(last, dict) or not set(ids) <= set(last.get("after") or []):
+        return False
+    row = sacct_states([str(last.get("job_id"))]).get(str(last.get("job_id")))
+    return row is None or row["state"] in ACTIVE
 
 
 def _submit_decider(sweep: Sweep, env: EnvProfile, folder: Path) -> None:
@@ -333,6 +357,8 @@ def _submit_decider(sweep: Sweep, env: EnvProfile, folder: Path) -> None:
     doc = read_search(folder)
     if not ids or doc is None or len(doc["rungs"]) >= len(sweep.search.rungs if sweep.search
                                                            else ()):
+        return
+    if _decider_waits_for(folder, ids):
         return
     ex = submitit.AutoExecutor(folder=_jobs_dir(folder) / "%j", cluster="slurm")
     params: dict[str, Any] = {"timeout_min": DECIDER_TIME_MIN, "cpus_per_task": 1,
