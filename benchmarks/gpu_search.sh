@@ -61,7 +61,7 @@ wait)
         echo "still running"; tail -3 "$OUT/status-$name.txt" 2>/dev/null
     fi ;;
 evalab)
-    # The Gemma search's winner on the whole dev split through jobs.evaluate: as trained (flex
+    # The Gemma search's winner on the first 1,000 dev records through jobs.evaluate: as trained (flex
     # attention, unique pairs), then with UNSLOTH_ENABLE_FLEX_ATTENTION=0 counting every
     # mention (--eval-unique-entities false): the raw answers must be the same, the speed may
     # not (issue 26's next step), and the second gives the mention-level scores (issue 28).
@@ -69,10 +69,10 @@ evalab)
     winner=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print([r for r, w in d['rungs'][-1]['stopped'].items() if w.startswith('finished')][0])" "$folder/search.json")
     dev=$B/data/bc5cdr/dev.json
     python3 -m jobs.evaluate --eval-dataset-file "$dev" --results-dir "$S/full-flex" \
-        --model-dir "$folder/$winner/adapter" --eval-batch-size 1024 > "$S/full-flex.log" 2>&1
+        --model-dir "$folder/$winner/adapter" --eval-batch-size 1024 --eval-max-examples 1000 > "$S/full-flex.log" 2>&1
     UNSLOTH_ENABLE_FLEX_ATTENTION=0 python3 -m jobs.evaluate --eval-dataset-file "$dev" \
         --results-dir "$S/full-noflex" --model-dir "$folder/$winner/adapter" \
-        --eval-batch-size 1024 --eval-unique-entities false > "$S/full-noflex.log" 2>&1
+        --eval-batch-size 1024 --eval-max-examples 1000 --eval-unique-entities false > "$S/full-noflex.log" 2>&1
     python3 - "$S" > "$S/evalab.json" <<'PY'
 import json, sys
 s = sys.argv[1]

@@ -316,6 +316,10 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]
     pred, scores, grounding = score_grounded(gold, pred_raw, texts, metrics, cfg)
+    # Published BC5CDR / NCBI-disease scores count every mention: the same answers scored so,
+    # beside the seed's unique (label, text) pairs, in every run.
+    mentions = score([list(r.entities) for r in records], pred, texts, metrics,
+                     unique=False)["total"] if cfg.eval.unique_entities else scores["total"]
     grounding["constrained"] = cfg.eval.constrained
     grounding["constrained_masked_steps"] = sum(c.masked_steps for c in gen.constraints) \
         if cfg.eval.constrained else None
@@ -331,6 +335,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         extra={
             "model_dir": str(model_dir),
             "budget": budget,
+            "mention_level": mentions,
             "grounding": grounding,
             "family": family.name,
             "data": {"eval_file": str(cfg.data.eval_dataset_file),

@@ -24,6 +24,9 @@ CONTROL = "nvidia-cuda-mps-control"
 PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
 LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
 MPS_STATUS_ENV = "MEDSWEEP_PACK_MPS"  # a packed run's record of how it shared its GPU
+PACK_RUNS_ENV = "MEDSWEEP_PACK_RUNS"
+"""How many runs of a pack share the card: each grows its micro-batch into its share of the
+free memory only (12 runs that each saw the whole card free ran it out of memory)."""
 
 
 def mps_folders(root: Path) -> dict[str, str]:

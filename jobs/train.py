@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from core.cliargs import add_config_flags, config_from_args, keys_of
 from core.config import RunConfig
@@ -26,7 +26,7 @@ from core.prompts import prompt_messages, target_json
 from core.results import environment_info, now_iso
 from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
 from jobs.checkpointing import RESUMABLE_EXIT, CheckpointPolicy, StoppedToResume, stop_on_signals
-from jobs.mps import MPS_STATUS_ENV
+from jobs.mps import MPS_STATUS_ENV, PACK_RUNS_ENV
 from jobs.steptime import StepClock
 
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
@@ -739,7 +739,7 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
         c = getattr(model.config, "text_config", None) or model.config
         shape = ModelShape(0.0, c.hidden_size, c.num_hidden_layers, c.intermediate_size,
                            c.vocab_size)
-        free = modeling.free_gpu_bytes() if free_bytes is None else free_bytes
+        free = free_share(modeling.free_gpu_bytes() if free_bytes is None else free_bytes)
         longest = max(len(e.input_ids) for e in examples)
         new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free,
                                                                    checkpointing))
@@ -751,6 +751,22 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
         bs, ga = new_bs, new_ga
     _save_micro_batch(checkpoint_dir, bs, ga, {})
     return bs, ga
+
+
+def free_share(free: int, environ: Mapping[str, str] = os.environ) -> int:
+    """This run's share of the free GPU memory: all of it alone, 1/N of it in a pack of N
+    runs starting side by side on one card (jobs.pack sets the count).
+
+    >>> free_share(120, {}), free_share(120, {"MEDSWEEP_PACK_RUNS": "12"})
+    (120, 10)
+    >>> free_share(120, {"MEDSWEEP_PACK_RUNS": "x"})
+    120
+    """
+    try:
+        runs = int(environ.get(PACK_RUNS_ENV, "1"))
+    except ValueError:
+        runs = 1
+    return free // max(1, runs)
 
 
 def _save_micro_batch(checkpoint_dir: Path, bs: int, ga: int, extra: dict[str, Any]) -> None:

@@ -106,6 +106,8 @@ def collect(sweep_folders: list[Path]) -> Board:
                         if _is_interval(bounds):
                             row[f"{m}.{s}.ci95"] = bounds
             row["macro.exact.f1"] = _get(doc, "macro.exact.f1")
+            # Every mention counted (the literature's way), where the run recorded it.
+            row["mention.exact.f1"] = _get(doc, "mention_level.exact.f1")
             row["parse_fail"] = _get(doc, "parse.failure_rate")
             row["halluc"] = doc.get("hallucination_rate")
             row["train_s"] = _get(doc, "timings.train_s")
@@ -214,6 +216,9 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
     split = any(isinstance(r.get("gpus"), int) and r["gpus"] > 1 for r in board.rows)
     if "vs_best" not in cols and any("vs_best" in r for r in board.rows):
         cols.append("vs_best")  # sorted by a column not shown (e.g. exact.p without --pr)
+    if any(r.get("mention.exact.f1") is not None for r in board.rows) and "exact.f1" in cols:
+        cols.insert(cols.index("exact.f1") + 1 + sum(
+            c in cols for c in ("exact.f1.ci95", "vs_best")), "mention.exact.f1")
     if any("search" in r for r in board.rows):
         cols += ["rung", "epochs", "search"]
     return cols + ["parse_fail", "train_s", *(["gpus"] if split else []), "peak_vram_gb",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from core.config import SPECS
+from core.search import METRICS, SEARCH_KEYS
 from launcher.envs import EnvProfile, Partition
 from launcher.sweep import DATA_KEYS, SWEEP_KEYS
 
@@ -33,7 +34,9 @@ def render() -> str:
         default = "hidden" if spec.secret else _default(spec.default)
         lines.append(f"| `{key}` | {flags} | {typ} | {default} | {spec.help} |")
     lines += ["", "## Sweep file top-level keys", "",
-              f"`{'`, `'.join(SWEEP_KEYS)}`; `data` takes `{'`, `'.join(DATA_KEYS)}`.", "",
+              f"`{'`, `'.join(SWEEP_KEYS)}`; `data` takes `{'`, `'.join(DATA_KEYS)}`; "
+              f"`search` takes `{'`, `'.join(SEARCH_KEYS)}` (metric: "
+              f"{', '.join(METRICS)}; README, \"Adaptive sweeps\").", "",
               "## Env profile keys (envs/*.yaml)", "", "| key | default | meaning |",
               "|---|---|---|"]
     for f in dataclasses.fields(EnvProfile):

@@ -193,6 +193,8 @@ def test_the_pack_process_runs_each_run_in_its_own_process_and_survives_one_dyin
         time.sleep(0.5)
     cancel.cancel_request.write_text("test\n")
     victim = _pack_child(kill.path)
+    # Each run grows its micro-batch into its share of the card, not all of it.
+    assert b"MEDSWEEP_PACK_RUNS=3" in Path(f"/proc/{victim}/environ").read_bytes().split(b"\0")
     os.kill(victim, signal.SIGKILL)
     _, err = pack.communicate(timeout=600)
     assert pack.returncode != 0 and "1 of 3 packed runs failed: kill" in err, err[-2000:]
