@@ -103,8 +103,15 @@ def _performance(rd: RunDir, rung: int) -> Any:
     return doc if isinstance(b, dict) and b.get("rung") == rung else None
 
 
-def _ended(st: RunState | None) -> bool:
-    return st is not None and st.state not in ACTIVE and st.state != "NOT_SUBMITTED"
+def _settled(folder: Path, run_id: str, rung: int, st: RunState | None) -> bool:
+    """Whether a run of a rung has its outcome: this rung's results, or an error the job
+    recorded (error.json) after it ended. A run that ended without either (stopped by a
+    Ctrl-C, killed, out of time after its requeues) could still resume: the rung waits for
+    it (`resubmit` or the next `submit` runs it on)."""
+    if st is None or st.state in ACTIVE or st.state == "NOT_SUBMITTED":
+        return False
+    rd = RunDir(folder / run_id)
+    return _performance(rd, rung) is not None or rd.error.is_file()
 
 
 def _archive(rd: RunDir, rung: int) -> None:
@@ -159,7 +166,7 @@ def advance(folder: Path, spec: SearchSpec) -> list[str]:
         rung = len(doc["rungs"])
         ids = members(folder, doc, rung)
         states = {s.run_id: s for s in run_states(folder)}
-        if not ids or not all(_ended(states.get(r)) for r in ids):
+        if not ids or not all(_settled(folder, r, rung, states.get(r)) for r in ids):
             break
         scores = {r: metric_of(spec, _performance(RunDir(folder / r), rung)) for r in ids}
         d = decide(spec, rung, scores)
@@ -172,6 +179,14 @@ def advance(folder: Path, spec: SearchSpec) -> list[str]:
         if not d.promoted:
             break
     return promoted
+
+
+def rung_progress(folder: Path, doc: dict[str, Any]) -> tuple[int, int, int]:
+    """(the rung being run, its runs, how many of them have their outcome) for status."""
+    rung = len(doc["rungs"])
+    ids = members(folder, doc, rung)
+    states = {s.run_id: s for s in run_states(folder)}
+    return rung, len(ids), sum(_settled(folder, r, rung, states.get(r)) for r in ids)
 
 
 def stopped_runs(folder: Path) -> set[str]:

@@ -310,3 +310,21 @@ def test_a_search_runs_end_to_end_through_launcher_submit_locally(tmp_path):
     assert by_id[winner]["rung"] == 1 and by_id[winner]["search"] == "finished (top rung)"
     assert all(by_id[p.name]["rung"] == 0 for p in losers)
     assert ROOT.is_dir()
+
+
+def test_a_run_that_ended_without_results_or_an_error_holds_its_rung(tmp_path):
+    """Stopped by a Ctrl-C or killed, it can still resume: not counted as failed."""
+    from launcher.commands.status import search_line
+
+    spec = SearchSpec((1, 3), keep=0.5, keep_text="1/2")
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    lsearch.start_search(folder, spec, tmp_path / "s.yaml")
+    _finished_rung(folder, "a", 0, 0.5)
+    killed = _finished_rung(folder, "b", 0, None)
+    killed.error.unlink()  # its process is gone (dead pid), and it recorded no error
+    assert lsearch.advance(folder, spec) == []
+    line = search_line(folder)
+    assert line is not None and "rung 0 (1 epochs): 1 of 2 runs have their outcome" in line
+    atomic_write_json(killed.error, {"error": "RuntimeError: boom"})
+    assert lsearch.advance(folder, spec) == ["a"]

@@ -11,7 +11,7 @@ from typing import Any
 from core.errors import UserError
 from core.textnorm import terminal_safe
 from launcher.commands.common import add_sweep_arg, sweep_folders
-from launcher.search import RunRung, SearchStateError, read_search, run_rungs
+from launcher.search import RunRung, SearchStateError, read_search, run_rungs, rung_progress
 from launcher.state import RETRYABLE, RunState, run_states
 
 
@@ -96,7 +96,10 @@ def search_line(folder: Path) -> str | None:
             f"{rungs} epochs, keep {spec.get('keep')}: ")
     if done >= len(rungs):
         return head + "finished"
-    return head + f"rung {done} ({rungs[done]:g} epochs) runs; decided {done} of {len(rungs)}"
+    rung, n, settled = rung_progress(folder, doc)
+    return head + (f"rung {rung} ({rungs[rung]:g} epochs): {settled} of {n} runs have their "
+                   "outcome; the rung is decided when all have (a run that ended without "
+                   "results or an error waits for `resubmit`)")
 
 
 def run(args: argparse.Namespace) -> int:

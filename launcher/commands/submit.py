@@ -104,16 +104,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def search_plan(spec: Any, n: int) -> str:
-    """The rungs of an adaptive sweep and the most it can train against the full grid.
+FEW_STEPS = 50
+"""Fewer optimizer steps than this at the first rung rank runs on noise (RESULTS.md, "Adaptive
+sweeps": at 19 steps the full grid's winner scored 0 and was stopped)."""
+
+
+def _steps_per_epoch(cfg: Any) -> int | None:
+    from core.data import DataError, load_dataset
+
+    try:
+        n = len(load_dataset(cfg.data.train_dataset_file).records)
+    except (DataError, OSError, ValueError):
+        return None
+    per_step = cfg.train.per_device_batch_size * cfg.train.gradient_accumulation_steps
+    return max(1, -(-n // per_step))
+
+
+def search_plan(spec: Any, n: int, steps_per_epoch: int | None = None) -> str:
+    """The rungs of an adaptive sweep and the most it can train against the full grid, with a
+    warning where the first rung is too short to rank runs.
 
     >>> from core.search import SearchSpec
-    >>> print(search_plan(SearchSpec((1, 3, 9)), 12))
+    >>> print(search_plan(SearchSpec((1, 3, 9)), 12, 19))
     search: successive-halving by dev_exact_f1, keep 1/3 at each rung:
       rung 0: 12 run(s) to 1 epoch(s)
       rung 1: 4 run(s) to 3 epoch(s)
       rung 2: 1 run(s) to 9 epoch(s)
       at most 26 run-epochs of training, against 108 for the full grid (24%)
+    warning: rung 0 trains about 19 optimizer steps per run; rankings after fewer than 50 can stop the eventual winner (raise the first rung, or train on more records)
     """
     lines = [f"search: {spec.strategy} by {spec.metric}, keep {spec.keep_text} at each rung:"]
     alive = n
@@ -123,6 +141,11 @@ def search_plan(spec: Any, n: int) -> str:
     most, grid = spec.run_epochs(n), n * spec.rungs[-1]
     lines.append(f"  at most {most:g} run-epochs of training, against {grid:g} for the full "
                  f"grid ({most / grid:.0%})" if grid else "")
+    first = steps_per_epoch * spec.rungs[0] if steps_per_epoch else None
+    if first is not None and first < FEW_STEPS:
+        lines.append(f"warning: rung 0 trains about {first:.0f} optimizer steps per run; "
+                     f"rankings after fewer than {FEW_STEPS} can stop the eventual winner "
+                     "(raise the first rung, or train on more records)")
     return "\n".join(lines)
 
 
@@ -161,7 +184,7 @@ def _print_dry_run(sweep: Any, env: Any, planned: list[Any],
     print(tabulate(rows, headers=["run_id", "model", "est. GB", "partition", "gpus",
                                   "time min"], tablefmt="github"))
     if sweep.search is not None:
-        print(search_plan(sweep.search, len(planned)))
+        print(search_plan(sweep.search, len(planned), _steps_per_epoch(planned[0].run.config)))
     if env.executor == "local" and gpus:
         _print_local_placement(env, planned, gpus)
     elif env.executor == "local":
