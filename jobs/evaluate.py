@@ -316,10 +316,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     gold = [target_entities(r, cfg.eval.unique_entities) if cfg.eval.unique_entities
             else list(r.entities) for r in records]
     pred, scores, grounding = score_grounded(gold, pred_raw, texts, metrics, cfg)
-    # Published BC5CDR / NCBI-disease scores count every mention: the same answers scored so,
-    # beside the seed's unique (label, text) pairs, in every run.
-    mentions = score([list(r.entities) for r in records], pred, texts, metrics,
-                     unique=False)["total"] if cfg.eval.unique_entities else scores["total"]
+    mentions = mention_level(records, pred, texts, metrics, scores, cfg.eval.unique_entities)
     grounding["constrained"] = cfg.eval.constrained
     grounding["constrained_masked_steps"] = sum(c.masked_steps for c in gen.constraints) \
         if cfg.eval.constrained else None
@@ -365,6 +362,27 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                                                              sorted(pr.too_long)))
     atomic_write_json(results_dir / PERFORMANCE, doc)
     return doc
+
+
+def mention_level(records: Sequence[Any], pred: list[list[Entity]], texts: list[str],
+                  metrics: Sequence[str], scores: dict[str, Any],
+                  unique: bool) -> dict[str, Any]:
+    """The answers scored counting every gold mention (as published BC5CDR / NCBI-disease
+    scores are), beside the seed's unique (label, text) pairs: the totals scored already
+    where the run counted mentions itself.
+
+    >>> from core.data import Entity, Record
+    >>> recs = [Record("Aspirin then aspirin.", [Entity("Chemical", "Aspirin"),
+    ...                                          Entity("Chemical", "aspirin")])]
+    >>> m = mention_level(recs, [[Entity("Chemical", "aspirin")]], [recs[0].text], ["exact"],
+    ...                   {}, True)
+    >>> m["exact"]["r"]
+    0.5
+    """
+    if not unique:
+        return dict(scores["total"])
+    return dict(score([list(r.entities) for r in records], pred, texts, metrics,
+                      unique=False)["total"])
 
 
 def score_grounded(gold: list[list[Entity]], pred_raw: list[list[Entity]], texts: list[str],

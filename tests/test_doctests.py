@@ -8,7 +8,7 @@ import pytest
 MODULES = ["core.config", "core.vram", "core.metrics", "core.families", "core.batching", "core.parsing",
            "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train", "jobs.mps",
            "jobs.pack", "jobs.checkpointing", "jobs.steptime", "launcher.gpus", "launcher.envs",
-           "launcher.leaderboard", "jobs.modeling", "core.search", "launcher.commands.submit",
+           "launcher.leaderboard", "jobs.modeling", "core.search", "launcher.commands.submit", "jobs.evaluate",
            "launcher.plan"]
 
 

@@ -75,6 +75,11 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
         lo, hi = perf["ci95"][m]["f1"]
         assert lo <= perf["metrics"]["total"][m]["f1"] <= hi
     assert perf["ci95"]["reps"] == 1000 and perf["ci95"]["resampled"] == "records"
+    # Every mention counted, beside the unique pairs: the same predictions against every gold
+    # mention, so never more gold found than mentions there are.
+    ml = perf["mention_level"]["exact"]
+    assert ml["tp"] + ml["fn"] >= perf["metrics"]["total"]["exact"]["tp"] + \
+        perf["metrics"]["total"]["exact"]["fn"]
     assert perf["generation"]["do_sample"] is False
     assert perf["data"]["eval_sha256"] and perf["data"]["train_sha256"]
     assert perf["family"] == ("llama3" if "llama" in model else "gemma3")

@@ -309,6 +309,8 @@ def test_a_search_runs_end_to_end_through_launcher_submit_locally(tmp_path):
     by_id = {row["run_id"]: row for row in rows}
     assert by_id[winner]["rung"] == 1 and by_id[winner]["search"] == "finished (top rung)"
     assert all(by_id[p.name]["rung"] == 0 for p in losers)
+    # Each row also counts every mention (eval.unique_entities true: the seed's pairs above).
+    assert all(isinstance(row["mention.exact.f1"], float) for row in rows)
     assert ROOT.is_dir()
 
 
