@@ -70,6 +70,24 @@ def start_search(folder: Path, spec: SearchSpec, sweep_path: Path) -> dict[str, 
     return doc
 
 
+def refuse_new_runs(folder: Path, run_ids: list[str], sweep_path: Path) -> None:
+    """Runs added to a search after its first rung was decided would train to rung 0 and
+    never be ranked: refused (SubmitError), naming them and the fix."""
+    doc = read_search(folder)
+    if not doc or not doc["rungs"]:
+        return
+    known = set(doc["rungs"][0].get("scores", {}))
+    new = [r for r in run_ids if r not in known and r.rsplit("-", 1)[-1] not in
+           {k.rsplit("-", 1)[-1] for k in known}]
+    if new:
+        from launcher.submit import SubmitError
+
+        raise SubmitError(f"{sweep_path}: the search in {folder} decided rung 0 without "
+                          f"{len(new)} run(s) of this sweep ({', '.join(new[:3])}"
+                          f"{', ...' if len(new) > 3 else ''}); give the changed sweep another "
+                          "name to search it afresh")
+
+
 def budget_of(rd: RunDir) -> Budget | None:
     if not rd.budget.is_file():
         return None

@@ -51,6 +51,7 @@ from launcher.search import (
     advance,
     budget_of,
     read_search,
+    refuse_new_runs,
     start_search,
     stopped_runs,
     write_budget,
@@ -226,6 +227,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
         if sweep.search is not None:
             _refuse_links_search(folder)
             start_search(folder, sweep.search, sweep.path)
+            refuse_new_runs(folder, [p.run.run_id for p in planned], sweep.path)
             advance(folder, sweep.search)
         _mark_actions(planned, folder, only_retryable)
         if sweep.search is not None:

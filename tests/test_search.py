@@ -330,3 +330,18 @@ def test_a_run_that_ended_without_results_or_an_error_holds_its_rung(tmp_path):
     assert line is not None and "rung 0 (1 epochs): 1 of 2 runs have their outcome" in line
     atomic_write_json(killed.error, {"error": "RuntimeError: boom"})
     assert lsearch.advance(folder, spec) == ["a"]
+
+
+def test_runs_added_after_the_first_rung_was_decided_are_refused(tmp_path):
+    from launcher.submit import SubmitError
+
+    spec = SearchSpec((1, 3), keep=0.5, keep_text="1/2")
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    lsearch.start_search(folder, spec, tmp_path / "s.yaml")
+    for i, f1 in enumerate([0.2, 0.6]):
+        _finished_rung(folder, f"r-{i}0000000", 0, f1)
+    lsearch.advance(folder, spec)
+    lsearch.refuse_new_runs(folder, ["r-00000000", "renamed-10000000"], tmp_path / "s.yaml")
+    with pytest.raises(SubmitError, match="decided rung 0 without 1 run"):
+        lsearch.refuse_new_runs(folder, ["r-00000000", "r-2aaaaaaa"], tmp_path / "s.yaml")
