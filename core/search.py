@@ -27,7 +27,7 @@ This module is pure (no launcher, no torch): the spec, its validation, and the r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from fractions import Fraction
 from typing import Any
 
@@ -120,6 +120,17 @@ def _rungs(value: Any, where: str, errors: list[str]) -> tuple[float, ...]:
     return rungs
 
 
+_DEFAULTS = {f.name: f.default for f in fields(SearchSpec) if f.default is not MISSING}
+
+
+def _choice(data: dict[str, Any], key: str, choices: tuple[str, ...], where: str,
+            errors: list[str]) -> str:
+    value = data.get(key, _DEFAULTS[key])
+    if value not in choices:
+        errors.append(f"{where}: search.{key}: {short(value)} is not one of {', '.join(choices)}")
+    return str(value)
+
+
 def parse_search(data: Any, where: str, errors: list[str]) -> SearchSpec | None:
     """The validated spec of a sweep's search: section (None when it is absent); every
     problem is appended to errors, each naming the file and the key."""
@@ -132,25 +143,16 @@ def parse_search(data: Any, where: str, errors: list[str]) -> SearchSpec | None:
         if k not in SEARCH_KEYS:
             errors.append(f"{where}: search: unknown key {k!r}; valid keys: "
                           f"{', '.join(SEARCH_KEYS)}")
-    strategy = data.get("strategy", "successive-halving")
-    if strategy not in STRATEGIES:
-        errors.append(f"{where}: search.strategy: {short(strategy)} is not one of "
-                      f"{', '.join(STRATEGIES)}")
-    metric = data.get("metric", "dev_exact_f1")
-    if metric not in METRICS:
-        errors.append(f"{where}: search.metric: {short(metric)} is not one of "
-                      f"{', '.join(METRICS)}")
-    budget = data.get("budget", "train.num_epochs")
-    if budget not in BUDGET_KEYS:
-        errors.append(f"{where}: search.budget: {short(budget)} is not one of "
-                      f"{', '.join(BUDGET_KEYS)}")
+    strategy = _choice(data, "strategy", STRATEGIES, where, errors)
+    metric = _choice(data, "metric", METRICS, where, errors)
+    budget = _choice(data, "budget", BUDGET_KEYS, where, errors)
     if "rungs" not in data:
         errors.append(f"{where}: search.rungs: required, the epochs of each rung (e.g. "
                       "[1, 3, 9])")
     rungs = _rungs(data.get("rungs", [1, 3]), where, errors)
-    keep, keep_text = _keep(data.get("keep", "1/3"), where, errors)
-    return SearchSpec(rungs=rungs, strategy=str(strategy), metric=str(metric),
-                      budget=str(budget), keep=keep, keep_text=keep_text)
+    keep, keep_text = _keep(data.get("keep", _DEFAULTS["keep_text"]), where, errors)
+    return SearchSpec(rungs=rungs, strategy=strategy, metric=metric, budget=budget, keep=keep,
+                      keep_text=keep_text)
 
 
 def spec_from_dict(d: dict[str, Any]) -> SearchSpec:
