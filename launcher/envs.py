@@ -61,6 +61,10 @@ class EnvProfile:
     runs_per_gpu: str = field(default="auto", metadata={
         "help": "slurm, and local with GPUs: runs packed side by side on one GPU, each in its own process: auto "
                 "(as many as the memory estimates fit, at most 4) or N (1: one job per run)."})
+    decider_partition: str = field(default="", metadata={
+        "help": "slurm: the partition of an adaptive sweep's one-CPU decider jobs (empty: the "
+                "first of partitions; name a CPU partition where GPU ones refuse jobs without "
+                "a GPU)."})
     cuda_mps: bool = field(default=True, metadata={
         "help": "slurm and local: a pack of runs shares its GPU through a CUDA MPS daemon it starts "
                 "(kernels of its runs run at once, not time-sliced); false: time-sliced."})
@@ -74,7 +78,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 # Slurm constraints combine features with & | , [ ] ( ) * and counts.
 _CONSTRAINT = re.compile(r"[A-Za-z0-9._&|,\[\]()*:-]+")
-_SLURM_NAMES = {"account": _NAME, "qos": _NAME}
+_SLURM_NAMES = {"account": _NAME, "qos": _NAME, "decider_partition": _NAME}
 _SECRET = re.compile(r"\bhf_[A-Za-z0-9]{30,}|(HF_TOKEN|HUGGING_FACE_HUB_TOKEN)\s*=")
 
 

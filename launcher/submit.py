@@ -364,7 +364,8 @@ def _submit_decider(sweep: Sweep, env: EnvProfile, folder: Path) -> None:
         return
     ex = submitit.AutoExecutor(folder=_jobs_dir(folder) / "%j", cluster="slurm")
     params: dict[str, Any] = {"timeout_min": DECIDER_TIME_MIN, "cpus_per_task": 1,
-                              "mem_gb": 2, "slurm_partition": env.partitions[0].name,
+                              "mem_gb": 2,
+                              "slurm_partition": env.decider_partition or env.partitions[0].name,
                               "slurm_additional_parameters": {
                                   "dependency": "afterany:" + ":".join(ids),
                                   "kill-on-invalid-dep": "no"}}

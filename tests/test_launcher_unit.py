@@ -475,3 +475,13 @@ def test_status_shows_queued_runs_model_and_local_elapsed(tmp_path, capsys):
     assert q.varied == {"peft.rank": 16}
     assert by_id[done.name].state == "COMPLETED"
     assert by_id[done.name].elapsed.startswith("0:00:")
+
+
+def test_decider_partition_is_checked_like_a_slurm_name(tmp_path):
+    from launcher.envs import parse_env
+
+    doc = {"name": "c", "executor": "slurm", "decider_partition": "cpu",
+           "partitions": [{"name": "gpu", "gpu_type": "a100", "vram_gb": 40, "gpus_per_node": 8}]}
+    assert parse_env(doc, "c.yaml").decider_partition == "cpu"
+    with pytest.raises(YamlError, match="decider_partition: 'cpu; rm' is not a valid Slurm"):
+        parse_env({**doc, "decider_partition": "cpu; rm"}, "c.yaml")

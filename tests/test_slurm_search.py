@@ -75,6 +75,9 @@ def test_a_search_is_decided_by_slurm_jobs_and_the_winner_equals_a_straight_run(
     # The decider job (not this test) decided and submitted rung 1 with a decider after it.
     nxt = json.loads((folder / DECIDER_FILE).read_text())
     assert nxt["job_id"] != decider["job_id"]
+    part = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "Partition", "-j",
+                           decider["job_id"]], capture_output=True, text=True).stdout.split()
+    assert part == ["debug"], part  # the profile's decider_partition
     job = json.loads(RunDir(folder / winner).job.read_text()) if RunDir(
         folder / winner).job.is_file() else {}
     assert job.get("rung", 1) == 1
