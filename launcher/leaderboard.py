@@ -253,7 +253,7 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
     from tabulate import tabulate
 
     def cell(v: Any, col: str) -> Any:
-        if isinstance(v, float) and col.startswith(CONFIG_SECTIONS):
+        if isinstance(v, float) and (col.startswith(CONFIG_SECTIONS) or col == "epochs"):
             return config_number(v)
         if _is_interval(v):
             return f"{v[0]:.3f}-{v[1]:.3f}"
