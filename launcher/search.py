@@ -11,6 +11,7 @@ state the next call finishes. The spec and the ranking are core.search's.
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from core.fileio import atomic_write_json, read_json
 from core.results import has_results, now_iso
 from core.rundir import SEARCH_FILE, RunDir
-from core.search import SEARCH_SCHEMA, Budget, SearchSpec, decide, metric_of
+from core.search import SEARCH_SCHEMA, Budget, SearchSpec, budget_from_doc, decide, metric_of
 from launcher.state import ACTIVE, RunState, run_states
 
 DECIDER_FILE = "search-decider.json"
@@ -89,12 +90,13 @@ def refuse_new_runs(folder: Path, run_ids: list[str], sweep_path: Path) -> None:
 
 
 def budget_of(rd: RunDir) -> Budget | None:
+    """The run's budget.json as the job reads it (core.search.budget_from_doc), None where it
+    is missing or unusable."""
     if not rd.budget.is_file():
         return None
     try:
-        doc = read_json(rd.budget)
-        return Budget(int(doc["rung"]), float(doc["epochs"]))
-    except (ValueError, KeyError, TypeError):
+        return budget_from_doc(read_json(rd.budget), str(rd.budget), math.inf)
+    except ValueError:
         return None
 
 
@@ -199,12 +201,14 @@ def advance(folder: Path, spec: SearchSpec) -> list[str]:
     return promoted
 
 
-def rung_progress(folder: Path, doc: dict[str, Any]) -> tuple[int, int, int]:
-    """(the rung being run, its runs, how many of them have their outcome) for status."""
+def rung_progress(folder: Path, doc: dict[str, Any],
+                  states: list[RunState]) -> tuple[int, int, int]:
+    """(the rung being run, its runs, how many of them have their outcome) for status, from
+    the run states status has read already."""
     rung = len(doc["rungs"])
     ids = members(folder, doc, rung)
-    states = {s.run_id: s for s in run_states(folder)}
-    return rung, len(ids), sum(_settled(folder, r, rung, states.get(r)) for r in ids)
+    by_id = {s.run_id: s for s in states}
+    return rung, len(ids), sum(_settled(folder, r, rung, by_id.get(r)) for r in ids)
 
 
 def stopped_runs(folder: Path) -> set[str]:

@@ -42,6 +42,7 @@ from core.rundir import (
     private_job_files_dir,
     refuse_links,
 )
+from core.search import SearchSpec
 from launcher.envs import EnvProfile, pack_cap
 from launcher.gpus import LocalGpu, detect_gpus, place, with_local_gpus
 from launcher.hubcache import cache_dir, missing_models, offline
@@ -255,7 +256,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                     stale.unlink()
         if not todo:
             if sweep.search is not None and env.executor == "slurm":
-                _submit_decider(sweep, env, folder)
+                _submit_decider(sweep, sweep.search, env, folder)
             return planned
         if env.executor == "slurm":
             try:
@@ -273,7 +274,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                             target.unlink()
                 raise
             if sweep.search is not None:
-                _submit_decider(sweep, env, folder)
+                _submit_decider(sweep, sweep.search, env, folder)
         else:
             # Local runs hold the lock until they end: a second submit then finds them done.
             _run_local(todo, env, folder, on_event, gpus)
@@ -349,7 +350,7 @@ def _decider_waits_for(folder: Path, ids: list[str]) -> bool:
     return row is None or row["state"] in ACTIVE
 
 
-def _submit_decider(sweep: Sweep, env: EnvProfile, folder: Path) -> None:
+def _submit_decider(sweep: Sweep, spec: SearchSpec, env: EnvProfile, folder: Path) -> None:
     """A one-CPU decider job after every active run of the search (none when nothing
     runs: the search has ended or waits for a submit)."""
     import submitit
@@ -357,8 +358,7 @@ def _submit_decider(sweep: Sweep, env: EnvProfile, folder: Path) -> None:
     ids = sorted({st.job_id.split("_")[0] for st in run_states(folder)
                   if st.state in ACTIVE and st.job_id})
     doc = read_search(folder)
-    if not ids or doc is None or len(doc["rungs"]) >= len(sweep.search.rungs if sweep.search
-                                                           else ()):
+    if not ids or doc is None or len(doc["rungs"]) >= len(spec.rungs):
         return
     if _decider_waits_for(folder, ids):
         return

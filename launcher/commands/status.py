@@ -81,7 +81,7 @@ def _rung_cells(rungs: dict[str, RunRung] | None, run_id: str) -> list[str]:
     return [str(rr.rung), f"{rr.budget:g}", rr.outcome] if rr else ["", "", ""]
 
 
-def search_line(folder: Path) -> str | None:
+def search_line(folder: Path, states: list[RunState] | None = None) -> str | None:
     """One line on an adaptive sweep: its rungs, which one it is at, and what it waits for."""
     try:
         doc = read_search(folder)
@@ -96,7 +96,8 @@ def search_line(folder: Path) -> str | None:
             f"{rungs} epochs, keep {spec.get('keep')}: ")
     if done >= len(rungs):
         return head + "finished"
-    rung, n, settled = rung_progress(folder, doc)
+    rung, n, settled = rung_progress(folder, doc,
+                                     run_states(folder) if states is None else states)
     return head + (f"rung {rung} ({rungs[rung]:g} epochs): {settled} of {n} runs have their "
                    "outcome; the rung is decided when all have (a run that ended without "
                    "results or an error waits for `resubmit`)")
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             states = run_states(folder)
             table, counts = render(states, run_rungs(folder))
             out.append(f"sweep {folder.name} ({folder})")
-            line = search_line(folder)
+            line = search_line(folder, states)
             if line:
                 out.append(terminal_safe(line))
             out.append(table)
