@@ -14,7 +14,9 @@
 # says how to download it here), carried with the call.
 # ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to the base of
 # both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
-# SWEEP: one|eight. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
+# SWEEP: one|eight|ab. ab: Gemma 3 270M full fine-tuning (2 epochs, 1,000 dev records) alone on
+# the card three times: eager (model.compile false, flex off), compiled without flex attention,
+# compiled with it (today's default); TORCH_LOGS names every recompile and graph break. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
 # 16-bit LoRA, one run per card at a time (per-run figures alone on the card); eight: Gemma at 4
 # learning rates and SmolLM2 LoRA at the same 4, packed (runs_per_gpu auto, CUDA MPS).
 set -uo pipefail
@@ -65,7 +67,14 @@ start|plan)
     train.num_epochs: [2, 3]
 grid:
   train.learning_rate: [5.0e-5, 1.0e-4, 2.0e-4, 5.0e-4]" ;;
-    *) echo "sweep one|eight" >&2; exit 2 ;;
+    ab) write_sweep ab 1 "  model.name_or_path: $G
+  model.full_finetuning: true
+  train.learning_rate: 1.0e-4
+  train.num_epochs: 2
+  eval.max_examples: 1000" "  - model.compile: [false, true, true]
+    model.flex_attention: [false, false, true]"
+        export TORCH_LOGS=recompiles,graph_breaks ;;  # why graphs are compiled, in the job logs
+    *) echo "sweep one|eight|ab" >&2; exit 2 ;;
     esac
     name=${2:-one}
     python3 -m launcher submit "$A/$name.yaml" --runs-dir "$A/runs" --dry-run

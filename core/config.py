@@ -67,6 +67,9 @@ class ModelConfig:
                               "(Gemma 3); false: its other attention kernels "
                               "(UNSLOTH_ENABLE_FLEX_ATTENTION=0). Flex compiles per sequence "
                               "length (benchmarks/RESULTS.md, issue 26).")
+    compile: bool = _f(True, "Let Unsloth torch.compile the model (its per-layer training "
+                       "graphs, fused loss and kernels); false: eager PyTorch "
+                       "(UNSLOTH_COMPILE_DISABLE=1), no compile time and no recompiles.")
 
 
 @dataclass(frozen=True)

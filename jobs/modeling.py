@@ -59,9 +59,35 @@ def ensure_chat_template(tokenizer: Any, family: Family) -> Any:
     return get_chat_template(tokenizer, chat_template=family.unsloth_template)
 
 
-def import_unsloth() -> None:
+def unsloth_switches(cfg: RunConfig) -> dict[str, str]:
+    """Environment variables Unsloth reads at import or load, from the run's model keys.
+
+    >>> from core.config import RunConfig
+    >>> unsloth_switches(RunConfig())
+    {}
+    >>> cfg = RunConfig().replace({"model.compile": False, "model.flex_attention": False})
+    >>> sorted(unsloth_switches(cfg).items())
+    [('UNSLOTH_COMPILE_DISABLE', '1'), ('UNSLOTH_ENABLE_FLEX_ATTENTION', '0')]
+    """
+    env: dict[str, str] = {}
+    if not cfg.model.flex_attention:
+        env["UNSLOTH_ENABLE_FLEX_ATTENTION"] = "0"
+    if not cfg.model.compile:
+        env["UNSLOTH_COMPILE_DISABLE"] = "1"
+    return env
+
+
+def import_unsloth(cfg: RunConfig | None = None) -> None:
     """Import Unsloth before anything imports transformers / trl / peft (a scratch model's
-    build does), so that its patches apply."""
+    build does), so that its patches apply; cfg's switches (unsloth_switches) are set first,
+    since Unsloth reads some of them only at import."""
+    if cfg is not None:
+        switches = unsloth_switches(cfg)
+        late = [k for k, v in switches.items() if os.environ.get(k) != v]
+        if late and "unsloth" in sys.modules:
+            log(f"Unsloth was imported before {', '.join(late)} could be set: "
+                "they may not apply in this process")
+        os.environ.update(switches)
     setup_environment()
     import logging
 
@@ -96,9 +122,7 @@ def unsloth_checkpointing(mode: str) -> bool | str:
 
 def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool,
                checkpointing: str = "unsloth") -> tuple[Any, Any]:
-    import_unsloth()
-    if not cfg.model.flex_attention:
-        os.environ["UNSLOTH_ENABLE_FLEX_ATTENTION"] = "0"  # read by Unsloth as it loads
+    import_unsloth(cfg)
     from unsloth import FastLanguageModel, FastModel
 
     family = detect_family(name_or_path, cfg.model.family)

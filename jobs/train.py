@@ -414,7 +414,7 @@ def _load_for_training(cfg: RunConfig, ds: Dataset, output_dir: Path) -> _Loaded
 
     checkpointing = resolved_checkpointing(cfg)
     t0 = time.time()
-    modeling.import_unsloth()
+    modeling.import_unsloth(cfg)
     import_s = time.time() - t0
     model_name = cfg.model.name_or_path
     if modeling.is_scratch(model_name):

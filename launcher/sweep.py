@@ -118,7 +118,8 @@ def _typed(key: str, value: Any, where: str, errors: list[str]) -> Any:
         return None
 
 
-def _axis(values: Any, where: str, key: str, errors: list[str]) -> list[Any]:
+def _axis(values: Any, where: str, key: str, errors: list[str], *,
+          unique: bool = True) -> list[Any]:
     if not isinstance(values, list):
         errors.append(f"{where}: {key}: expected a list of values, got {short(values)}")
         return []
@@ -126,7 +127,7 @@ def _axis(values: Any, where: str, key: str, errors: list[str]) -> list[Any]:
         errors.append(f"{where}: {key}: empty list; give at least one value or remove the key")
         return []
     typed = [_typed(key, v, where, errors) for v in values]
-    if len({json.dumps(t, default=str) for t in typed}) != len(typed):
+    if unique and len({json.dumps(t, default=str) for t in typed}) != len(typed):
         errors.append(f"{where}: {key}: repeated values {short(values)}")
     return typed
 
@@ -263,15 +264,24 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
         if not isinstance(group, dict) or not group:
             errors.append(f"{gw}: expected a mapping of key: [values]")
             continue
-        cols = {k: _axis(v, gw, k, errors) for k, v in flatten_keys(group, gw, errors).items()}
+        # A key may repeat a value inside a group ([false, true, true] beside [false, false,
+        # true]); only a whole repeated combination is refused.
+        cols = {k: _axis(v, gw, k, errors, unique=False)
+                for k, v in flatten_keys(group, gw, errors).items()}
         lens = {len(v) for v in cols.values()}
         if len(lens) != 1:
             errors.append(f"{gw}: lists must have equal lengths, got "
                           + ", ".join(f"{k}: {len(v)}" for k, v in cols.items()))
             continue
         n = lens.pop()
-        if n:
-            axes.append([{k: cols[k][i] for k in cols} for i in range(n)])
+        rows = [{k: cols[k][i] for k in cols} for i in range(n)]
+        seen = [json.dumps(r, default=str, sort_keys=True) for r in rows]
+        if len(set(seen)) != len(seen):
+            repeated = next(i for i, r in enumerate(seen) if seen.index(r) != i)
+            errors.append(f"{gw}: combination {repeated + 1} repeats an earlier one "
+                          f"({short(rows[repeated])}); give each combination once")
+        elif n:
+            axes.append(rows)
             varied_keys += list(cols)
     seeds = data.get("seeds")
     if seeds is not None:

@@ -93,6 +93,20 @@ def test_paired_lists_and_seeds(data_files):
     assert {r.config.train.seed for r in s.runs} == {1, 2, 3}
 
 
+def test_a_paired_key_may_repeat_a_value_but_not_a_whole_combination(data_files):
+    tmp, train, dev = data_files
+    three = {"model.compile": [False, True, True], "model.flex_attention": [False, False, True]}
+    s = parse_sweep(sweep_doc(train, dev, paired=[three]), tmp / "s.yaml")
+    combos = [(r.config.model.compile, r.config.model.flex_attention) for r in s.runs]
+    assert set(combos) == {(False, False), (True, False), (True, True)}
+    assert len(set(combos.count(c) for c in combos)) == 1  # each combination as often
+    again = {"peft.rank": [8, 16, 8], "peft.lora_alpha": [16, 32, 16]}
+    with pytest.raises(YamlError, match=r"paired\[0\]: combination 3 repeats an earlier one"):
+        parse_sweep(sweep_doc(train, dev, paired=[again]), tmp / "s.yaml")
+    with pytest.raises(YamlError, match=r"grid: peft.rank: repeated values"):
+        parse_sweep(sweep_doc(train, dev, grid={"peft.rank": [8, 8]}), tmp / "s.yaml")
+
+
 def test_every_problem_at_once_with_file_and_key(data_files):
     tmp, train, dev = data_files
     doc = sweep_doc(train, dev, grid={"model.name_or_path": [], "peft.rnk": [1],
