@@ -37,7 +37,7 @@ _ABBREV = {
     "train.learning_rate": "lr", "train.seed": "s", "peft.lora_dropout": "do",
     "train.per_device_batch_size": "bs", "model.load_in_4bit": "4bit",
     "model.load_in_8bit": "8bit", "model.full_finetuning": "full",
-    "model.max_seq_length": "len",
+    "model.max_seq_length": "len", "train.gradient_accumulation_steps": "ga",
 }
 
 
