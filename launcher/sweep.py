@@ -40,6 +40,8 @@ _ABBREV = {
     "model.max_seq_length": "len", "train.gradient_accumulation_steps": "ga",
 }
 
+_FALSE_NAME = {"model.full_finetuning": "lora"}
+
 
 @dataclass(frozen=True)
 class Run:
@@ -67,7 +69,9 @@ def _slug_value(key: str, value: Any) -> str:
         v = re.sub(r"\.gguf$", "", v.replace("pypi:", ""))
         v = re.sub(r"[-_](instruct|it)$", "", v)
     elif isinstance(value, bool):
-        return (_ABBREV.get(key) or key.rsplit(".", 1)[-1]) if value else ""
+        # A varied switch names both sides: compile / no-compile, full / lora.
+        name = _ABBREV.get(key) or key.rsplit(".", 1)[-1].replace("_", "-")
+        return name if value else _FALSE_NAME.get(key, f"no-{name}")
     else:
         v = f"{value:g}" if isinstance(value, float) else str(value)
     prefix = _ABBREV.get(key, key.rsplit(".", 1)[-1].replace("_", "")[:6] + "-")

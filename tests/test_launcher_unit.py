@@ -100,6 +100,10 @@ def test_a_paired_key_may_repeat_a_value_but_not_a_whole_combination(data_files)
     combos = [(r.config.model.compile, r.config.model.flex_attention) for r in s.runs]
     assert set(combos) == {(False, False), (True, False), (True, True)}
     assert len(set(combos.count(c) for c in combos)) == 1  # each combination as often
+    slugs = {r.run_id for r in s.runs}
+    for part in ("-no-flex-attention-no-compile-", "-no-flex-attention-compile-",
+                 "-flex-attention-compile-"):
+        assert any(part in slug for slug in slugs), (part, slugs)
     again = {"peft.rank": [8, 16, 8], "peft.lora_alpha": [16, 32, 16]}
     with pytest.raises(YamlError, match=r"paired\[0\]: combination 3 repeats an earlier one"):
         parse_sweep(sweep_doc(train, dev, paired=[again]), tmp / "s.yaml")
