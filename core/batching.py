@@ -39,8 +39,9 @@ def grow_micro_batch(batch: int, accumulation: int, fits: Callable[[int], bool]
 
 
 def fits_free_memory(shape: ModelShape, longest_tokens: int, free_bytes: int,
-                     checkpointing: bool = True) -> Callable[[int], bool]:
+                     checkpointing: bool = True, chunked_head: bool = True
+                     ) -> Callable[[int], bool]:
     """fits(rows): a padded micro-batch of the longest records stays within FREE_SHARE of the
     free GPU memory (length-grouped batches are never wider than the longest record)."""
-    return lambda rows: (activation_bytes(shape, rows * longest_tokens, checkpointing)
-                         <= FREE_SHARE * free_bytes)
+    return lambda rows: (activation_bytes(shape, rows * longest_tokens, checkpointing,
+                                          chunked_head) <= FREE_SHARE * free_bytes)

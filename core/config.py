@@ -33,6 +33,7 @@ PADDING_CHOICES = ("auto", "padded", "padding-free")
 SCRATCH_SIZES = ("tiny", "small", "1b", "8b")
 """Sizes of scratch:<family>-<size> models (jobs.scratch builds them)."""
 CHECKPOINTING_CHOICES = ("auto", "unsloth", "true", "false")
+COMPILE_CHOICES = ("auto", "true", "false")
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor")
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -67,9 +68,12 @@ class ModelConfig:
                               "(Gemma 3); false: its other attention kernels "
                               "(UNSLOTH_ENABLE_FLEX_ATTENTION=0). Flex compiles per sequence "
                               "length (benchmarks/RESULTS.md, issue 26).")
-    compile: bool = _f(True, "Let Unsloth torch.compile the model (its per-layer training "
-                       "graphs, fused loss and kernels); false: eager PyTorch "
-                       "(UNSLOTH_COMPILE_DISABLE=1), no compile time and no recompiles.")
+    compile: str = _f("auto", "torch.compile through Unsloth (per-layer training graphs, fused "
+                      "loss, kernels): true; false: eager PyTorch (UNSLOTH_COMPILE_DISABLE=1, "
+                      "flex attention off too, since it compiles per shape): no compile time, "
+                      "more memory for the full logits; auto: false for models under 1B of a "
+                      "family that recompiles per batch shape (Gemma 3), else true.",
+                      choices=COMPILE_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,8 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
             # nan / inf pass every "> 0" check and fail only after the model has loaded.
             raise ValueError(f"expected a finite number, got {short(value)}")
         return number
+    if isinstance(value, bool) and spec.choices and {"true", "false"} <= set(spec.choices):
+        value = "true" if value else "false"  # YAML's false for a key whose choices name it
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {short(value)}")
     if spec.choices and value not in spec.choices:

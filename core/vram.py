@@ -130,10 +130,29 @@ def checkpointing_mode(setting: str, params_b: float) -> str:
     return "false" if 0 < params_b < SMALL_MODEL_B else "unsloth"
 
 
-def activation_bytes(shape: ModelShape, tokens: int, checkpointing: bool = True) -> float:
-    """Training activations for a micro-batch of this many (padded) tokens."""
-    # The LM head is chunked by Unsloth.
-    head = tokens * min(shape.vocab, 32768) * 4
+def compile_mode(setting: str, recompiles_per_shape: bool, params_b: float) -> bool:
+    """Whether a run trains and generates torch.compiled (model.compile): auto is eager only
+    for a small model (under SMALL_MODEL_B) of a family whose compiled path recompiles per
+    batch shape; there compiling cost more than it saved (benchmarks/RESULTS.md, issue 26).
+
+    >>> compile_mode("auto", True, 0.27), compile_mode("auto", True, 4.0)
+    (False, True)
+    >>> compile_mode("auto", False, 0.27), compile_mode("auto", True, 0.0)
+    (True, True)
+    >>> compile_mode("true", True, 0.27), compile_mode("false", False, 8.0)
+    (True, False)
+    """
+    if setting != "auto":
+        return setting == "true"
+    return not (recompiles_per_shape and 0 < params_b < SMALL_MODEL_B)
+
+
+def activation_bytes(shape: ModelShape, tokens: int, checkpointing: bool = True,
+                     chunked_head: bool = True) -> float:
+    """Training activations for a micro-batch of this many (padded) tokens. chunked_head: the
+    LM head's loss is Unsloth's compiled, chunked one; eager, the full logits are materialised
+    (bf16, their float32 copy and its gradient: Gemma 3 270M, 64 rows, peaked at 73 GB)."""
+    head = tokens * (min(shape.vocab, 32768) * 4 if chunked_head else shape.vocab * 12)
     if checkpointing:
         # One hidden state per layer per token, plus one layer's working set.
         return tokens * shape.hidden * 2 * (shape.layers + 12) + head

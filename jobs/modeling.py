@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from core.config import RunConfig, lora_target_modules
 from core.families import Family, detect_family
@@ -59,35 +60,54 @@ def ensure_chat_template(tokenizer: Any, family: Family) -> Any:
     return get_chat_template(tokenizer, chat_template=family.unsloth_template)
 
 
-def unsloth_switches(cfg: RunConfig) -> dict[str, str]:
-    """Environment variables Unsloth reads at import or load, from the run's model keys.
+@dataclass(frozen=True)
+class Switches:
+    """How Unsloth runs this model, resolved once from the run's model keys."""
+    compiled: bool
+    """torch.compile through Unsloth (model.compile, core.vram.compile_mode)."""
+    flex_attention: bool
+    """PyTorch flex attention where Unsloth prefers it; never when eager (it compiles per
+    shape)."""
 
-    >>> from core.config import RunConfig
-    >>> unsloth_switches(RunConfig())
-    {}
-    >>> cfg = RunConfig().replace({"model.compile": False, "model.flex_attention": False})
-    >>> sorted(unsloth_switches(cfg).items())
-    [('UNSLOTH_COMPILE_DISABLE', '1'), ('UNSLOTH_ENABLE_FLEX_ATTENTION', '0')]
-    """
-    env: dict[str, str] = {}
-    if not cfg.model.flex_attention:
-        env["UNSLOTH_ENABLE_FLEX_ATTENTION"] = "0"
-    if not cfg.model.compile:
-        env["UNSLOTH_COMPILE_DISABLE"] = "1"
-    return env
+    def env(self) -> dict[str, str]:
+        """Environment variables Unsloth reads at import or load.
+
+        >>> Switches(True, True).env(), sorted(Switches(False, False).env().items())
+        ({}, [('UNSLOTH_COMPILE_DISABLE', '1'), ('UNSLOTH_ENABLE_FLEX_ATTENTION', '0')])
+        """
+        env: dict[str, str] = {}
+        if not self.flex_attention:
+            env["UNSLOTH_ENABLE_FLEX_ATTENTION"] = "0"
+        if not self.compiled:
+            env["UNSLOTH_COMPILE_DISABLE"] = "1"
+        return env
 
 
-def import_unsloth(cfg: RunConfig | None = None) -> None:
+def resolve_switches(cfg: RunConfig, family: Family | None = None) -> Switches:
+    """model.compile and model.flex_attention for this model (its family and size)."""
+    from core.vram import compile_mode, shape_of
+
+    family = family or detect_family(cfg.model.name_or_path, cfg.model.family)
+    try:
+        shape = shape_of(cfg.model.name_or_path)[0]
+    except Exception:  # noqa: BLE001 - an unreadable header: size unknown, Unsloth's default
+        shape = None
+    params_b = shape.params_b if shape is not None else 0.0
+    compiled = compile_mode(cfg.model.compile, family.recompiles_per_shape, params_b)
+    return Switches(compiled, cfg.model.flex_attention and compiled)
+
+
+def import_unsloth(switches: Switches | None = None) -> None:
     """Import Unsloth before anything imports transformers / trl / peft (a scratch model's
-    build does), so that its patches apply; cfg's switches (unsloth_switches) are set first,
-    since Unsloth reads some of them only at import."""
-    if cfg is not None:
-        switches = unsloth_switches(cfg)
-        late = [k for k, v in switches.items() if os.environ.get(k) != v]
+    build does), so that its patches apply; the switches' variables are set first, since
+    Unsloth reads some of them only at import."""
+    if switches is not None:
+        env = switches.env()
+        late = [k for k, v in env.items() if os.environ.get(k) != v]
         if late and "unsloth" in sys.modules:
             log(f"Unsloth was imported before {', '.join(late)} could be set: "
                 "they may not apply in this process")
-        os.environ.update(switches)
+        os.environ.update(env)
     setup_environment()
     import logging
 
@@ -121,11 +141,12 @@ def unsloth_checkpointing(mode: str) -> bool | str:
 
 
 def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool,
-               checkpointing: str = "unsloth") -> tuple[Any, Any]:
-    import_unsloth(cfg)
+               checkpointing: str = "unsloth", switches: Switches | None = None
+               ) -> tuple[Any, Any]:
+    family = detect_family(name_or_path, cfg.model.family)
+    import_unsloth(switches or resolve_switches(cfg))
     from unsloth import FastLanguageModel, FastModel
 
-    family = detect_family(name_or_path, cfg.model.family)
     name_or_path = resolve_model(name_or_path)
     kwargs: dict[str, Any] = dict(
         max_seq_length=cfg.model.max_seq_length,
@@ -164,23 +185,47 @@ def apply_lora(model: Any, cfg: RunConfig, checkpointing: str = "unsloth") -> An
                                             **common)
 
 
-def special_strings(tokenizer: Any) -> list[str]:
+class SpecialStrings:
+    """The strings a tokenizer turns into special tokens, grouped by their first two characters,
+    so that asking whether a text holds one costs a check per group, not one per string (Gemma
+    3 has over 6,000: 56 million substring checks, 6.5 s, for BC5CDR's train split).
+
+    >>> sp = SpecialStrings(["<|eot_id|>", "<unused0>", "<unused1>", "[PAD]"])
+    >>> sp.found_in("a <unused1> b"), sp.found_in("x < y, [P]"), len(sp)
+    (True, False, 4)
+    """
+
+    def __init__(self, strings: Iterable[str]) -> None:
+        self.strings = sorted({s for s in strings if s})
+        self._groups: dict[str, list[str]] = {}
+        for s in self.strings:
+            self._groups.setdefault(s[:2], []).append(s)
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+    def found_in(self, text: str) -> bool:
+        return any(prefix in text and any(s in text for s in group)
+                   for prefix, group in self._groups.items())
+
+
+def special_strings(tokenizer: Any) -> SpecialStrings:
     """The strings the tokenizer turns into special tokens (<|eot_id|>, <end_of_turn>, ...)."""
     found = set(getattr(tokenizer, "all_special_tokens", []) or [])
     for tok in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).values():
         if getattr(tok, "special", False):
             found.add(str(tok.content))
-    return sorted(t for t in found if t)
+    return SpecialStrings(found)
 
 
 def tokenize_with_literal(tokenizer: Any, rendered: str, literal: str,
-                          specials: list[str] | None = None) -> list[int]:
+                          specials: SpecialStrings | None = None) -> list[int]:
     """Token ids of a rendered chat text in which `literal` (a record's text, an answer: data
     from a file, not markup) appears: a special-token string inside it (a record quoting
     "<|eot_id|>") is tokenised as plain text, never as the special token. Where the literal
     holds none, exactly tokenizer(rendered)."""
     specials = special_strings(tokenizer) if specials is None else specials
-    i = rendered.find(literal) if any(s in literal for s in specials) else -1
+    i = rendered.find(literal) if specials.found_in(literal) else -1
     if i < 0:
         return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     before, after = rendered[:i], rendered[i + len(literal):]

@@ -45,7 +45,7 @@ class Encoded:
 
 
 def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bool,
-                  specials: list[str] | None = None) -> Encoded:
+                  specials: Any = None) -> Encoded:
     """Prompt tokens (masked) + answer tokens (trained), split where generation will start."""
     msgs = prompt_messages(record.text, system_prompt)
     answer = target_json(record, unique)
@@ -395,6 +395,8 @@ class _Loaded:
     load_s: float
     checkpointing: str
     """Gradient checkpointing: unsloth, true or false (core.vram.checkpointing_mode)."""
+    switches: Any
+    """jobs.modeling.Switches: compiled or eager, flex attention."""
 
 
 def resolved_checkpointing(cfg: RunConfig) -> str:
@@ -413,8 +415,9 @@ def _load_for_training(cfg: RunConfig, ds: Dataset, output_dir: Path) -> _Loaded
     from jobs import modeling
 
     checkpointing = resolved_checkpointing(cfg)
+    switches = modeling.resolve_switches(cfg)
     t0 = time.time()
-    modeling.import_unsloth(cfg)
+    modeling.import_unsloth(switches)
     import_s = time.time() - t0
     model_name = cfg.model.name_or_path
     if modeling.is_scratch(model_name):
@@ -422,8 +425,9 @@ def _load_for_training(cfg: RunConfig, ds: Dataset, output_dir: Path) -> _Loaded
             cfg.model.system_prompt]
         model_name = modeling.resolve_scratch(cfg, corpus, output_dir / "scratch_base")
     model, tokenizer = modeling.load_model(model_name, cfg, for_training=True,
-                                           checkpointing=checkpointing)
-    return _Loaded(model, tokenizer, model_name, import_s, time.time() - t0, checkpointing)
+                                           checkpointing=checkpointing, switches=switches)
+    return _Loaded(model, tokenizer, model_name, import_s, time.time() - t0, checkpointing,
+                   switches)
 
 
 @dataclass
@@ -522,7 +526,8 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
 
     writer = ProgressWriter(progress_path, "train")
     bs, ga = _micro_batch(cfg, model, enc.examples, checkpoint_dir, cuda,
-                          checkpointing=loaded.checkpointing != "false")
+                          checkpointing=loaded.checkpointing != "false",
+                          chunked_head=loaded.switches.compiled)
     # Where this call started from (a requeued job resumes; the summary says from where).
     resumed_from = _last_checkpoint(checkpoint_dir)
     if cuda:
@@ -604,6 +609,9 @@ def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded
         "device": facts,
         "layers_per_device": facts.get("layers_per_device"),
         "gradient_checkpointing": loaded.checkpointing,
+        # model.compile / model.flex_attention as resolved for this model (jobs.modeling).
+        "compiled": loaded.switches.compiled,
+        "flex_attention": loaded.switches.flex_attention,
         "padding_free": args.padding_free,
         "pad_to_multiple_of": args.pad_to_multiple_of,
         "per_device_batch_size": fit.bs,
@@ -719,7 +727,7 @@ def _fit_with_oom_retry(make_trainer: Callable[[int, int], Any], model: Any, bs:
 
 def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,
                  cuda: bool, free_bytes: int | None = None,
-                 checkpointing: bool = True) -> tuple[int, int]:
+                 checkpointing: bool = True, chunked_head: bool = True) -> tuple[int, int]:
     """The (per-device batch, accumulation) this run trains with; see core.batching.
     free_bytes: the GPU memory free now (read from the device when None)."""
     from jobs import modeling
@@ -742,7 +750,7 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
         free = free_share(modeling.free_gpu_bytes() if free_bytes is None else free_bytes)
         longest = max(len(e.input_ids) for e in examples)
         new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free,
-                                                                   checkpointing))
+                                                                   checkpointing, chunked_head))
         if (new_bs, new_ga) != (bs, ga):
             modeling.log(f"micro-batch {bs} x GA {ga} -> {new_bs} x GA {new_ga} (same "
                          f"{bs * ga} examples per optimizer step; longest record {longest} "

@@ -38,6 +38,7 @@ _ABBREV = {
     "train.per_device_batch_size": "bs", "model.load_in_4bit": "4bit",
     "model.load_in_8bit": "8bit", "model.full_finetuning": "full",
     "model.max_seq_length": "len", "train.gradient_accumulation_steps": "ga",
+    "model.compile": "compile-",
 }
 
 _FALSE_NAME = {"model.full_finetuning": "lora"}

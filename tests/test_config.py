@@ -108,3 +108,11 @@ def test_parse_metrics():
 def test_table_and_script_disagreements_are_documented():
     assert "0.0" in SPECS["peft.lora_dropout"].help
     assert "4" in SPECS["train.per_device_batch_size"].help
+
+
+def test_yaml_booleans_reach_keys_whose_choices_name_them():
+    cfg = build_config({"model.compile": False, "train.gradient_checkpointing": True})
+    assert (cfg.model.compile, cfg.train.gradient_checkpointing) == ("false", "true")
+    assert build_config({}).model.compile == "auto"
+    with pytest.raises(ConfigError, match="train.padding: expected a string"):
+        build_config({"train.padding": False})  # its choices are no booleans

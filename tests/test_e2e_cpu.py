@@ -50,6 +50,9 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     assert "Unsloth should be imported before" not in r.stderr
     summary = json.loads((out / TRAIN_SUMMARY).read_text())
     assert summary["global_step"] == 8 and summary["skipped_too_long"] == 0
+    # model.compile auto: a small Gemma 3 trains eager (no flex attention), others compiled.
+    eager = "gemma" in model
+    assert (summary["compiled"], summary["flex_attention"]) == (not eager, not eager)
     # Where the start-up went, each part measured, the whole from process start.
     st = summary["startup"]
     assert all(st[k] > 0 for k in ("import_s", "model_load_s", "tokenize_s",
