@@ -64,13 +64,18 @@ def saved_config(model_dir: Path) -> RunConfig | None:
 def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunConfig,
                  max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None,
                  oom_log: list[dict[str, Any]] | None = None,
-                 constraint: Callable[[list[int], int, Any], Any] | None = None
-                 ) -> tuple[list[str], int]:
-    """Outputs in input order, generated in length-sorted left-padded batches.
+                 constraint: Callable[[list[int], int, Any], Any] | None = None,
+                 decode: dict[str, int] | None = None) -> tuple[list[str], int]:
+    """Outputs in input order, generated in length-sorted left-padded batches, and the tokens
+    the rows generated (up to each row's stop token or end of answer, not the padding a batch
+    adds after a row has finished).
 
     A batch that runs out of GPU memory is retried at half the size (and so are the batches
     after it), down to 1. constraint(indices, prompt_width, pieces), when given, makes the
-    logits processor of a batch (constrained decoding).
+    logits processor of a batch (constrained decoding). decode, when given, gets the decoding
+    steps run (``steps``: a batch runs until its last row finishes), the ``batches``, and those
+    of them that ran to max_new_tokens (``at_budget``): one row that never ends its answer
+    holds its whole batch there.
     """
     import torch
 
@@ -84,6 +89,9 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         tokenizer.eos_token_id
     device = next(model.parameters()).device
     stops = set(gen_kwargs.get("eos_token_id", []))
+    ends = stops | {pad_id}  # a finished row is padded to the batch's length
+    if decode is not None:
+        decode.update(steps=0, batches=0, at_budget=0)
     from jobs.constrained import TokenPieces
 
     pieces = TokenPieces(tokenizer)
@@ -122,10 +130,14 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
             bs //= 2
             continue
         new = out[:, width:]
+        if decode is not None:
+            decode["steps"] += int(new.shape[1])
+            decode["batches"] += 1
+            decode["at_budget"] += int(new.shape[1] >= max_new_tokens)
         for row, i in enumerate(idx):
             toks = new[row].tolist()
             cut = next((k for k, t in enumerate(toks) if t in stops), len(toks))
-            generated_tokens += cut
+            generated_tokens += next((k for k, t in enumerate(toks) if t in ends), len(toks))
             outputs[i] = tokenizer.decode(toks[:cut], skip_special_tokens=True)
         b += len(idx)
         if progress is not None:
@@ -252,6 +264,7 @@ class _Generated:
     gen_tokens: int
     eval_s: float
     oom_log: list[dict[str, Any]]
+    decode: dict[str, int]
     constraints: list[Any]
 
 
@@ -268,13 +281,14 @@ def _generate(model: Any, tokenizer: Any, records: list[Any], pr: _Prompts, cfg:
                                                    greedy=not gen_kwargs.get("do_sample"))
     t1 = time.time()
     oom_log: list[dict[str, Any]] = []
+    decode: dict[str, int] = {}
     outs, gen_tokens = generate_all(model, tokenizer, [pr.ids[i] for i in pr.keep], cfg,
-                                    pr.budget, gen_kwargs, writer, oom_log, constraint)
+                                    pr.budget, gen_kwargs, writer, oom_log, constraint, decode)
     eval_s = time.time() - t1
     raw = [""] * len(records)
     for i, o in zip(pr.keep, outs, strict=False):
         raw[i] = o
-    return _Generated(raw, gen_tokens, eval_s, oom_log, constraints)
+    return _Generated(raw, gen_tokens, eval_s, oom_log, decode, constraints)
 
 
 def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
@@ -343,6 +357,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                          "data", {}).get("train_sha256")},
             "generation": {"mode": cfg.eval.generation, "max_new_tokens": pr.budget,
                            "oom_retries": gen.oom_log,
+                           # Decoding steps run; batches held to max_new_tokens by one row.
+                           "decode": gen.decode,
                            **{k: v for k, v in gen_kwargs.items() if k != "eos_token_id"}},
             "timings": {"load_s": round(load_s, 2), "eval_s": round(eval_s, 3),
                         "s_per_example": eval_s / n if n else 0.0,

@@ -87,6 +87,11 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     assert perf["data"]["eval_sha256"] and perf["data"]["train_sha256"]
     assert perf["family"] == ("llama3" if "llama" in model else "gemma3")
     assert perf["timings"]["generated_tokens"] > 0
+    # 12 records in batches of 4, at most 24 new tokens: a batch runs until its last row ends,
+    # and the tokens counted stop where each row's answer did.
+    dec = perf["generation"]["decode"]
+    assert dec["batches"] == 3 and 0 < dec["steps"] <= 3 * 24 and dec["at_budget"] <= 3
+    assert perf["timings"]["generated_tokens"] <= 4 * dec["steps"]
     tp = json.loads((res / "true_pred_entities.json").read_text())
     assert set(tp) >= {"true_ents", "pred_ents", "texts", "raw_outputs"}
     assert len(tp["true_ents"]) == len(tp["pred_ents"]) == len(tp["raw_outputs"]) == 12
