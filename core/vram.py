@@ -147,12 +147,25 @@ def compile_mode(setting: str, recompiles_per_shape: bool, params_b: float) -> b
     return not (recompiles_per_shape and 0 < params_b < SMALL_MODEL_B)
 
 
+def run_compiles(name_or_path: str, family_override: str, setting: str,
+                 params_b: float) -> bool:
+    """model.compile resolved for a run's model, from its family and size (the job's Unsloth
+    switches). The planner keeps sizing runs as compiled: eager's full logits are taken into
+    account where the job grows its micro-batch, and a micro-batch that does not fit is halved
+    (jobs.train), so a small Gemma is never planned onto several cards for them."""
+    from core.families import detect_family
+
+    family = detect_family(name_or_path, family_override)
+    return compile_mode(setting, family.recompiles_per_shape, params_b)
+
+
 def activation_bytes(shape: ModelShape, tokens: int, checkpointing: bool = True,
                      chunked_head: bool = True) -> float:
     """Training activations for a micro-batch of this many (padded) tokens. chunked_head: the
-    LM head's loss is Unsloth's compiled, chunked one; eager, the full logits are materialised
-    (bf16, their float32 copy and its gradient: Gemma 3 270M, 64 rows, peaked at 73 GB)."""
-    head = tokens * (min(shape.vocab, 32768) * 4 if chunked_head else shape.vocab * 12)
+    LM head's loss is Unsloth's compiled, chunked one; eager, the full logits are materialised,
+    about 8 bytes per logit (Gemma 3 270M on one H200, 64 rows of at most 384 padded tokens:
+    73 GB at the peak, model and optimizer included)."""
+    head = tokens * (min(shape.vocab, 32768) * 4 if chunked_head else shape.vocab * 8)
     if checkpointing:
         # One hidden state per layer per token, plus one layer's working set.
         return tokens * shape.hidden * 2 * (shape.layers + 12) + head

@@ -83,18 +83,18 @@ class Switches:
         return env
 
 
-def resolve_switches(cfg: RunConfig, family: Family | None = None) -> Switches:
+def resolve_switches(cfg: RunConfig) -> Switches:
     """model.compile and model.flex_attention for this model (its family and size)."""
-    from core.vram import compile_mode, shape_of
+    from core.vram import run_compiles, shape_of
 
-    family = family or detect_family(cfg.model.name_or_path, cfg.model.family)
     try:
         shape = shape_of(cfg.model.name_or_path)[0]
     except Exception:  # noqa: BLE001 - an unreadable header: size unknown, Unsloth's default
         shape = None
-    params_b = shape.params_b if shape is not None else 0.0
-    compiled = compile_mode(cfg.model.compile, family.recompiles_per_shape, params_b)
-    return Switches(compiled, cfg.model.flex_attention and compiled)
+    m = cfg.model
+    compiled = run_compiles(m.name_or_path, m.family, m.compile,
+                            shape.params_b if shape is not None else 0.0)
+    return Switches(compiled, m.flex_attention and compiled)
 
 
 def import_unsloth(switches: Switches | None = None) -> None:
