@@ -87,6 +87,8 @@ def run_row(run_dir: Path, samples: list[tuple[float, int, float]],
         "micro_batch": f"{tr.get('per_device_batch_size')}x{tr.get('gradient_accumulation_steps')}",
         "peak_vram_gb": tr.get("peak_vram_gb"), "final_loss": tr.get("final_loss"),
         "pack_mps": tr.get("pack_mps"),
+        # model.compile as resolved (None from runs made before it was recorded).
+        "compiled": tr.get("compiled"), "flex_attention": tr.get("flex_attention"),
     })
     perf_path = run_dir / "results" / "performance.json"
     if perf_path.is_file():
@@ -96,24 +98,28 @@ def run_row(run_dir: Path, samples: list[tuple[float, int, float]],
                     "eval_s": t.get("eval_s"), "eval_load_s": t.get("load_s"),
                     "eval_records_per_s": t.get("records_per_s"),
                     "exact_f1": perf["metrics"]["total"]["exact"]["f1"],
-                    "parse_failures": perf.get("parse", {}).get("failure_rate")})
+                    "parse_failures": perf.get("parse", {}).get("failure_rate"),
+                    "decode": perf.get("generation", {}).get("decode")})
     return row
 
 
 def render_md(rows: list[dict[str, Any]], wall_s: float | None) -> str:
-    head = ("| run | cuda | card | ex/s | s/step | GPU busy | util % | compute / compile / data "
-            "/ log / ckpt | compiles | to 1st step s | peak GB | eval rec/s | exact F1 |")
-    lines = [head, "|" + "---|" * 13]
+    head = ("| run | cuda | card | mode | ex/s | s/step | GPU busy | util % | compute / compile "
+            "/ data / log / ckpt | compiles | to 1st step s | peak GB | eval rec/s | exact F1 |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['run_id']} | failed: {r['error'][:80]} |" + " |" * 11)
+            lines.append(f"| {r['run_id']} | failed: {r['error'][:80]} |" + " |" * 12)
             continue
         sh = r.get("step_share") or {}
         parts = " / ".join(f"{sh.get(k, 0):.0%}" for k in
                            ("compute", "compile", "data", "logging", "checkpoint"))
         st = r.get("startup") or {}
+        mode = {None: "?", True: "compiled", False: "eager"}[r.get("compiled")]
+        if r.get("flex_attention"):
+            mode += "+flex"
         lines.append(
-            f"| {r['run_id']} | {r['cuda']} | {r['cuda_visible_devices']} | "
+            f"| {r['run_id']} | {r['cuda']} | {r['cuda_visible_devices']} | {mode} | "
             f"{r.get('examples_per_s')} | {r.get('s_per_step')} | {r.get('gpu_busy_share')} | "
             f"{r.get('gpu_util_mean')} | {parts} | {r.get('compiles')} | "
             f"{st.get('process_to_first_step_s')} | {r.get('peak_vram_gb')} | "
