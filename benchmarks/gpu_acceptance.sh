@@ -16,8 +16,8 @@
 # both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
 # SWEEP: one|eight|ab. ab: Gemma 3 270M full fine-tuning (2 epochs, 1,000 dev records) alone on
 # the card twice, without flex attention: eager (model.compile false) and compiled (compiled with
-# flex, today's default, is sweep one's Gemma run); TORCH_LOGS names every recompile and graph
-# break. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
+# flex is sweep one's Gemma run). TORCH_LOGS is set to name recompiles and graph breaks, but in
+# the run of 2026-12-03 nothing of it reached the job logs. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
 # 16-bit LoRA, one run per card at a time (per-run figures alone on the card); eight: Gemma at 4
 # learning rates and SmolLM2 LoRA at the same 4, packed (runs_per_gpu auto, CUDA MPS).
 set -uo pipefail
