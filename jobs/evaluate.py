@@ -65,7 +65,8 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
                  max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None,
                  oom_log: list[dict[str, Any]] | None = None,
                  constraint: Callable[[list[int], int, Any], Any] | None = None,
-                 decode: dict[str, int] | None = None) -> tuple[list[str], int]:
+                 decode: dict[str, int] | None = None,
+                 release: Callable[[int], int] | None = None) -> tuple[list[str], int]:
     """Outputs in input order, generated in length-sorted left-padded batches, and the tokens
     the rows generated (up to each row's stop token or end of answer, not the padding a batch
     adds after a row has finished).
@@ -73,100 +74,200 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
     A batch that runs out of GPU memory is retried at half the size (and so are the batches
     after it), down to 1. constraint(indices, prompt_width, pieces), when given, makes the
     logits processor of a batch (constrained decoding). decode, when given, gets the decoding
-    steps run (``steps``: a batch runs until its last row finishes), the ``batches``, and those
-    of them that ran to max_new_tokens (``at_budget``): one row that never ends its answer
-    holds its whole batch there.
+    steps run (``steps``: a batch runs until its last row finishes), the ``batches``, those of
+    them that ran to max_new_tokens (``at_budget``), and the rows ``continued``.
+
+    Stragglers: one row that never ends its answer would hold its whole batch of a thousand
+    rows to max_new_tokens. So a batch stops once at most release(rows) of its rows are
+    unfinished (default: one in 32, see straggler_release); those rows are continued
+    afterwards, all batches' together, from their prompt plus what they generated so far, with
+    the budget they have left. Greedy answers come out the same token for token, up to the
+    rounding that any change of batch makes. Not with a constraint (its state lives in the
+    batch that started it).
     """
-    import torch
-
-    from jobs.faults import check_eval_batch
-
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    outputs: list[str] = [""] * len(prompts)
-    generated_tokens = 0
-    bs = cfg.eval.batch_size
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
-        tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    stops = set(gen_kwargs.get("eos_token_id", []))
-    ends = stops | {pad_id}  # a finished row is padded to the batch's length
-    if decode is not None:
-        decode.update(steps=0, batches=0, at_budget=0)
     from jobs.constrained import TokenPieces
 
-    pieces = TokenPieces(tokenizer)
-    b = 0
-    while b < len(order):
-        idx = order[b:b + bs]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            seq = prompts[i]
+    gen = _BatchGenerator(model, tokenizer, gen_kwargs, TokenPieces(tokenizer), constraint,
+                          oom_log)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    rel = (release or straggler_release) if constraint is None else (lambda rows: 0)
+    done: dict[int, list[int]] = {}
+    if decode is not None:
+        decode.update(steps=0, batches=0, at_budget=0, continued=0)
+    partial = gen.run(order, prompts, {}, cfg.eval.batch_size, max_new_tokens, rel, done,
+                      decode, progress)
+    if partial:  # the stragglers, continued together to their own budgets
+        if decode is not None:
+            decode["continued"] = len(partial)
+        left = sorted(partial, key=lambda i: -(len(prompts[i]) + len(partial[i])))
+        gen.run(left, prompts, partial, gen.bs, max_new_tokens, lambda rows: 0, done, decode,
+                None)
+    outputs: list[str] = [""] * len(prompts)
+    generated_tokens = 0
+    for i, toks in done.items():
+        cut = next((k for k, t in enumerate(toks) if t in gen.stops), len(toks))
+        generated_tokens += next((k for k, t in enumerate(toks) if t in gen.ends), len(toks))
+        outputs[i] = tokenizer.decode(toks[:cut], skip_special_tokens=True)
+    return outputs, generated_tokens
+
+
+def straggler_release(rows: int) -> int:
+    """Unfinished rows at which a batch of this many stops, to be continued with the others'
+    stragglers: one in 32 (none in a batch under 32 rows).
+
+    >>> [straggler_release(n) for n in (1, 31, 32, 1000)]
+    [0, 0, 1, 31]
+    """
+    return rows // 32
+
+
+class _BatchGenerator:
+    """model.generate over batches of left-padded rows, each row resumed from the tokens it
+    already has, with the OOM fallback: a batch out of GPU memory is retried at half the size,
+    and so are the ones after it."""
+
+    def __init__(self, model: Any, tokenizer: Any, gen_kwargs: dict[str, Any], pieces: Any,
+                 constraint: Callable[[list[int], int, Any], Any] | None,
+                 oom_log: list[dict[str, Any]] | None):
+        self.model, self.gen_kwargs, self.pieces = model, gen_kwargs, pieces
+        self.constraint, self.oom_log = constraint, oom_log
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+            tokenizer.eos_token_id
+        self.device = next(model.parameters()).device
+        self.stops = set(gen_kwargs.get("eos_token_id", []))
+        self.ends = self.stops | {self.pad_id}  # a finished row is padded to the batch's length
+        self.bs = 0
+
+    def run(self, order: list[int], prompts: list[list[int]], partial: dict[int, list[int]],
+            bs: int, max_new_tokens: int, release: Callable[[int], int],
+            done: dict[int, list[int]], decode: dict[str, int] | None,
+            progress: Any) -> dict[int, list[int]]:
+        """Generate the rows of order (prompt + partial[i] so far) in batches of up to bs; put
+        finished rows' answers in done and return the rows a batch left unfinished."""
+        import torch
+
+        from jobs.faults import check_eval_batch
+
+        left: dict[int, list[int]] = {}
+        self.bs, b = bs, 0
+        while b < len(order):
+            idx = order[b:b + self.bs]
+            have = [partial.get(i, []) for i in idx]
+            budget = max_new_tokens - min(len(h) for h in have)
+            try:
+                check_eval_batch(len(idx))
+                new, stop = self._batch([prompts[i] + h for i, h in zip(idx, have,
+                                                                        strict=True)],
+                                        idx, have, budget, release(len(idx)))
+            except torch.OutOfMemoryError as exc:
+                self._halve(exc, b)
+                continue
+            if decode is not None:
+                decode["steps"] += len(new[0]) if new else 0
+                decode["batches"] += 1
+                decode["at_budget"] += int(bool(new) and len(new[0]) >= budget)
+            for row, i in enumerate(idx):
+                toks = (have[row] + new[row])[:max_new_tokens]
+                if stop.finished(row) or len(toks) >= max_new_tokens:
+                    done[i] = toks
+                else:
+                    left[i] = toks
+            b += len(idx)
+            if progress is not None:
+                progress.update(min(b, len(order)), len(order))
+        return left
+
+    def _batch(self, seqs: list[list[int]], idx: list[int], have: list[list[int]],
+               budget: int, release: int) -> tuple[list[list[int]], AnswerStop]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
             ids[row, width - len(seq):] = torch.tensor(seq)
             mask[row, width - len(seq):] = 1
-        try:
-            check_eval_batch(len(idx))
-            extra: dict[str, Any] = {"stopping_criteria": answer_end_criteria(
-                pieces, len(idx), width)}
-            if constraint is not None:
-                extra["logits_processor"] = constraint(idx, width, pieces)
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                     **gen_kwargs, **extra)
-        except torch.OutOfMemoryError as exc:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if bs == 1:
-                raise EvalError("out of GPU memory generating one example: lower "
-                                "--eval-max-new-tokens or --model-max-seq-length, or load in "
-                                "4-bit") from exc
-            if oom_log is not None:
-                oom_log.append({"at_example": b, "from": bs, "to": bs // 2})
-            from jobs import modeling
+        stop = AnswerStop(self.pieces, width, self.stops, have, release)
+        extra: dict[str, Any] = {"stopping_criteria": _criteria(stop)}
+        if self.constraint is not None:
+            extra["logits_processor"] = self.constraint(idx, width, self.pieces)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids.to(self.device),
+                                      attention_mask=mask.to(self.device),
+                                      max_new_tokens=budget, pad_token_id=self.pad_id,
+                                      **self.gen_kwargs, **extra)
+        return out[:, width:].tolist(), stop
 
-            modeling.log(f"out of memory at eval batch {bs}; retrying with {bs // 2}")
-            bs //= 2
-            continue
-        new = out[:, width:]
-        if decode is not None:
-            decode["steps"] += int(new.shape[1])
-            decode["batches"] += 1
-            decode["at_budget"] += int(new.shape[1] >= max_new_tokens)
-        for row, i in enumerate(idx):
-            toks = new[row].tolist()
-            cut = next((k for k, t in enumerate(toks) if t in stops), len(toks))
-            generated_tokens += next((k for k, t in enumerate(toks) if t in ends), len(toks))
-            outputs[i] = tokenizer.decode(toks[:cut], skip_special_tokens=True)
-        b += len(idx)
-        if progress is not None:
-            progress.update(min(b, len(order)), len(order))
-    return outputs, generated_tokens
+    def _halve(self, exc: BaseException, at: int) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.bs == 1:
+            raise EvalError("out of GPU memory generating one example: lower "
+                            "--eval-max-new-tokens or --model-max-seq-length, or load in "
+                            "4-bit") from exc
+        if self.oom_log is not None:
+            self.oom_log.append({"at_example": at, "from": self.bs, "to": self.bs // 2})
+        from jobs import modeling
+
+        modeling.log(f"out of memory at eval batch {self.bs}; retrying with {self.bs // 2}")
+        self.bs //= 2
+
+
+class AnswerStop:
+    """Per-row end of answer for one generate() call over rows left-padded to width: a stop
+    token, or the JSON answer closed (core.parsing.AnswerEnd), counting the tokens each row had
+    before (have). Stops the batch once at most release rows are unfinished."""
+
+    def __init__(self, pieces: Any, width: int, stops: set[int], have: list[list[int]],
+                 release: int = 0):
+        self.pieces, self.seen, self.stops, self.release = pieces, width, stops, release
+        self.ends = [AnswerEnd() for _ in have]
+        self.stopped = [False] * len(have)
+        for row, toks in enumerate(have):
+            self._feed(row, toks)
+
+    def _feed(self, row: int, toks: list[int]) -> None:
+        for t in toks:
+            if self.stopped[row] or self.ends[row].done:
+                return
+            if t in self.stops:
+                self.stopped[row] = True
+            else:
+                self.ends[row].feed(self.pieces(t))
+
+    def finished(self, row: int) -> bool:
+        return self.stopped[row] or self.ends[row].done
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        # Only the tokens added since the last call leave the GPU: copying every row's whole
+        # answer at each step made a long batch quadratic in its length.
+        new = input_ids[:, self.seen:].tolist()
+        self.seen = input_ids.shape[1]
+        for row, toks in enumerate(new):
+            self._feed(row, toks)
+        done = [self.finished(r) for r in range(len(self.ends))]
+        if 0 < done.count(False) <= self.release:
+            done = [True] * len(done)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _criteria(stop: AnswerStop) -> Any:
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):  # type: ignore[misc]
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return stop(input_ids, scores, **kwargs)
+
+    return StoppingCriteriaList([_Stop()])
 
 
 def answer_end_criteria(pieces: Any, rows: int, width: int) -> Any:
     """Stop each row of a batch once its JSON answer is complete (core.parsing.AnswerEnd)."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class AnswerStop(StoppingCriteria):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.ends = [AnswerEnd() for _ in range(rows)]
-            self.seen = width
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            # Only the tokens added since the last call leave the GPU: copying every row's whole
-            # answer at each step made a long batch quadratic in its length.
-            new = input_ids[:, self.seen:].tolist()
-            self.seen = input_ids.shape[1]
-            for end, toks in zip(self.ends, new, strict=True):
-                for t in toks:
-                    end.feed(pieces(t))
-            return torch.tensor([e.done for e in self.ends], dtype=torch.bool,
-                                device=input_ids.device)
-
-    return StoppingCriteriaList([AnswerStop()])
+    return _criteria(AnswerStop(pieces, width, set(), [[] for _ in range(rows)]))
 
 
 def constraint_labels(train_summary: dict[str, Any] | None, eval_labels: list[str]

@@ -64,7 +64,14 @@ class Sweep:
     """The adaptive search (core.search), None for the full grid."""
 
 
+_SPLIT_NAMES = {"train", "dev", "test", "eval", "valid", "validation", "val"}
+
+
 def _slug_value(key: str, value: Any) -> str:
+    if key.startswith("data.") and key.endswith("_dataset_file"):
+        # A corpus is named by its folder where the file is a split (bc5cdr/train.json).
+        p = Path(str(value))
+        return p.parent.name if p.stem.lower() in _SPLIT_NAMES and p.parent.name else p.stem
     if key == "model.name_or_path":
         v = str(value).lower().rstrip("/").rsplit("/", 1)[-1].replace("scratch:", "")
         v = re.sub(r"\.gguf$", "", v.replace("pypi:", ""))
@@ -86,7 +93,7 @@ def run_id(cfg: RunConfig, varied: dict[str, Any]) -> str:
     """A readable slug of the varied values, in the config's own key order (not the YAML's),
     then the hash of the resolved config, which alone identifies the run."""
     ordered = sorted(varied.items(), key=lambda kv: _KEY_ORDER.get(kv[0], len(_KEY_ORDER)))
-    parts = [_slug_value(k, v) for k, v in ordered]
+    parts = list(dict.fromkeys(_slug_value(k, v) for k, v in ordered))  # a corpus named once
     slug = re.sub(r"[^a-z0-9.+-]+", "-", "-".join(p for p in parts if p).lower()).strip("-.")
     slug = re.sub(r"-{2,}", "-", slug)[:80]
     return f"{slug}-{config_hash(cfg)}" if slug else f"run-{config_hash(cfg)}"

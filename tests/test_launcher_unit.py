@@ -93,6 +93,24 @@ def test_paired_lists_and_seeds(data_files):
     assert {r.config.train.seed for r in s.runs} == {1, 2, 3}
 
 
+def test_runs_over_several_corpora_are_named_by_corpus_once(data_files):
+    import shutil
+
+    tmp, train, dev = data_files
+    corpora = []
+    for name in ("bc5cdr", "ncbi_disease"):
+        (tmp / name).mkdir()
+        corpora.append((shutil.copy(train, tmp / name / "train.json"),
+                        shutil.copy(dev, tmp / name / "dev.json")))
+    pairs = {"data.train_dataset_file": [str(t) for t, _ in corpora],
+             "data.eval_dataset_file": [str(d) for _, d in corpora]}
+    s = parse_sweep(sweep_doc(train, dev, grid={"model.name_or_path": ["scratch:llama-tiny"]},
+                              paired=[pairs]), tmp / "s.yaml")
+    assert sorted(r.run_id.rsplit("-", 1)[0] for r in s.runs) == ["bc5cdr", "ncbi-disease"]
+    assert {Path(r.config.data.eval_dataset_file).parent.name for r in s.runs} == {
+        "bc5cdr", "ncbi_disease"}
+
+
 def test_a_paired_key_may_repeat_a_value_but_not_a_whole_combination(data_files):
     tmp, train, dev = data_files
     three = {"model.compile": [False, True, True], "model.flex_attention": [False, False, True]}
