@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# On the offline GPU machine: a recipe sweep through the user's path (`python -m launcher submit
+# SWEEP --env workstation`), then `status` and `leaderboard`; and an evaluation A/B of two commits
+# of jobs.evaluate on one trained model. Run from a copy of the repository (the device tool
+# re-syncs its own tree each call) after benchmarks/gpu_bundle.sh has unpacked the bundle:
+#   bash benchmarks/gpu_recipes.sh start sweeps/recipes-gemma-epochs.yaml  # setsid, returns
+#   bash benchmarks/gpu_recipes.sh wait SECONDS            # waits at most SECONDS; results -> $OUT
+#   OLD=/tmp/repo-old bash benchmarks/gpu_recipes.sh evalab MODEL_DIR DEV_JSON
+# The sweep's data paths (data/CORPUS/...) resolve through a `data` link to the bundle's data.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_env.sh
+R=/tmp/rec
+mkdir -p "$R"
+case "${1:-}" in
+start)
+    ln -sfn "$B/data" data
+    sweep=${2:?give the sweep file}
+    grep -m1 '^name:' "$sweep" | awk '{print $2}' > "$R/name"
+    setsid bash -c "
+        nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits \
+            -l 2 > $R/util.csv & mon=\$!
+        t0=\$(date +%s)
+        python3 -m launcher submit $sweep --env workstation --runs-dir $R/runs > $R/submit.log 2>&1
+        echo \$? > $R/rc; echo \$(( \$(date +%s) - t0 )) > $R/wall; kill \$mon" \
+        < /dev/null > /dev/null 2>&1 &
+    echo "started $(cat "$R/name")" ;;
+wait)
+    deadline=$(( $(date +%s) + ${2:-500} ))
+    while [ ! -f "$R/rc" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
+    name=$(cat "$R/name")
+    python3 -m launcher status "$name" --runs-dir "$R/runs" | tee "$OUT/status.txt"
+    [ -f "$R/rc" ] || { echo "still running"; exit 0; }
+    echo "submit rc $(cat "$R/rc"), wall $(cat "$R/wall") s"
+    python3 -m launcher leaderboard "$name" --runs-dir "$R/runs" | tee "$OUT/leaderboard.md"
+    tar czf "$OUT/runs.tgz" -C "$R" util.csv submit.log wall \
+        $(cd "$R" && ls runs/*/*/adapter/medsweep_train.json runs/*/*/results/performance.json \
+          runs/*/*/results/true_pred_entities.json runs/*/*/job.json runs/*/*/error.json \
+          2>/dev/null) ;;
+evalab)
+    model=${2:?give the model folder}; dev=${3:?give the dev split}
+    for side in old new; do
+        code=$PWD; [ "$side" = old ] && code=${OLD:?set OLD to the old commit\'s tree}
+        t0=$(date +%s)
+        (cd "$code" && PYTHONPATH="/tmp/pk:$B/site:$code" python3 -m jobs.evaluate \
+            --model-dir "$model" --eval-dataset-file "$dev" --results-dir "$R/ab-$side" \
+            --eval-batch-size 1024) > "$R/ab-$side.log" 2>&1
+        echo "$side rc $? $(( $(date +%s) - t0 )) s"
+        cp "$R/ab-$side/performance.json" "$OUT/ab-$side-performance.json"
+        gzip -c "$R/ab-$side/true_pred_entities.json" > "$OUT/ab-$side-true_pred.json.gz"
+        tail -c 3000 "$R/ab-$side.log" > "$OUT/ab-$side.log"
+    done ;;
+*) echo "usage: bash benchmarks/gpu_recipes.sh {start SWEEP|wait SECONDS|evalab MODEL_DIR DEV}" >&2
+   exit 2 ;;
+esac
