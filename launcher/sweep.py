@@ -172,13 +172,30 @@ def _data_section(data_sec: Any, where: str, base_dir: Path | None,
             if not isinstance(v, str) or not v:
                 errors.append(f"{where}: data.{k}: required path to a JSON dataset")
                 continue
-            p = Path(v).expanduser()
-            if not p.is_absolute():
-                p = (base_dir or Path.cwd()) / p
+            p = Path(_absolute(v, base_dir))
             if not p.is_file():
                 errors.append(f"{where}: data.{k}: {p} does not exist")
-            fixed[cfg_key] = str(p.resolve())
+            fixed[cfg_key] = str(p)
     return fixed, demo
+
+
+DATASET_KEYS = ("data.train_dataset_file", "data.eval_dataset_file",
+                "data.validation_dataset_file")
+
+
+def _absolute(value: str, base_dir: Path | None) -> str:
+    """A dataset path as the job will read it: absolute, relative ones taken from base_dir
+    (else the directory the command runs in), so a job started elsewhere finds the file."""
+    if not value or value.startswith("demo:"):
+        return value
+    p = Path(value).expanduser()
+    return str(((base_dir or Path.cwd()) / p if not p.is_absolute() else p).resolve())
+
+
+def _absolute_paths(values: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """values with every dataset file (set in base, grid or paired) made absolute."""
+    return {k: _absolute(v, base_dir) if k in DATASET_KEYS and isinstance(v, str) else v
+            for k, v in values.items()}
 
 
 def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
@@ -206,8 +223,7 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
             for line in str(exc).splitlines():
                 combo_errors[f"{where}: run with {label}: {line}"] = None
             continue
-        for key in ("data.train_dataset_file", "data.eval_dataset_file",
-                    "data.validation_dataset_file"):
+        for key in DATASET_KEYS:
             value = str(getattr(cfg.data, key.split(".", 1)[1]))
             if not value and key == "data.validation_dataset_file":
                 continue
@@ -333,7 +349,9 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     if errors:
         raise YamlError("\n".join(dict.fromkeys(errors)))
 
-    runs = _expand(fixed, axes, demo, where)
+    runs = _expand(_absolute_paths(fixed, base_dir),
+                   [[_absolute_paths(part, base_dir) for part in axis] for axis in axes],
+                   demo, where)
     # Only keys that take more than one value name runs: a one-value grid is the same config
     # as that value in base, and must get the same id.
     moving = {k for k in varied_keys

@@ -111,6 +111,23 @@ def test_runs_over_several_corpora_are_named_by_corpus_once(data_files):
         "bc5cdr", "ncbi_disease"}
 
 
+def test_a_relative_dataset_path_in_a_grid_is_taken_from_the_base_dir_like_data(data_files,
+                                                                                  monkeypatch):
+    import shutil
+
+    tmp, train, dev = data_files
+    (tmp / "corpus").mkdir()
+    shutil.copy(train, tmp / "corpus" / "train.json")
+    monkeypatch.chdir(tmp.parent)  # not where the paths are: only base_dir finds them
+    doc = sweep_doc(train, dev, paired=[{"data.train_dataset_file": ["corpus/train.json"],
+                                         "train.num_epochs": [2]}])
+    run = parse_sweep(doc, tmp / "s.yaml", base_dir=tmp).runs[0]
+    assert run.config.data.train_dataset_file == str((tmp / "corpus" / "train.json").resolve())
+    doc["paired"][0]["data.train_dataset_file"] = ["corpus/nope.json"]
+    with pytest.raises(YamlError, match=r"data.train_dataset_file: .*corpus/nope.json does not"):
+        parse_sweep(doc, tmp / "s.yaml", base_dir=tmp)
+
+
 def test_a_paired_key_may_repeat_a_value_but_not_a_whole_combination(data_files):
     tmp, train, dev = data_files
     three = {"model.compile": [False, True, True], "model.flex_attention": [False, False, True]}
@@ -197,8 +214,15 @@ def test_every_sweep_file_loads_and_starts_with_its_command(path, tmp_path, monk
     assert first.startswith("# python -m launcher submit sweeps/" + path.name)
     raw = load_yaml_mapping(path)
     if not raw["data"].get("demo"):
-        for k in ("train", "eval"):  # the sweep's own data paths, made to exist here
-            target = tmp_path / raw["data"][k]
+        # The sweep's own data paths (its `data` block and any dataset file a run varies), made
+        # to exist here.
+        paths = [raw["data"]["train"], raw["data"]["eval"]]
+        for block in [raw.get("base") or {}, raw.get("grid") or {}, *(raw.get("paired") or [])]:
+            for key, value in block.items():
+                if key.endswith("_dataset_file"):
+                    paths += value if isinstance(value, list) else [value]
+        for rel in paths:
+            target = tmp_path / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps([{"text": "flu", "entities": []}]))
     sweep = parse_sweep(raw, path, base_dir=tmp_path)
