@@ -225,6 +225,23 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
                    "s_per_ex"]
 
 
+def path_tails(paths: list[str]) -> dict[str, str]:
+    """Each path as its shortest tail of folders that still tells the given paths apart: the
+    table's dataset-file columns, where runs read absolute paths that differ near the end.
+
+    >>> path_tails(["/data/x/bc5cdr/train.json", "/data/x/ncbi_disease/train.json"])
+    {'/data/x/bc5cdr/train.json': 'bc5cdr/train.json', \
+'/data/x/ncbi_disease/train.json': 'ncbi_disease/train.json'}
+    """
+    distinct = list(dict.fromkeys(paths))
+    parts = {p: Path(p).parts for p in distinct}
+    for k in range(1, max((len(v) for v in parts.values()), default=1) + 1):
+        tails = {p: str(Path(*v[-k:])) for p, v in parts.items()}
+        if len(set(tails.values())) == len(tails):
+            return tails
+    return {p: p for p in distinct}
+
+
 def render(board: Board, cols: list[str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"rows": [{c: r.get(c) for c in cols} for r in board.rows],
@@ -252,7 +269,12 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
         return buf.getvalue()
     from tabulate import tabulate
 
+    tails = {c: path_tails([r[c] for r in board.rows if isinstance(r.get(c), str)])
+             for c in cols if c.endswith("_dataset_file")}
+
     def cell(v: Any, col: str) -> Any:
+        if isinstance(v, str) and col in tails:
+            v = tails[col].get(v, v)
         if isinstance(v, float) and (col.startswith(CONFIG_SECTIONS) or col == "epochs"):
             return config_number(v)
         if _is_interval(v):
