@@ -418,11 +418,38 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     writer = ProgressWriter(progress_path, "evaluate", keep_history=True)
     train_summary = read_json(model_dir / TRAIN_SUMMARY) if (
         model_dir / TRAIN_SUMMARY).is_file() else None
-    trained = train_summary if isinstance(train_summary, dict) else {}
     gen = _generate(model, tokenizer, records, pr, cfg, gen_kwargs,
                     constraint_labels(train_summary, ds.labels) if cfg.eval.constrained
                     else [], writer)
+    scored = _score(records, gen, pr, cfg, metrics)
+    trained = train_summary if isinstance(train_summary, dict) else {}
+    run = {"model_dir": model_dir, "budget": budget, "family": family.name, "load_s": load_s,
+           "gen_kwargs": gen_kwargs, "trained": trained, "facts": modeling.device_facts(model)}
+    doc = _performance(cfg, records, pr, gen, scored, run)
+    results_dir = Path(results_dir)
+    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(
+        scored.gold, scored.pred, scored.texts, gen.raw, sorted(pr.too_long)))
+    atomic_write_json(results_dir / PERFORMANCE, doc)
+    return doc
 
+
+@dataclass
+class _Scored:
+    """The answers of one evaluation parsed, grounded and scored."""
+
+    texts: list[str]
+    parsed: list[Any]
+    gold: list[list[Entity]]
+    pred: list[list[Entity]]
+    scores: dict[str, Any]
+    grounding: dict[str, Any]
+    mentions: dict[str, Any] | None
+
+
+def _score(records: Sequence[Any], gen: _Generated, pr: _Prompts, cfg: RunConfig,
+           metrics: Any) -> _Scored:
+    """Parse each kept record's answer (a prompt too long to ask answers nothing), ground the
+    entities in their text and score them against the gold ones, both ways of counting."""
     texts = [r.text for r in records]
     parsed = [parse_output(gen.raw[i]) for i in pr.keep]
     pred_raw: list[list[Entity]] = [[] for _ in records]
@@ -435,21 +462,27 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     grounding["constrained"] = cfg.eval.constrained
     grounding["constrained_masked_steps"] = sum(c.masked_steps for c in gen.constraints) \
         if cfg.eval.constrained else None
+    return _Scored(texts, parsed, gold, pred, scores, grounding, mentions)
 
-    facts = modeling.device_facts(model)
+
+def _performance(cfg: RunConfig, records: Sequence[Any], pr: _Prompts, gen: _Generated,
+                 scored: _Scored, run: dict[str, Any]) -> dict[str, Any]:
+    """performance.json: the scores, and what produced them (model, data by hash, decoding,
+    timings, the training summary, the hardware)."""
     n = len(records)
     eval_s = gen.eval_s
-    doc = performance_doc(
-        scores, num_examples=n, avg_inference_time=eval_s / n if n else 0.0,
-        parse=parse_stats(parsed, len(pr.too_long)),
-        hallucination_rate=hallucination_rate(pred, texts),
+    trained = run["trained"]
+    return performance_doc(
+        scored.scores, num_examples=n, avg_inference_time=eval_s / n if n else 0.0,
+        parse=parse_stats(scored.parsed, len(pr.too_long)),
+        hallucination_rate=hallucination_rate(scored.pred, scored.texts),
         config=cfg.to_dict(),
         extra={
-            "model_dir": str(model_dir),
-            "budget": budget,
-            "mention_level": mentions,
-            "grounding": grounding,
-            "family": family.name,
+            "model_dir": str(run["model_dir"]),
+            "budget": run["budget"],
+            "mention_level": scored.mentions,
+            "grounding": scored.grounding,
+            "family": run["family"],
             "data": {"eval_file": str(cfg.data.eval_dataset_file),
                      "eval_sha256": file_sha256(cfg.data.eval_dataset_file),
                      "eval_records": n,
@@ -460,8 +493,9 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                            "oom_retries": gen.oom_log,
                            # Decoding steps run; batches held to max_new_tokens by one row.
                            "decode": gen.decode,
-                           **{k: v for k, v in gen_kwargs.items() if k != "eos_token_id"}},
-            "timings": {"load_s": round(load_s, 2), "eval_s": round(eval_s, 3),
+                           **{k: v for k, v in run["gen_kwargs"].items()
+                              if k != "eos_token_id"}},
+            "timings": {"load_s": round(run["load_s"], 2), "eval_s": round(eval_s, 3),
                         "s_per_example": eval_s / n if n else 0.0,
                         "records_per_s": n / eval_s if eval_s else None,
                         "generated_tokens": gen.gen_tokens,
@@ -469,16 +503,11 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                         "train_s": trained.get("train_s")},
             "training": {k: v for k, v in trained.items()
                          if k not in ("identity", "environment", "device")} or None,
-            "peak_vram_gb": max(facts["peak_vram_gb"],
+            "peak_vram_gb": max(run["facts"]["peak_vram_gb"],
                                 float(trained.get("peak_vram_gb") or 0.0)),
-            "hardware": facts,
+            "hardware": run["facts"],
             "environment": environment_info(),
         })
-    results_dir = Path(results_dir)
-    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(gold, pred, texts, gen.raw,
-                                                             sorted(pr.too_long)))
-    atomic_write_json(results_dir / PERFORMANCE, doc)
-    return doc
 
 
 def mention_level(records: Sequence[Any], pred: list[list[Entity]], texts: list[str],

@@ -97,80 +97,80 @@ def _check_scalar(errors: list[str], where: str, key: str, value: Any, typ: type
     return value
 
 
-def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
-    errors: list[str] = []
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in ENV_KEYS:
-            errors.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(ENV_KEYS))}")
-            continue
-        if key == "partitions":
-            kwargs[key] = tuple(_parse_partitions(value, where, errors))
-        elif key == "setup":
-            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                errors.append(f"{where}: setup: expected a list of shell lines")
-            else:
-                for i, line in enumerate(value):
-                    if _SECRET.search(line):
-                        errors.append(f"{where}: setup[{i}]: a Hugging Face token must not be "
-                                      "written in a profile; export HF_TOKEN in your shell (the "
-                                      "job reads it from the environment)")
-                    if "\0" in line or "\n" in line:
-                        errors.append(f"{where}: setup[{i}]: one shell line per list item, "
-                                      "without NUL or newline characters")
-                kwargs[key] = tuple(value)
-        elif key == "env_vars":
-            if not isinstance(value, dict):
-                errors.append(f"{where}: env_vars: expected a mapping NAME: value")
-            else:
-                bad = [k for k in value if str(k).upper() in ("HF_TOKEN",
-                                                              "HUGGING_FACE_HUB_TOKEN")]
-                if bad:
-                    errors.append(f"{where}: env_vars: {bad[0]} must not be written in a "
-                                  "profile; export it in your shell (the job reads it from "
-                                  "the environment)")
-                for k, v in value.items():
-                    if not isinstance(k, str) or not _ENV_NAME.fullmatch(k):
-                        errors.append(f"{where}: env_vars: {_short(k)} is not a variable name "
-                                      "(letters, digits and _, not starting with a digit)")
-                    elif "\0" in str(v):
-                        errors.append(f"{where}: env_vars: {k}: the value contains a NUL "
-                                      "character, which no environment can hold")
-                    elif _SECRET.search(str(v)):
-                        errors.append(f"{where}: env_vars: {k}: a Hugging Face token must not "
-                                      "be written in a profile; export HF_TOKEN in your shell")
-                # A leading ~ is the submitting user's home (a job's shell would not expand
-                # it inside the quotes the value is exported with).
-                kwargs[key] = {str(k): os.path.expanduser(str(v)) for k, v in value.items()}
-        elif key == "runs_per_gpu":
-            if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
-                                   and value >= 1):
-                kwargs[key] = str(value)
-            else:
-                errors.append(f"{where}: runs_per_gpu: expected auto or a whole number >= 1, "
-                              f"got {_short(value)}")
-        elif key == "gpus":
-            gpus = _parse_gpus(value)
-            if gpus is None:
-                errors.append(f"{where}: gpus: expected auto, none or GPU indices such as "
-                              f"[0, 1], got {_short(value)}")
-            else:
-                kwargs[key] = gpus
-        elif key in _SLURM_NAMES:
-            v = _check_scalar(errors, where, key, value, str)
-            if v is not None and v != "" and not _SLURM_NAMES[key].fullmatch(v):
-                errors.append(f"{where}: {key}: {_short(v)} is not a valid Slurm {key} "
-                              "(letters, digits and . _ - only)")
-            elif v is not None:
-                kwargs[key] = v
-        else:
-            typ = type(getattr(EnvProfile(), key))
-            v = _check_scalar(errors, where, key, value, typ)
-            if v is not None:
-                kwargs[key] = v
-    if isinstance(kwargs.get("runs_dir"), str):
-        kwargs["runs_dir"] = os.path.expanduser(kwargs["runs_dir"])  # "~/runs": your home
-    env = EnvProfile(**{k: v for k, v in kwargs.items() if v is not None})
+def _parse_setup(value: Any, where: str, errors: list[str]) -> tuple[str, ...] | None:
+    """`setup`: shell lines run before each job, with no token and one line per item."""
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        errors.append(f"{where}: setup: expected a list of shell lines")
+        return None
+    for i, line in enumerate(value):
+        if _SECRET.search(line):
+            errors.append(f"{where}: setup[{i}]: a Hugging Face token must not be written in a "
+                          "profile; export HF_TOKEN in your shell (the job reads it from the "
+                          "environment)")
+        if "\0" in line or "\n" in line:
+            errors.append(f"{where}: setup[{i}]: one shell line per list item, without NUL or "
+                          "newline characters")
+    return tuple(value)
+
+
+def _parse_env_vars(value: Any, where: str, errors: list[str]) -> dict[str, str] | None:
+    """`env_vars`: variables exported for each job; a token is refused."""
+    if not isinstance(value, dict):
+        errors.append(f"{where}: env_vars: expected a mapping NAME: value")
+        return None
+    bad = [k for k in value if str(k).upper() in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")]
+    if bad:
+        errors.append(f"{where}: env_vars: {bad[0]} must not be written in a profile; export "
+                      "it in your shell (the job reads it from the environment)")
+    for k, v in value.items():
+        if not isinstance(k, str) or not _ENV_NAME.fullmatch(k):
+            errors.append(f"{where}: env_vars: {_short(k)} is not a variable name (letters, "
+                          "digits and _, not starting with a digit)")
+        elif "\0" in str(v):
+            errors.append(f"{where}: env_vars: {k}: the value contains a NUL character, which "
+                          "no environment can hold")
+        elif _SECRET.search(str(v)):
+            errors.append(f"{where}: env_vars: {k}: a Hugging Face token must not be written "
+                          "in a profile; export HF_TOKEN in your shell")
+    # A leading ~ is the submitting user's home (a job's shell would not expand it inside the
+    # quotes the value is exported with).
+    return {str(k): os.path.expanduser(str(v)) for k, v in value.items()}
+
+
+def _parse_key(key: str, value: Any, where: str, errors: list[str]) -> Any:
+    """One profile key's value, typed, or None (its problem appended to errors)."""
+    if key == "partitions":
+        return tuple(_parse_partitions(value, where, errors))
+    if key == "setup":
+        return _parse_setup(value, where, errors)
+    if key == "env_vars":
+        return _parse_env_vars(value, where, errors)
+    if key == "runs_per_gpu":
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return str(value)
+        errors.append(f"{where}: runs_per_gpu: expected auto or a whole number >= 1, "
+                      f"got {_short(value)}")
+        return None
+    if key == "gpus":
+        gpus = _parse_gpus(value)
+        if gpus is None:
+            errors.append(f"{where}: gpus: expected auto, none or GPU indices such as [0, 1], "
+                          f"got {_short(value)}")
+        return gpus
+    if key in _SLURM_NAMES:
+        v = _check_scalar(errors, where, key, value, str)
+        if v is not None and v != "" and not _SLURM_NAMES[key].fullmatch(v):
+            errors.append(f"{where}: {key}: {_short(v)} is not a valid Slurm {key} (letters, "
+                          "digits and . _ - only)")
+            return None
+        return v
+    return _check_scalar(errors, where, key, value, type(getattr(EnvProfile(), key)))
+
+
+def _check_profile(env: EnvProfile, data: dict[str, Any], where: str,
+                   errors: list[str]) -> None:
+    """What only the whole profile shows: the executor, its partitions, the ranges."""
     if env.executor not in ("local", "slurm"):
         errors.append(f"{where}: executor: {env.executor!r} is not one of local, slurm")
     if env.executor == "slurm" and not data.get("partitions"):
@@ -183,6 +183,21 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
         errors.append(f"{where}: time_limit_min must be >= 1")
     if not 0.1 <= env.vram_margin <= 1.0:
         errors.append(f"{where}: vram_margin must be between 0.1 and 1.0")
+
+
+def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
+    """An env profile from its YAML mapping, every problem reported at once (YamlError)."""
+    errors: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in ENV_KEYS:
+            errors.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(ENV_KEYS))}")
+            continue
+        kwargs[key] = _parse_key(key, value, where, errors)
+    if isinstance(kwargs.get("runs_dir"), str):
+        kwargs["runs_dir"] = os.path.expanduser(kwargs["runs_dir"])  # "~/runs": your home
+    env = EnvProfile(**{k: v for k, v in kwargs.items() if v is not None})
+    _check_profile(env, data, where, errors)
     if errors:
         raise YamlError("\n".join(errors))
     return env

@@ -249,9 +249,8 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
     return runs
 
 
-def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) -> Sweep:
-    where = str(path)
-    errors: list[str] = []
+def _header(data: dict[str, Any], where: str, errors: list[str]) -> tuple[Any, Any]:
+    """The sweep's top-level keys checked, and its name and env profile."""
     for k in data:
         if k not in SWEEP_KEYS:
             errors.append(f"{where}: unknown key {k!r}; valid keys: {', '.join(SWEEP_KEYS)}")
@@ -262,31 +261,43 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     env = data.get("env", "local")
     if not isinstance(env, str):
         errors.append(f"{where}: env: expected a profile name such as local or slurm")
+    return name, env
 
-    fixed, demo = _data_section(data.get("data"), where, base_dir, errors)
 
+def _base(data: dict[str, Any], where: str, errors: list[str]) -> dict[str, Any]:
+    """The `base` block: one typed value per key, the same in every run."""
     base = flatten_keys(data.get("base", {}) or {}, f"{where}: base", errors)
+    fixed: dict[str, Any] = {}
     for k, v in base.items():
         t = _typed(k, v, f"{where}: base", errors)
         if t is not None or (k in SPECS and v is None):
             fixed[k] = t
+    return fixed
 
-    axes: list[list[dict[str, Any]]] = []
-    varied_keys: list[str] = []
+
+def _grid_axes(data: dict[str, Any], where: str,
+               errors: list[str]) -> list[tuple[list[str], list[dict[str, Any]]]]:
+    """The `grid` block: one axis per key, each value a run's setting."""
     grid = data.get("grid", {}) or {}
     if not isinstance(grid, dict):
         errors.append(f"{where}: grid: expected a mapping of key: [values]")
-        grid = {}
-    grid = flatten_keys(grid, f"{where}: grid", errors)
-    for k, values in grid.items():
+        return []
+    axes = []
+    for k, values in flatten_keys(grid, f"{where}: grid", errors).items():
         vals = _axis(values, f"{where}: grid", k, errors)
         if vals:
-            axes.append([{k: v} for v in vals])
-            varied_keys.append(k)
+            axes.append(([k], [{k: v} for v in vals]))
+    return axes
+
+
+def _paired_axes(data: dict[str, Any], where: str,
+                 errors: list[str]) -> list[tuple[list[str], list[dict[str, Any]]]]:
+    """The `paired` block: one axis per group, whose keys take their i-th values together."""
     paired = data.get("paired", []) or []
     if not isinstance(paired, list):
         errors.append(f"{where}: paired: expected a list of groups (key: [values] mappings)")
-        paired = []
+        return []
+    axes = []
     for gi, group in enumerate(paired):
         gw = f"{where}: paired[{gi}]"
         if not isinstance(group, dict) or not group:
@@ -309,35 +320,47 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
             errors.append(f"{gw}: combination {repeated + 1} repeats an earlier one "
                           f"({short(rows[repeated])}); give each combination once")
         elif n:
-            axes.append(rows)
-            varied_keys += list(cols)
+            axes.append((list(cols), rows))
+    return axes
+
+
+def _seed_axes(data: dict[str, Any], where: str,
+               errors: list[str]) -> list[tuple[list[str], list[dict[str, Any]]]]:
+    """The `seeds` list: one axis of train.seed values."""
     seeds = data.get("seeds")
-    if seeds is not None:
-        vals = _axis(seeds, f"{where}: seeds", "train.seed", errors)
-        if vals and all(v is not None for v in vals):
-            axes.append([{"train.seed": v} for v in vals])
-            varied_keys.append("train.seed")
-    dup = [k for k in set(varied_keys) if varied_keys.count(k) > 1 or k in base]
-    for k in sorted(dup):
-        errors.append(f"{where}: {k} is set in more than one of base, grid, paired, seeds; "
-                      "set it in one place")
+    if seeds is None:
+        return []
+    vals = _axis(seeds, f"{where}: seeds", "train.seed", errors)
+    if vals and all(v is not None for v in vals):
+        return [(["train.seed"], [{"train.seed": v} for v in vals])]
+    return []
+
+
+def _check_search(data: dict[str, Any], where: str, fixed: dict[str, Any],
+                  varied_keys: list[str], errors: list[str]) -> Any:
+    """The `search` block, if any, checked against the rest; every run is then configured
+    for the largest budget, so that its schedule is a straight run's."""
     search = parse_search(data.get("search"), where, errors)
-    if search is not None:
-        for key in BUDGET_KEYS:
-            if key in varied_keys or key in base:
-                errors.append(f"{where}: {key} is the search's budget (search.rungs sets "
-                              "it): remove it from base, grid, paired and seeds")
-        if search.metric == "val_loss" and not (isinstance(data.get("data"), dict)
-                                                and data["data"].get("validation")):
-            errors.append(f"{where}: search.metric: val_loss needs data.validation (a dev "
-                          "file for the loss per epoch); add it or rank by dev_exact_f1")
-        if "train.max_steps" in varied_keys or (fixed.get("train.max_steps") or -1) > 0:
-            errors.append(f"{where}: train.max_steps: a search budgets epochs (search.rungs); "
-                          "remove train.max_steps")
-        # Every run is configured for the largest budget: its schedule is a straight run's.
-        fixed[BUDGET_KEYS[0]] = search.rungs[-1]
-    if "model.name_or_path" not in fixed and "model.name_or_path" not in varied_keys:
-        errors.append(f"{where}: model.name_or_path: set it in base or grid")
+    if search is None:
+        return None
+    for key in BUDGET_KEYS:
+        if key in varied_keys or key in fixed:
+            errors.append(f"{where}: {key} is the search's budget (search.rungs sets "
+                          "it): remove it from base, grid, paired and seeds")
+    if search.metric == "val_loss" and not (isinstance(data.get("data"), dict)
+                                            and data["data"].get("validation")):
+        errors.append(f"{where}: search.metric: val_loss needs data.validation (a dev "
+                      "file for the loss per epoch); add it or rank by dev_exact_f1")
+    if "train.max_steps" in varied_keys or (fixed.get("train.max_steps") or -1) > 0:
+        errors.append(f"{where}: train.max_steps: a search budgets epochs (search.rungs); "
+                      "remove train.max_steps")
+    fixed[BUDGET_KEYS[0]] = search.rungs[-1]
+    return search
+
+
+def _check_size(data: dict[str, Any], where: str, axes: list[list[dict[str, Any]]],
+                errors: list[str]) -> None:
+    """At most max_runs runs (default MAX_RUNS), so that a typo in a grid is not a flood."""
     cap = data.get("max_runs", MAX_RUNS)
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
         errors.append(f"{where}: max_runs: expected a positive integer, got {short(cap)}")
@@ -346,22 +369,45 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
     if total > cap:
         errors.append(f"{where}: the grid expands to {total:,} runs, more than max_runs "
                       f"{cap:,}; shrink the grid or set max_runs: {total} at the top of the sweep")
-    if errors:
-        raise YamlError("\n".join(dict.fromkeys(errors)))
 
-    runs = _expand(_absolute_paths(fixed, base_dir),
-                   [[_absolute_paths(part, base_dir) for part in axis] for axis in axes],
-                   demo, where)
-    # Only keys that take more than one value name runs: a one-value grid is the same config
-    # as that value in base, and must get the same id.
+
+def _named(runs: list[Run], varied_keys: list[str]) -> list[Run]:
+    """Each run with its id. Only keys that take more than one value name runs: a one-value
+    grid is the same config as that value in base, and must get the same id."""
     moving = {k for k in varied_keys
               if len({json.dumps(r.varied.get(k), sort_keys=True, default=str)
                       for r in runs}) > 1}
-    runs = [Run(run_id(r.config, {k: v for k, v in r.varied.items() if k in moving}
+    return [Run(run_id(r.config, {k: v for k, v in r.varied.items() if k in moving}
                        or {"model.name_or_path": r.config.model.name_or_path}),
                 r.config, r.varied) for r in runs]
-    return Sweep(name=str(name), path=path, env=str(env), runs=runs, varied_keys=varied_keys,
-                 demo_data=demo, raw=data, search=search)
+
+
+def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) -> Sweep:
+    """The sweep file's runs, every problem of the file reported at once (YamlError)."""
+    where = str(path)
+    errors: list[str] = []
+    name, env = _header(data, where, errors)
+    fixed, demo = _data_section(data.get("data"), where, base_dir, errors)
+    base = _base(data, where, errors)
+    fixed.update(base)
+    named_axes = (_grid_axes(data, where, errors) + _paired_axes(data, where, errors)
+                  + _seed_axes(data, where, errors))
+    axes = [rows for _, rows in named_axes]
+    varied_keys = [k for keys, _ in named_axes for k in keys]
+    for k in sorted(k for k in set(varied_keys) if varied_keys.count(k) > 1 or k in base):
+        errors.append(f"{where}: {k} is set in more than one of base, grid, paired, seeds; "
+                      "set it in one place")
+    search = _check_search(data, where, fixed, varied_keys, errors)
+    if "model.name_or_path" not in fixed and "model.name_or_path" not in varied_keys:
+        errors.append(f"{where}: model.name_or_path: set it in base or grid")
+    _check_size(data, where, axes, errors)
+    if errors:
+        raise YamlError("\n".join(dict.fromkeys(errors)))
+    runs = _expand(_absolute_paths(fixed, base_dir),
+                   [[_absolute_paths(part, base_dir) for part in axis] for axis in axes],
+                   demo, where)
+    return Sweep(name=str(name), path=path, env=str(env), runs=_named(runs, varied_keys),
+                 varied_keys=varied_keys, demo_data=demo, raw=data, search=search)
 
 
 def load_sweep(path: str | Path) -> Sweep:
