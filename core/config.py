@@ -368,10 +368,10 @@ def flag_of(key: str) -> str:
     return SPECS[key].flag
 
 
-def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]:
-    """Every semantic problem of a config, each naming the flags / keys that clash."""
+def _model_peft_problems(cfg: RunConfig) -> list[str]:
+    """Clashes of the model's precision and the LoRA settings."""
     p: list[str] = []
-    m, pe, t, e = cfg.model, cfg.peft, cfg.train, cfg.eval
+    m, pe = cfg.model, cfg.peft
     if m.load_in_4bit and m.load_in_8bit:
         p.append("--model-load-in-4bit and --model-load-in-8bit are both true; choose one "
                  "(set the other to false)")
@@ -393,6 +393,12 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
         if not (pe.ft_language_layers or pe.ft_vision_layers):
             p.append("--peft-ft-language-layers and --peft-ft-vision-layers are both false: "
                      "LoRA would train nothing; enable at least one")
+    return p
+
+
+def _train_problems(t: TrainConfig) -> list[str]:
+    """Training values out of their range."""
+    p: list[str] = []
     for name in ("per_device_batch_size", "gradient_accumulation_steps"):
         if getattr(t, name) <= 0:
             p.append(f"{flag_of('train.' + name)} must be positive, got {getattr(t, name)}")
@@ -411,6 +417,13 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
     if t.report_to not in ("none", "tensorboard", "wandb", "mlflow"):
         p.append(f"--train-report-to must be none, tensorboard, wandb or mlflow, got "
                  f"{t.report_to!r}")
+    return p
+
+
+def _eval_problems(cfg: RunConfig) -> list[str]:
+    """Evaluation values out of range, or leaving no room for a prompt."""
+    p: list[str] = []
+    m, e = cfg.model, cfg.eval
     if e.batch_size <= 0:
         p.append(f"--eval-batch-size must be positive, got {e.batch_size}")
     if e.max_new_tokens < 0 or e.max_examples < 0:
@@ -423,6 +436,14 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
         parse_metrics(e.metrics)
     except ValueError as exc:
         p.append(f"--eval-metrics: {exc}")
+    return p
+
+
+def _model_name_problems(cfg: RunConfig, vision_capable: bool | None) -> list[str]:
+    """The model name: a known scratch size, a readable GGUF file, a known family whose
+    vision layers exist where they are asked for."""
+    p: list[str] = []
+    m = cfg.model
     if m.name_or_path.lower().startswith("scratch:"):
         size = m.name_or_path.lower().split("-", 1)[1] if "-" in m.name_or_path else "tiny"
         if size not in SCRATCH_SIZES:
@@ -432,8 +453,7 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
         try:
             read_header(m.name_or_path)
         except (GGUFError, OSError) as exc:
-            p.append(f"--model-name-or-path: {exc}")
-            return p
+            return [*p, f"--model-name-or-path: {exc}"]
     if m.name_or_path:
         try:
             fam = detect_family(m.name_or_path, m.family)
@@ -441,10 +461,16 @@ def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]
             p.append(f"--model-name-or-path / --model-family: {exc}")
         else:
             capable = fam.vision if vision_capable is None else vision_capable
-            if pe.ft_vision_layers and not capable:
+            if cfg.peft.ft_vision_layers and not capable:
                 p.append(f"--peft-ft-vision-layers true, but {m.name_or_path} is a text-only "
                          f"model ({fam.name}); set it to false")
     return p
+
+
+def validate(cfg: RunConfig, *, vision_capable: bool | None = None) -> list[str]:
+    """Every semantic problem of a config, each naming the flags / keys that clash."""
+    return [*_model_peft_problems(cfg), *_train_problems(cfg.train), *_eval_problems(cfg),
+            *_model_name_problems(cfg, vision_capable)]
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
