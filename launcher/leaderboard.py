@@ -121,14 +121,17 @@ def collect(sweep_folders: list[Path]) -> Board:
                 row["rung"] = _get(doc, "budget.rung")
                 row["epochs"] = _get(doc, "budget.epochs")
                 row["search"] = rr.outcome
-            evals.setdefault(str(_get(doc, "data.eval_sha256")), []).append(rd.run_id)
+            row[EVAL_KEY] = str(_get(doc, "data.eval_sha256"))
+            row["eval_file"] = _get(doc, "data.eval_file")
+            evals.setdefault(row[EVAL_KEY], []).append(rd.run_id)
             board.rows.append(row)
     if len(evals) > 1:
         # Scores on different eval files are not comparable: say so above all else.
         parts = sorted(evals.values(), key=len, reverse=True)
         board.warnings.append(f"the runs were scored on {len(evals)} different eval files "
-                              f"(by SHA-256): their scores are not comparable; e.g. "
-                              f"{parts[0][0]} and {parts[1][0]}")
+                              f"(by SHA-256), e.g. {parts[0][0]} and {parts[1][0]}: each file's "
+                              "runs are ranked on their own, and scores "
+                              "across files are not comparable")
     return board
 
 
@@ -137,19 +140,56 @@ def _is_interval(v: Any) -> TypeGuard[list[float]]:
             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
 
 
-def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+EVAL_KEY = "eval_sha256"
+
+
+def eval_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows by the eval file they were scored on (its SHA-256), in first-seen order: only
+    runs scored on the same records are ranked against each other."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r.get(EVAL_KEY), []).append(r)
+    return list(groups.values())
+
+
+def _sorted(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     descending = not key.endswith(("_s", "s_per_ex", "parse_fail", "halluc", "vram_gb"))
     present = [r for r in rows if isinstance(r.get(key), (int, float))]
     absent = [r for r in rows if not isinstance(r.get(key), (int, float))]
     return sorted(present, key=lambda r: r[key], reverse=descending) + absent
 
 
+def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Rows best first by key, within each eval file; the files' groups follow each other in
+    the order of their best rows (a sweep over several corpora ranks each corpus on its own).
+
+    >>> rows = [{"f": 0.5, "eval_sha256": "a"}, {"f": 0.9, "eval_sha256": "b"},
+    ...         {"f": 0.7, "eval_sha256": "a"}, {"f": 0.6, "eval_sha256": "b"}]
+    >>> [r["f"] for r in sort_rows(rows, "f")]
+    [0.9, 0.6, 0.7, 0.5]
+    """
+    groups = [_sorted(g, key) for g in eval_groups(rows)]
+    return [r for g in _sorted_groups(groups, key) for r in g]
+
+
+def _sorted_groups(groups: list[list[dict[str, Any]]], key: str) -> list[list[dict[str, Any]]]:
+    """Groups ordered as their first (best) rows would sort; groups without a value last."""
+    firsts = _sorted([{**g[0], "_group": i} for i, g in enumerate(groups)], key)
+    return [groups[f["_group"]] for f in firsts]
+
+
 def against_best(board: Board, sort: str) -> None:
     """Sets `vs_best` on each ranked row (rows sorted best first): whether the paired
     bootstrap of best - run on the sort metric (`launcher compare`) leaves them tied (its 95%
     interval includes 0) or the run worse, with the interval."""
+    for group in eval_groups(board.rows):
+        _against_best_of(group, board, sort)
+
+
+def _against_best_of(rows: list[dict[str, Any]], board: Board, sort: str) -> None:
+    """against_best within the rows of one eval file (sorted best first)."""
     metric, stat = sort.split(".")
-    ranked = [r for r in board.rows if isinstance(r.get(sort), (int, float))]
+    ranked = [r for r in rows if isinstance(r.get(sort), (int, float))]
     if not ranked:
         return
     best_file = Path(ranked[0]["run_dir"]) / RESULTS / TRUE_PRED
@@ -178,12 +218,15 @@ def over_seeds(board: Board, sort: str) -> Board:
     keys = [k for k in board.varied_keys if k != SEED_KEY]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in board.rows:
-        ident = (r["sweep"], *(json.dumps(r.get(k), sort_keys=True) for k in keys))
+        ident = (r["sweep"], str(r.get(EVAL_KEY)),
+                 *(json.dumps(r.get(k), sort_keys=True) for k in keys))
         groups.setdefault(ident, []).append(r)
     out = Board(varied_keys=keys, problems=board.problems, pending=board.pending,
                 over_seeds=True)
     for rows in groups.values():
         agg: dict[str, Any] = {"sweep": rows[0]["sweep"], "seeds": len(rows),
+                               EVAL_KEY: rows[0].get(EVAL_KEY),
+                               "eval_file": rows[0].get("eval_file"),
                                **{k: rows[0].get(k) for k in keys}}
         for col in rows[0]:
             if col in agg or col in ("run_id", "run_dir", SEED_KEY) or col.endswith(".ci95"):
@@ -202,6 +245,8 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
     (runs evaluated before medsweep wrote intervals leave the cell empty), or, over seeds,
     its standard deviation."""
     cols = ["seeds" if board.over_seeds else "run_id", *board.varied_keys]
+    if len(eval_groups(board.rows)) > 1 and "data.eval_dataset_file" not in cols:
+        cols.insert(1, "eval_file")  # what each run is ranked within
     beside = ".sd" if board.over_seeds else ".ci95"
     for m in METRIC_NAMES:
         if any(f"{m}.f1" in r for r in board.rows):
@@ -270,7 +315,7 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
     from tabulate import tabulate
 
     tails = {c: path_tails([r[c] for r in board.rows if isinstance(r.get(c), str)])
-             for c in cols if c.endswith("_dataset_file")}
+             for c in cols if c.endswith("_dataset_file") or c == "eval_file"}
 
     def cell(v: Any, col: str) -> Any:
         if isinstance(v, str) and col in tails:

@@ -38,3 +38,36 @@ def test_dataset_columns_show_the_distinguishing_tail(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {r["data.train_dataset_file"] for r in rows} == {
         str(tmp_path / "corpora" / c / "train.json") for c in ("bc5cdr", "ncbi_disease")}
+
+
+def test_runs_on_different_eval_files_are_ranked_within_each_file(tmp_path, capsys):
+    folder = tmp_path / "runs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": "s"}))
+    f1s = {("bc5cdr", 1): 0.80, ("bc5cdr", 2): 0.84, ("maccrobat", 1): 0.60,
+           ("maccrobat", 2): 0.55}
+    for (corpus, seed), f1 in f1s.items():
+        dev = str(tmp_path / "corpora" / corpus / "dev.json")
+        run = folder / f"{corpus}-{seed}"
+        (run / "results").mkdir(parents=True)
+        (run / "job.json").write_text(json.dumps({"varied": {"train.seed": seed}}))
+        scores = {"total": {"exact": {"p": f1, "r": f1, "f1": f1}}, "labels": {},
+                  "macro": {"exact": {"p": f1, "r": f1, "f1": f1}}}
+        doc = performance_doc(scores, num_examples=10, avg_inference_time=0.1,
+                              parse={"failure_rate": 0.0}, hallucination_rate=0.0,
+                              config={"train": {"seed": seed}},
+                              extra={"data": {"eval_file": dev, "eval_sha256": corpus * 4}})
+        (run / "results" / "performance.json").write_text(json.dumps(doc))
+    args = ["leaderboard", "s", "--runs-dir", str(folder.parent)]
+    assert main([*args, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    # MACCROBAT's 0.60 is below BC5CDR's 0.80, yet ranks first within its own file.
+    assert [r["run_id"] for r in rows] == ["bc5cdr-2", "bc5cdr-1", "maccrobat-1", "maccrobat-2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| eval_file" in out and "| bc5cdr/dev.json" in out
+    assert "each file's runs are ranked on their own" in out
+    assert main([*args, "--over-seeds", "--format", "json"]) == 0
+    merged = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["eval_file"].split("/")[-2], r["seeds"]) for r in merged] == [
+        ("bc5cdr", 2), ("maccrobat", 2)]
