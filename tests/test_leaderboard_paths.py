@@ -1,5 +1,6 @@
-"""The leaderboard table names dataset files by the shortest tail that tells them apart; the
-JSON and CSV keep the paths the runs read."""
+"""The leaderboard table names dataset files by the shortest tail that tells them apart (the
+JSON and CSV keep the paths the runs read), and ranks runs scored on different dev files each
+within its own file."""
 
 import json
 
@@ -9,26 +10,32 @@ from core.results import performance_doc
 from launcher.cli import main
 
 
-def _sweep(tmp_path):
+def _sweep_folder(tmp_path):
     folder = tmp_path / "runs" / "s"
     folder.mkdir(parents=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": "s"}))
-    for corpus, f1 in (("bc5cdr", 0.8), ("ncbi_disease", 0.7)):
-        train = str(tmp_path / "corpora" / corpus / "train.json")
-        run = folder / corpus
-        (run / "results").mkdir(parents=True)
-        (run / "job.json").write_text(json.dumps({"varied": {"data.train_dataset_file": train}}))
-        scores = {"total": {"exact": {"p": f1, "r": f1, "f1": f1}}, "labels": {},
-                  "macro": {"exact": {"p": f1, "r": f1, "f1": f1}}}
-        doc = performance_doc(scores, num_examples=10, avg_inference_time=0.1,
-                              parse={"failure_rate": 0.0}, hallucination_rate=0.0,
-                              config={"data": {"train_dataset_file": train}}, extra={})
-        (run / "results" / "performance.json").write_text(json.dumps(doc))
     return folder
 
 
+def _write_run(folder, name, varied, f1, config, extra):
+    """A finished run as submit and evaluate leave it: job.json and performance.json."""
+    run = folder / name
+    (run / "results").mkdir(parents=True)
+    (run / "job.json").write_text(json.dumps({"varied": varied}))
+    scores = {"total": {"exact": {"p": f1, "r": f1, "f1": f1}}, "labels": {},
+              "macro": {"exact": {"p": f1, "r": f1, "f1": f1}}}
+    doc = performance_doc(scores, num_examples=10, avg_inference_time=0.1,
+                          parse={"failure_rate": 0.0}, hallucination_rate=0.0,
+                          config=config, extra=extra)
+    (run / "results" / "performance.json").write_text(json.dumps(doc))
+
+
 def test_dataset_columns_show_the_distinguishing_tail(tmp_path, capsys):
-    folder = _sweep(tmp_path)
+    folder = _sweep_folder(tmp_path)
+    for corpus, f1 in (("bc5cdr", 0.8), ("ncbi_disease", 0.7)):
+        train = str(tmp_path / "corpora" / corpus / "train.json")
+        _write_run(folder, corpus, {"data.train_dataset_file": train}, f1,
+                   {"data": {"train_dataset_file": train}}, {})
     args = ["leaderboard", "s", "--runs-dir", str(folder.parent)]
     assert main(args) == 0
     table = capsys.readouterr().out
@@ -41,23 +48,14 @@ def test_dataset_columns_show_the_distinguishing_tail(tmp_path, capsys):
 
 
 def test_runs_on_different_eval_files_are_ranked_within_each_file(tmp_path, capsys):
-    folder = tmp_path / "runs" / "s"
-    folder.mkdir(parents=True)
-    (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": "s"}))
+    folder = _sweep_folder(tmp_path)
     f1s = {("bc5cdr", 1): 0.80, ("bc5cdr", 2): 0.84, ("maccrobat", 1): 0.60,
            ("maccrobat", 2): 0.55}
     for (corpus, seed), f1 in f1s.items():
         dev = str(tmp_path / "corpora" / corpus / "dev.json")
-        run = folder / f"{corpus}-{seed}"
-        (run / "results").mkdir(parents=True)
-        (run / "job.json").write_text(json.dumps({"varied": {"train.seed": seed}}))
-        scores = {"total": {"exact": {"p": f1, "r": f1, "f1": f1}}, "labels": {},
-                  "macro": {"exact": {"p": f1, "r": f1, "f1": f1}}}
-        doc = performance_doc(scores, num_examples=10, avg_inference_time=0.1,
-                              parse={"failure_rate": 0.0}, hallucination_rate=0.0,
-                              config={"train": {"seed": seed}},
-                              extra={"data": {"eval_file": dev, "eval_sha256": corpus * 4}})
-        (run / "results" / "performance.json").write_text(json.dumps(doc))
+        _write_run(folder, f"{corpus}-{seed}", {"train.seed": seed}, f1,
+                   {"train": {"seed": seed}},
+                   {"data": {"eval_file": dev, "eval_sha256": corpus * 4}})
     args = ["leaderboard", "s", "--runs-dir", str(folder.parent)]
     assert main([*args, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
