@@ -423,9 +423,9 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
                     else [], writer)
     scored = _score(records, gen, pr, cfg, metrics)
     trained = train_summary if isinstance(train_summary, dict) else {}
-    run = {"model_dir": model_dir, "budget": budget, "family": family.name, "load_s": load_s,
-           "gen_kwargs": gen_kwargs, "trained": trained, "facts": modeling.device_facts(model)}
-    doc = _performance(cfg, records, pr, gen, scored, run)
+    doc = _performance(cfg, records, pr, gen, scored, model_dir=model_dir, budget=budget,
+                       family=family.name, load_s=load_s, gen_kwargs=gen_kwargs,
+                       trained=trained, facts=modeling.device_facts(model))
     results_dir = Path(results_dir)
     atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(
         scored.gold, scored.pred, scored.texts, gen.raw, sorted(pr.too_long)))
@@ -466,23 +466,24 @@ def _score(records: Sequence[Any], gen: _Generated, pr: _Prompts, cfg: RunConfig
 
 
 def _performance(cfg: RunConfig, records: Sequence[Any], pr: _Prompts, gen: _Generated,
-                 scored: _Scored, run: dict[str, Any]) -> dict[str, Any]:
+                 scored: _Scored, *, model_dir: Path, budget: dict[str, Any] | None,
+                 family: str, load_s: float, gen_kwargs: dict[str, Any],
+                 trained: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
     """performance.json: the scores, and what produced them (model, data by hash, decoding,
     timings, the training summary, the hardware)."""
     n = len(records)
     eval_s = gen.eval_s
-    trained = run["trained"]
     return performance_doc(
         scored.scores, num_examples=n, avg_inference_time=eval_s / n if n else 0.0,
         parse=parse_stats(scored.parsed, len(pr.too_long)),
         hallucination_rate=hallucination_rate(scored.pred, scored.texts),
         config=cfg.to_dict(),
         extra={
-            "model_dir": str(run["model_dir"]),
-            "budget": run["budget"],
+            "model_dir": str(model_dir),
+            "budget": budget,
             "mention_level": scored.mentions,
             "grounding": scored.grounding,
-            "family": run["family"],
+            "family": family,
             "data": {"eval_file": str(cfg.data.eval_dataset_file),
                      "eval_sha256": file_sha256(cfg.data.eval_dataset_file),
                      "eval_records": n,
@@ -493,9 +494,8 @@ def _performance(cfg: RunConfig, records: Sequence[Any], pr: _Prompts, gen: _Gen
                            "oom_retries": gen.oom_log,
                            # Decoding steps run; batches held to max_new_tokens by one row.
                            "decode": gen.decode,
-                           **{k: v for k, v in run["gen_kwargs"].items()
-                              if k != "eos_token_id"}},
-            "timings": {"load_s": round(run["load_s"], 2), "eval_s": round(eval_s, 3),
+                           **{k: v for k, v in gen_kwargs.items() if k != "eos_token_id"}},
+            "timings": {"load_s": round(load_s, 2), "eval_s": round(eval_s, 3),
                         "s_per_example": eval_s / n if n else 0.0,
                         "records_per_s": n / eval_s if eval_s else None,
                         "generated_tokens": gen.gen_tokens,
@@ -503,9 +503,9 @@ def _performance(cfg: RunConfig, records: Sequence[Any], pr: _Prompts, gen: _Gen
                         "train_s": trained.get("train_s")},
             "training": {k: v for k, v in trained.items()
                          if k not in ("identity", "environment", "device")} or None,
-            "peak_vram_gb": max(run["facts"]["peak_vram_gb"],
+            "peak_vram_gb": max(facts["peak_vram_gb"],
                                 float(trained.get("peak_vram_gb") or 0.0)),
-            "hardware": run["facts"],
+            "hardware": facts,
             "environment": environment_info(),
         })
 

@@ -74,7 +74,6 @@ def collect(sweep_folders: list[Path]) -> Board:
         except OSError as exc:
             board.problems.append(f"{folder}: cannot list ({exc.strerror})")
     board.varied_keys = varied_keys_of([d for dirs in listed.values() for d in dirs])
-    evals: dict[str, list[str]] = {}
     for folder, run_dirs in listed.items():
         rungs = run_rungs(folder)
         for d in run_dirs:
@@ -123,15 +122,15 @@ def collect(sweep_folders: list[Path]) -> Board:
                 row["search"] = rr.outcome
             row[EVAL_KEY] = str(_get(doc, "data.eval_sha256"))
             row["eval_file"] = _get(doc, "data.eval_file")
-            evals.setdefault(row[EVAL_KEY], []).append(rd.run_id)
             board.rows.append(row)
-    if len(evals) > 1:
+    groups = eval_groups(board.rows)
+    if len(groups) > 1:
         # Scores on different eval files are not comparable: say so above all else.
-        parts = sorted(evals.values(), key=len, reverse=True)
-        board.warnings.append(f"the runs were scored on {len(evals)} different eval files "
-                              f"(by SHA-256), e.g. {parts[0][0]} and {parts[1][0]}: each file's "
-                              "runs are ranked on their own, and scores "
-                              "across files are not comparable")
+        parts = sorted(groups, key=len, reverse=True)
+        board.warnings.append(f"the runs were scored on {len(groups)} different eval files "
+                              f"(by SHA-256), e.g. {parts[0][0]['run_id']} and "
+                              f"{parts[1][0]['run_id']}: each file's runs are ranked on their "
+                              "own, and scores across files are not comparable")
     return board
 
 
@@ -168,14 +167,9 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     >>> [r["f"] for r in sort_rows(rows, "f")]
     [0.9, 0.6, 0.7, 0.5]
     """
-    groups = [_sorted(g, key) for g in eval_groups(rows)]
-    return [r for g in _sorted_groups(groups, key) for r in g]
-
-
-def _sorted_groups(groups: list[list[dict[str, Any]]], key: str) -> list[list[dict[str, Any]]]:
-    """Groups ordered as their first (best) rows would sort; groups without a value last."""
-    firsts = _sorted([{**g[0], "_group": i} for i, g in enumerate(groups)], key)
-    return [groups[f["_group"]] for f in firsts]
+    by_best = {id(g[0]): g for g in (_sorted(g, key) for g in eval_groups(rows))}
+    return [r for best in _sorted([g[0] for g in by_best.values()], key)
+            for r in by_best[id(best)]]
 
 
 def against_best(board: Board, sort: str) -> None:

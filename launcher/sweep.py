@@ -337,7 +337,7 @@ def _seed_axes(data: dict[str, Any], where: str,
 
 
 def _check_search(data: dict[str, Any], where: str, fixed: dict[str, Any],
-                  varied_keys: list[str], errors: list[str]) -> Any:
+                  varied_keys: list[str], errors: list[str]) -> SearchSpec | None:
     """The `search` block, if any, checked against the rest; every run is then configured
     for the largest budget, so that its schedule is a straight run's."""
     search = parse_search(data.get("search"), where, errors)
