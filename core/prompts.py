@@ -12,6 +12,9 @@ from core.data import Entity, Record
 from core.textnorm import find_spans, normalise
 
 INSTRUCTION = "Extract medical entities from: {text}"
+CONTEXT_INSTRUCTION = ("Earlier in the document (context only): {context}\n\n"
+                       "Extract medical entities from: {text}")
+"""With data.context_sentences: the earlier sentences, then the seed's instruction."""
 
 
 def target_entities(record: Record, unique: bool = True) -> list[Entity]:
@@ -41,16 +44,29 @@ def target_json(record: Record, unique: bool = True) -> str:
     return json.dumps([e.to_dict() for e in target_entities(record, unique)], ensure_ascii=False)
 
 
-def prompt_messages(text: str, system_prompt: str) -> list[dict[str, str]]:
+def user_message(record: Record) -> str:
+    """What the user turn says: the seed's instruction, after the context where there is one."""
+    if record.context:
+        return CONTEXT_INSTRUCTION.format(context=record.context, text=record.text)
+    return INSTRUCTION.format(text=record.text)
+
+
+def prompt_literal(record: Record) -> str:
+    """The part of the prompt that is data from a file (tokenised as plain text): the record's
+    text, or with context the whole user turn."""
+    return user_message(record) if record.context else record.text
+
+
+def prompt_messages(record: Record, system_prompt: str) -> list[dict[str, str]]:
     msgs = []
     if system_prompt:
         msgs.append({"role": "system", "content": system_prompt})
-    msgs.append({"role": "user", "content": INSTRUCTION.format(text=text)})
+    msgs.append({"role": "user", "content": user_message(record)})
     return msgs
 
 
 def training_messages(record: Record, system_prompt: str, unique: bool = True
                       ) -> list[dict[str, str]]:
-    return prompt_messages(record.text, system_prompt) + [
+    return prompt_messages(record, system_prompt) + [
         {"role": "assistant", "content": target_json(record, unique)}
     ]

@@ -23,7 +23,7 @@ from core.fileio import atomic_write_json, file_sha256, folder_problem, read_jso
 from core.grounding import ground_all
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
 from core.parsing import AnswerEnd, parse_output, parse_stats
-from core.prompts import prompt_messages, target_entities, target_json
+from core.prompts import prompt_literal, prompt_messages, target_entities, target_json
 from core.results import (
     environment_info,
     performance_doc,
@@ -35,7 +35,7 @@ EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4b
              "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",
              "eval.batch_size", "eval.unique_entities", "eval.metrics", "eval.generation",
              "eval.max_new_tokens", "eval.seed", "eval.max_examples", "eval.grounding",
-             "eval.constrained"]
+             "eval.constrained", "data.context_sentences"]
 
 
 class EvalError(UserError):
@@ -318,9 +318,9 @@ def _encode_prompts(tokenizer: Any, records: list[Any], cfg: RunConfig) -> _Prom
     budget = cfg.eval.max_new_tokens or max(64, int(1.5 * max(answer_lens)) + 8)
     specials = modeling.special_strings(tokenizer)
     for i, r in enumerate(records):
-        text = tokenizer.apply_chat_template(prompt_messages(r.text, cfg.model.system_prompt),
+        text = tokenizer.apply_chat_template(prompt_messages(r, cfg.model.system_prompt),
                                              tokenize=False, add_generation_prompt=True)
-        ids = modeling.tokenize_with_literal(tokenizer, text, r.text, specials)
+        ids = modeling.tokenize_with_literal(tokenizer, text, prompt_literal(r), specials)
         if len(ids) + budget > cfg.model.max_seq_length:
             too_long_idx.add(i)
         prompts.append(ids)
@@ -401,7 +401,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     from jobs.progress import ProgressWriter
 
     metrics = parse_metrics(cfg.eval.metrics)
-    ds = load_dataset(cfg.data.eval_dataset_file)
+    ds = load_dataset(cfg.data.eval_dataset_file, cfg.data.context_sentences)
     for w in ds.warnings:
         modeling.log(f"warning: {w}")
     records = ds.records[:cfg.eval.max_examples] if cfg.eval.max_examples else ds.records

@@ -22,7 +22,7 @@ from core.config import RunConfig
 from core.data import Dataset, Record, load_dataset
 from core.errors import UserError
 from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
-from core.prompts import prompt_messages, target_json
+from core.prompts import prompt_literal, prompt_messages, target_json
 from core.results import environment_info, now_iso
 from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
 from jobs.checkpointing import RESUMABLE_EXIT, CheckpointPolicy, StoppedToResume, stop_on_signals
@@ -31,7 +31,8 @@ from jobs.steptime import StepClock
 
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
                                                    "data.validation_dataset_file",
-                                                   "data.unique_entities"]
+                                                   "data.unique_entities",
+                                                   "data.context_sentences"]
 
 
 class TrainError(UserError):
@@ -47,7 +48,7 @@ class Encoded:
 def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bool,
                   specials: Any = None) -> Encoded:
     """Prompt tokens (masked) + answer tokens (trained), split where generation will start."""
-    msgs = prompt_messages(record.text, system_prompt)
+    msgs = prompt_messages(record, system_prompt)
     answer = target_json(record, unique)
     prompt_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(
@@ -57,7 +58,7 @@ def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bo
                          "conversation; set --model-family to one of the known families")
     from jobs.modeling import tokenize_with_literal
 
-    prompt_ids = tokenize_with_literal(tokenizer, prompt_text, record.text, specials)
+    prompt_ids = tokenize_with_literal(tokenizer, prompt_text, prompt_literal(record), specials)
     answer_ids = tokenize_with_literal(tokenizer, full_text[len(prompt_text):], answer, specials)
     return Encoded(prompt_ids + answer_ids, [-100] * len(prompt_ids) + list(answer_ids))
 
@@ -269,13 +270,13 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
 
     output_dir = Path(output_dir)
     checkpoint_dir = Path(checkpoint_dir or output_dir / CHECKPOINTS)
-    ds = load_dataset(cfg.data.train_dataset_file)
+    ds = load_dataset(cfg.data.train_dataset_file, cfg.data.context_sentences)
     for w in ds.warnings:
         modeling.log(f"warning: {w}")
     data_sha = file_sha256(cfg.data.train_dataset_file)
     val_ds = None
     if cfg.data.validation_dataset_file:
-        val_ds = load_dataset(cfg.data.validation_dataset_file)
+        val_ds = load_dataset(cfg.data.validation_dataset_file, cfg.data.context_sentences)
     identity = training_identity(cfg, data_sha, file_sha256(cfg.data.validation_dataset_file)
                                  if val_ds is not None else None)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig, lora_target_modules
+from core.data import DataError, load_dataset
 from core.errors import UserError
 from core.gguf import GGUFError
 from core.vram import Estimate, checkpointing_mode, estimate, shape_of
@@ -49,18 +50,25 @@ class Resources:
 
 
 @lru_cache(maxsize=64)
-def _longest_record_chars(path: str) -> int:
-    """Characters of the longest training example's text and answer (read once per file)."""
+def _longest_record_chars(path: str, context_sentences: int = 0) -> int:
+    """Characters of the longest training example's context, text and answer (read once per
+    file and context count)."""
     try:
+        if context_sentences:
+            recs = load_dataset(path, context_sentences).records
+            return max(len(r.context) + len(r.text)
+                       + len(json.dumps([e.to_dict() for e in r.entities])) for r in recs)
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return max(len(r["text"]) + len(json.dumps(r["entities"])) for r in data)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, DataError):
         return 2048 * 3
 
 
-def longest_record_tokens(path: str, system_prompt_chars: int) -> int:
+def longest_record_tokens(path: str, system_prompt_chars: int, context_sentences: int = 0
+                          ) -> int:
     """Rough token count of the longest training example (chars / 3.5 + markup)."""
-    return int((_longest_record_chars(path) + system_prompt_chars) / 3.5) + PROMPT_OVERHEAD_TOKENS
+    chars = _longest_record_chars(path, context_sentences) + system_prompt_chars
+    return int(chars / 3.5) + PROMPT_OVERHEAD_TOKENS
 
 
 def estimate_run(cfg: RunConfig) -> Estimate:
@@ -75,7 +83,8 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     m = cfg.model
     bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else 16
     seq = min(m.max_seq_length,
-              longest_record_tokens(cfg.data.train_dataset_file, len(m.system_prompt)))
+              longest_record_tokens(cfg.data.train_dataset_file, len(m.system_prompt),
+                                    cfg.data.context_sentences))
     modules = len(lora_target_modules(cfg.peft))
     gc = checkpointing_mode(cfg.train.gradient_checkpointing, shape.params_b)
     return estimate(shape, bits=bits, lora_rank=cfg.peft.rank, full=m.full_finetuning,

@@ -204,7 +204,7 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
     every combination, and of every data file's content, is reported at once."""
     runs: list[Run] = []
     combo_errors: dict[str, None] = {}
-    data_files: dict[str, str] = {}
+    data_files: dict[str, tuple[str, int]] = {}
     for combo in itertools.product(*axes) if axes else [()]:
         values = dict(fixed)
         varied: dict[str, Any] = {}
@@ -235,13 +235,14 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
                 combo_errors[f"{where}: run with {label}: {key}: {f} {what}; give a JSON "
                              "dataset file"] = None
             elif not value.startswith("demo:"):
-                data_files.setdefault(str(f), key)
+                first_key, context = data_files.get(str(f), (key, 0))
+                data_files[str(f)] = (first_key, max(context, cfg.data.context_sentences))
         runs.append(Run("", cfg, varied))
     # The content too, once per file: a symlink to a binary file or a list of strings would
     # otherwise be found by the job, after the submission and the queue wait.
-    for data_file, key in data_files.items():
+    for data_file, (key, context) in data_files.items():
         try:
-            load_dataset(data_file)
+            load_dataset(data_file, context)
         except DataError as exc:
             combo_errors[f"{where}: {key}: {exc}"] = None
     if combo_errors:

@@ -75,6 +75,6 @@ def test_target_json_is_deterministic_and_parseable():
 
 
 def test_prompt_messages_quote_the_system_prompt_whole():
-    msgs = prompt_messages("x y", "You are a   careful extractor.")
+    msgs = prompt_messages(Record("x y", ()), "You are a   careful extractor.")
     assert msgs[0] == {"role": "system", "content": "You are a   careful extractor."}
     assert msgs[1]["content"] == INSTRUCTION.format(text="x y")

@@ -193,7 +193,7 @@ def test_batched_left_padded_generation_equals_one_at_a_time(bc5, tmp_path):
     FastLanguageModel.for_inference(model)
     tok.padding_side = "left"
     records = load_dataset(cfg.data.eval_dataset_file).records[:16]
-    prompts = [tok(tok.apply_chat_template(prompt_messages(r.text, cfg.model.system_prompt),
+    prompts = [tok(tok.apply_chat_template(prompt_messages(r, cfg.model.system_prompt),
                                            tokenize=False, add_generation_prompt=True),
                    add_special_tokens=False)["input_ids"] for r in records]
     kw = {"eos_token_id": stop_token_ids(tok), "do_sample": False}

@@ -225,6 +225,8 @@ def test_every_sweep_file_loads_and_starts_with_its_command(path, tmp_path, monk
             target = tmp_path / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps([{"text": "flu", "entities": []}]))
+            # Its document ids too (data.context_sentences reads them).
+            target.with_name(target.stem + ".ids.json").write_text('["d:s0"]')
     sweep = parse_sweep(raw, path, base_dir=tmp_path)
     assert sweep.runs
     env = load_env(sweep.env)

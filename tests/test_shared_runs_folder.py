@@ -380,7 +380,7 @@ def test_a_template_token_inside_a_record_stays_text(tmp_path):
     assert a.input_ids.count(eot) == b.input_ids.count(eot) >= 1
     from core.prompts import prompt_messages
 
-    whole = tok.apply_chat_template(prompt_messages(plain.text, "Extract."), tokenize=False,
+    whole = tok.apply_chat_template(prompt_messages(plain, "Extract."), tokenize=False,
                                     add_generation_prompt=True)
     n = len(tok(whole, add_special_tokens=False)["input_ids"])
     assert a.input_ids[:n] == tok(whole, add_special_tokens=False)["input_ids"]
