@@ -160,6 +160,11 @@ class EvalConfig:
                          "scoring (counted; the ungrounded scores are reported beside).")
     constrained: bool = _f(False, "Constrained decoding: inside a JSON text value the model can "
                            "only write a span of the input, inside label only a training label.")
+    max_item_repeats: int = _f(0, "End an answer at an entity item given for the N+1-th time (a "
+                               "greedy answer caught in a loop runs to the token budget "
+                               "otherwise); the items before it are kept and the list closed, "
+                               "counted as generation.decode.loops_cut (0: never, the seed's "
+                               "behaviour).")
 
 
 @dataclass(frozen=True)
@@ -432,6 +437,8 @@ def _eval_problems(cfg: RunConfig) -> list[str]:
         p.append(f"--eval-batch-size must be positive, got {e.batch_size}")
     if cfg.data.context_sentences < 0:
         p.append(f"--context-sentences must be >= 0, got {cfg.data.context_sentences}")
+    if e.max_item_repeats < 0:
+        p.append(f"--eval-max-item-repeats must be >= 0 (0: never), got {e.max_item_repeats}")
     if e.max_new_tokens < 0 or e.max_examples < 0:
         p.append("--eval-max-new-tokens and --eval-max-examples must be >= 0")
     elif e.max_new_tokens >= m.max_seq_length:

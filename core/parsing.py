@@ -128,45 +128,102 @@ class AnswerEnd:
     first JSON value), so one row that talks on after its answer does not hold its batch to the
     token budget. An answer that does not start with JSON (a code fence, prose) never ends here.
 
+    With max_repeats > 0 a top-level list also ends at an item (an object or list inside it)
+    given for the max_repeats + 1-th time: an answer caught in a loop (greedy decoding repeating
+    a cycle of items until the budget). ``looped`` is then set and ``cut`` is the offset, in
+    the characters fed, where that item starts (close_loop).
+
     >>> end = AnswerEnd()
     >>> [end.feed(p) for p in ['[{"label": "D", ', '"text": "a]b"}', '] and more']]
     [False, False, True]
     >>> AnswerEnd().feed("```json [] ```")
     False
+    >>> end = AnswerEnd(max_repeats=1)
+    >>> end.feed('[{"t": "a"}, {"t": "b"}, {"t": "a"}')
+    True
+    >>> end.looped, end.cut
+    (True, 25)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_repeats: int = 0) -> None:
         self.depth = 0
-        self.started = self.done = self.failed = False
+        self.started = self.done = self.failed = self.looped = False
         self.in_str = self.esc = False
+        self.max_repeats, self.list_top = max_repeats, False
+        self.pos = self.cut = self.item_start = 0
+        self.item: list[str] = []
+        self.counts: dict[str, int] = {}
 
     def feed(self, piece: str) -> bool:
         for ch in piece:
             if self.done or self.failed:
                 break
+            self.pos += 1
             if not self.started:
                 if ch.isspace():
                     continue
                 if ch not in "[{":
                     self.failed = True
                     break
-                self.started = True
-            if self.in_str:
-                if self.esc:
-                    self.esc = False
-                elif ch == "\\":
-                    self.esc = True
-                elif ch == '"':
-                    self.in_str = False
-            elif ch == '"':
-                self.in_str = True
-            elif ch in "[{":
-                self.depth += 1
-            elif ch in "]}":
-                self.depth -= 1
-                if self.depth == 0:
-                    self.done = True
+                self.started, self.list_top = True, ch == "["
+            self._char(ch)
         return self.done
+
+    def _char(self, ch: str) -> None:
+        if self.in_str:
+            if self.esc:
+                self.esc = False
+            elif ch == "\\":
+                self.esc = True
+            elif ch == '"':
+                self.in_str = False
+            self._record(ch)
+            return
+        if ch == '"':
+            self.in_str = True
+        elif ch in "[{":
+            self.depth += 1
+            if self.depth == 2:
+                self.item, self.item_start = [], self.pos - 1
+        elif ch in "]}":
+            self.depth -= 1
+            if self.depth == 0:
+                self.done = True
+            elif self.depth == 1:
+                self._record(ch)
+                self._item_done()
+                return
+        if not ch.isspace():
+            self._record(ch)
+
+    def _record(self, ch: str) -> None:
+        if self.depth >= 2 and self.max_repeats > 0:
+            self.item.append(ch)
+
+    def _item_done(self) -> None:
+        if self.max_repeats <= 0 or not self.list_top:
+            return
+        key = "".join(self.item)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if self.counts[key] > self.max_repeats:
+            self.looped = self.done = True
+            self.cut = self.item_start
+
+
+def close_loop(text: str, max_repeats: int) -> str | None:
+    """The answer ended before its first item given more than max_repeats times, as a closed
+    JSON list; None where the answer does not loop (or max_repeats is 0).
+
+    >>> close_loop('[{"t": "a"}, {"t": "b"}, {"t": "a"}, {"t": "b"}', 1)
+    '[{"t": "a"}, {"t": "b"}]'
+    >>> close_loop('[{"t": "a"}, {"t": "a"}]', 2) is None
+    True
+    """
+    end = AnswerEnd(max_repeats)
+    end.feed(text)
+    if not end.looped:
+        return None
+    return text[:end.cut].rstrip().rstrip(",").rstrip() + "]"
 
 
 def parse_stats(results: Sequence[ParseResult], too_long: int) -> dict[str, Any]:

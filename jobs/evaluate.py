@@ -22,7 +22,7 @@ from core.families import detect_family
 from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
 from core.grounding import ground_all
 from core.metrics import BOOTSTRAP_REPS, hallucination_rate, score
-from core.parsing import AnswerEnd, parse_output, parse_stats
+from core.parsing import AnswerEnd, close_loop, parse_output, parse_stats
 from core.prompts import prompt_literal, prompt_messages, target_entities, target_json
 from core.results import (
     environment_info,
@@ -35,7 +35,7 @@ EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4b
              "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",
              "eval.batch_size", "eval.unique_entities", "eval.metrics", "eval.generation",
              "eval.max_new_tokens", "eval.seed", "eval.max_examples", "eval.grounding",
-             "eval.constrained", "data.context_sentences"]
+             "eval.constrained", "eval.max_item_repeats", "data.context_sentences"]
 
 
 class EvalError(UserError):
@@ -53,8 +53,11 @@ def saved_config(model_dir: Path) -> RunConfig | None:
         raise EvalError(f"{exc}; the model folder is damaged: train it again") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("identity", {}), dict):
         raise EvalError(f"{summary}: not a medsweep training record; train the model again")
-    ident = dict(doc.get("identity", {}))
-    ident.get("data", {}).pop("train_sha256", None)
+    ident = {k: dict(v) if isinstance(v, dict) else v
+             for k, v in doc.get("identity", {}).items()}
+    data = ident.get("data", {})
+    for key in [k for k in data if k.endswith("_sha256")]:  # file hashes, not config keys
+        data.pop(key)
     try:
         return config_from_dict(ident, str(summary))
     except ConfigError:
@@ -75,7 +78,8 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
     after it), down to 1. constraint(indices, prompt_width, pieces), when given, makes the
     logits processor of a batch (constrained decoding). decode, when given, gets the decoding
     steps run (``steps``: a batch runs until its last row finishes), the ``batches``, those of
-    them that ran to max_new_tokens (``at_budget``), and the rows ``continued``.
+    them that ran to max_new_tokens (``at_budget``), the rows ``continued``, and the rows
+    whose answer looped (``loops_cut``: cfg.eval.max_item_repeats, see core.parsing.AnswerEnd).
 
     Stragglers: one row that never ends its answer would hold its whole batch of a thousand
     rows to max_new_tokens. So a batch stops once at most release(rows) of its rows are
@@ -88,12 +92,12 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
     from jobs.constrained import TokenPieces
 
     gen = _BatchGenerator(model, tokenizer, gen_kwargs, TokenPieces(tokenizer), constraint,
-                          oom_log)
+                          oom_log, cfg.eval.max_item_repeats)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     rel = (release or straggler_release) if constraint is None else (lambda rows: 0)
     done: dict[int, list[int]] = {}
     if decode is not None:
-        decode.update(steps=0, batches=0, at_budget=0, continued=0)
+        decode.update(steps=0, batches=0, at_budget=0, continued=0, loops_cut=0)
     partial = gen.run(order, prompts, {}, cfg.eval.batch_size, max_new_tokens, rel, done,
                       decode, progress)
     if partial:  # the stragglers, continued together to their own budgets
@@ -108,7 +112,20 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         cut = next((k for k, t in enumerate(toks) if t in gen.stops), len(toks))
         generated_tokens += next((k for k, t in enumerate(toks) if t in gen.ends), len(toks))
         outputs[i] = tokenizer.decode(toks[:cut], skip_special_tokens=True)
+    if cfg.eval.max_item_repeats > 0:
+        cut_loops(outputs, cfg.eval.max_item_repeats, decode)
     return outputs, generated_tokens
+
+
+def cut_loops(outputs: list[str], max_repeats: int, decode: dict[str, int] | None) -> None:
+    """Each answer that looped, ended before its first over-repeated item and closed
+    (core.parsing.close_loop), in place; counted in decode["loops_cut"]."""
+    for i, text in enumerate(outputs):
+        closed = close_loop(text, max_repeats)
+        if closed is not None:
+            outputs[i] = closed
+            if decode is not None:
+                decode["loops_cut"] = decode.get("loops_cut", 0) + 1
 
 
 def straggler_release(rows: int) -> int:
@@ -128,8 +145,9 @@ class _BatchGenerator:
 
     def __init__(self, model: Any, tokenizer: Any, gen_kwargs: dict[str, Any], pieces: Any,
                  constraint: Callable[[list[int], int, Any], Any] | None,
-                 oom_log: list[dict[str, Any]] | None):
+                 oom_log: list[dict[str, Any]] | None, max_repeats: int = 0):
         self.model, self.gen_kwargs, self.pieces = model, gen_kwargs, pieces
+        self.max_repeats = max_repeats
         self.constraint, self.oom_log = constraint, oom_log
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
             tokenizer.eos_token_id
@@ -187,7 +205,7 @@ class _BatchGenerator:
         for row, seq in enumerate(seqs):
             ids[row, width - len(seq):] = torch.tensor(seq)
             mask[row, width - len(seq):] = 1
-        stop = AnswerStop(self.pieces, width, self.stops, have, release)
+        stop = AnswerStop(self.pieces, width, self.stops, have, release, self.max_repeats)
         extra: dict[str, Any] = {"stopping_criteria": _criteria(stop)}
         if self.constraint is not None:
             extra["logits_processor"] = self.constraint(idx, width, self.pieces)
@@ -217,13 +235,14 @@ class _BatchGenerator:
 
 class AnswerStop:
     """Per-row end of answer for one generate() call over rows left-padded to width: a stop
-    token, or the JSON answer closed (core.parsing.AnswerEnd), counting the tokens each row had
-    before (have). Stops the batch once at most release rows are unfinished."""
+    token, or the JSON answer closed or caught in a loop (core.parsing.AnswerEnd, max_repeats),
+    counting the tokens each row had before (have). Stops the batch once at most release rows
+    are unfinished."""
 
     def __init__(self, pieces: Any, width: int, stops: set[int], have: list[list[int]],
-                 release: int = 0):
+                 release: int = 0, max_repeats: int = 0):
         self.pieces, self.seen, self.stops, self.release = pieces, width, stops, release
-        self.ends = [AnswerEnd() for _ in have]
+        self.ends = [AnswerEnd(max_repeats) for _ in have]
         self.stopped = [False] * len(have)
         for row, toks in enumerate(have):
             self._feed(row, toks)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from core.cliargs import add_config_flags, config_from_args, keys_of
 from core.config import RunConfig
-from core.data import Dataset, Record, load_dataset
+from core.data import Dataset, Record, ids_path, load_dataset
 from core.errors import UserError
 from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
 from core.prompts import prompt_literal, prompt_messages, target_json
@@ -87,13 +87,19 @@ def encode_dataset(tokenizer: Any, ds: Dataset, cfg: RunConfig) -> tuple[list[En
 
 def training_identity(cfg: RunConfig, data_sha: str,
                       validation_sha: str | None = None) -> dict[str, Any]:
-    """What must match for a restart to resume (the eval section may differ)."""
+    """What must match for a restart to resume (the eval section may differ): the config, the
+    data files' hashes and, with data.context_sentences, their document ids' hashes."""
     d = cfg.to_dict()
     d.pop("eval")
     d["data"].pop("eval_dataset_file", None)
     d["data"]["train_sha256"] = data_sha
     if validation_sha:
         d["data"]["validation_sha256"] = validation_sha
+    if cfg.data.context_sentences > 0:
+        d["data"]["train_ids_sha256"] = file_sha256(ids_path(cfg.data.train_dataset_file))
+        if validation_sha:
+            d["data"]["validation_ids_sha256"] = file_sha256(
+                ids_path(cfg.data.validation_dataset_file))
     return d
 
 

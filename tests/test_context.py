@@ -184,3 +184,39 @@ def test_the_memory_plan_counts_the_context(tmp_path):
                                "data.train_dataset_file": str(data)})
     alone = estimate_run(cfg).total_gb
     assert estimate_run(cfg.replace({"data.context_sentences": 3})).total_gb > alone
+
+
+def test_changed_document_ids_are_a_different_training(tmp_path):
+    """A resume must not mix two contexts: the ids file's hash is part of the identity."""
+    from jobs.train import training_identity
+
+    data = write_corpus(tmp_path)
+    cfg = RunConfig().replace({"data.train_dataset_file": str(data),
+                               "data.context_sentences": 2})
+    before = training_identity(cfg, "abc")
+    ids = [i for i, _ in SENTENCES]
+    ids_path(data).write_text(json.dumps(ids[::-1]))
+    assert training_identity(cfg, "abc") != before
+    plain = training_identity(cfg.replace({"data.context_sentences": 0}), "abc")
+    assert "train_ids_sha256" not in plain["data"]
+
+
+def test_evaluation_reuses_the_trained_config_with_every_file_hash_in_it(tmp_path):
+    """The model folder's identity holds data hashes (train, validation, ids); evaluation
+    strips them all and gets the config back, context count included."""
+    from jobs.evaluate import saved_config
+    from jobs.train import training_identity
+
+    data = write_corpus(tmp_path)
+    cfg = RunConfig().replace({"data.train_dataset_file": str(data),
+                               "data.validation_dataset_file": str(data),
+                               "data.context_sentences": 3,
+                               "model.system_prompt": "Tag chemicals."})
+    ident = training_identity(cfg, "a" * 64, "b" * 64)
+    assert {"train_sha256", "validation_sha256", "train_ids_sha256",
+            "validation_ids_sha256"} <= set(ident["data"])
+    (tmp_path / "medsweep_train.json").write_text(json.dumps({"identity": ident}))
+    back = saved_config(tmp_path)
+    assert back is not None
+    assert back.data.context_sentences == 3
+    assert back.model.system_prompt == "Tag chemicals."
