@@ -593,6 +593,10 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     lines.append(f"parse failures {doc['parse']['failure_rate']:.1%}, hallucinated "
                  f"{(doc.get('hallucination_rate') or 0):.1%}, "
                  f"{doc['avg_inference_time']:.3f} s/example")
+    loops = ((doc.get("generation") or {}).get("decode") or {}).get("loops_cut")
+    if loops:
+        lines.append(f"{loops} answers looped and were ended at their first repeated item "
+                     "(--eval-max-item-repeats)")
     g = doc.get("grounding")
     if isinstance(g, dict) and g.get("enabled"):
         other = (g.get("ungrounded_total") or {}).get("exact", {})

@@ -108,3 +108,14 @@ def test_an_answer_that_is_not_a_list_never_loops():
 def test_a_negative_limit_is_refused():
     with pytest.raises(ConfigError, match="--eval-max-item-repeats must be >= 0"):
         build_config({"model.name_or_path": "scratch:llama-tiny", "eval.max_item_repeats": -1})
+
+
+def test_the_job_says_how_many_answers_looped():
+    from jobs.evaluate import summary_lines
+
+    doc = {"metrics": {"total": {"exact": {"p": 1.0, "r": 1.0, "f1": 1.0}}},
+           "parse": {"failure_rate": 0.0}, "avg_inference_time": 0.01,
+           "generation": {"decode": {"loops_cut": 3}}}
+    assert any(line.startswith("3 answers looped") for line in summary_lines(doc))
+    doc["generation"]["decode"]["loops_cut"] = 0
+    assert not any("looped" in line for line in summary_lines(doc))
