@@ -17,7 +17,7 @@ from core.results import check_performance
 from core.rundir import DEMO_DATA, RESULTS, TRUE_PRED, RunDir
 from core.textnorm import terminal_safe
 from launcher.paired import compare_files, load_counts
-from launcher.search import run_rungs
+from launcher.search import RunRung, run_rungs
 from launcher.state import read_job
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
@@ -65,64 +65,17 @@ def _get(d: Any, dotted: str) -> Any:
 
 
 def collect(sweep_folders: list[Path]) -> Board:
+    """One row per finished run of the sweep folders (from its performance.json), the runs
+    still pending, and every problem met on the way."""
     board = Board()
-    listed: dict[Path, list[Path]] = {}
-    for folder in sweep_folders:
-        try:
-            listed[folder] = sorted(p for p in folder.iterdir() if p.is_dir()
-                                    and not p.name.startswith(("_", ".")) and p.name != DEMO_DATA)
-        except OSError as exc:
-            board.problems.append(f"{folder}: cannot list ({exc.strerror})")
+    listed = _run_dirs(sweep_folders, board)
     board.varied_keys = varied_keys_of([d for dirs in listed.values() for d in dirs])
     for folder, run_dirs in listed.items():
         rungs = run_rungs(folder)
         for d in run_dirs:
-            rd = RunDir(d)
-            perf = rd.performance
-            if not perf.is_file():
-                board.pending += 1
-                continue
-            try:
-                doc = read_json(perf)
-            except ValueError as exc:
-                board.problems.append(str(exc))
-                continue
-            errs = check_performance(doc)
-            if errs:
-                board.problems.append(f"{perf}: {'; '.join(errs)}")
-                continue
-            row: dict[str, Any] = {"sweep": folder.name, "run_id": rd.run_id,
-                                   "run_dir": str(d)}
-            for k in board.varied_keys:
-                row[k] = _get(doc["config"], k)
-            total = doc["metrics"]["total"]
-            ci = doc.get("ci95") if isinstance(doc.get("ci95"), dict) else {}
-            for m in METRIC_NAMES:
-                if m in total:
-                    for s in ("p", "r", "f1"):
-                        row[f"{m}.{s}"] = total[m].get(s)
-                        bounds = _get(ci, f"{m}.{s}")
-                        if _is_interval(bounds):
-                            row[f"{m}.{s}.ci95"] = bounds
-            row["macro.exact.f1"] = _get(doc, "macro.exact.f1")
-            # Every mention counted (the literature's way), where the run recorded it.
-            row["mention.exact.f1"] = _get(doc, "mention_level.exact.f1")
-            row["parse_fail"] = _get(doc, "parse.failure_rate")
-            row["halluc"] = doc.get("hallucination_rate")
-            row["train_s"] = _get(doc, "timings.train_s")
-            row["gpus"] = _get(doc, "hardware.gpu_count")
-            # A CPU run has no GPU memory to report (its 0.0 would read as a measurement).
-            row["peak_vram_gb"] = None if row["gpus"] == 0 else doc.get("peak_vram_gb")
-            row["s_per_ex"] = doc.get("avg_inference_time")
-            if rd.run_id in rungs:
-                # An adaptive sweep's run: the rung its scores are from and what became of it.
-                rr = rungs[rd.run_id]
-                row["rung"] = _get(doc, "budget.rung")
-                row["epochs"] = _get(doc, "budget.epochs")
-                row["search"] = rr.outcome
-            row[EVAL_KEY] = str(_get(doc, "data.eval_sha256"))
-            row["eval_file"] = _get(doc, "data.eval_file")
-            board.rows.append(row)
+            doc = _performance_of(RunDir(d), board)
+            if doc is not None:
+                board.rows.append(_row(folder, RunDir(d), doc, board.varied_keys, rungs))
     groups = eval_groups(board.rows)
     if len(groups) > 1:
         # Scores on different eval files are not comparable: say so above all else.
@@ -132,6 +85,72 @@ def collect(sweep_folders: list[Path]) -> Board:
                               f"{parts[1][0]['run_id']}: each file's runs are ranked on their "
                               "own, and scores across files are not comparable")
     return board
+
+
+def _run_dirs(sweep_folders: list[Path], board: Board) -> dict[Path, list[Path]]:
+    """The run folders of each sweep folder (not its submitit, demo-data or hidden ones)."""
+    listed: dict[Path, list[Path]] = {}
+    for folder in sweep_folders:
+        try:
+            listed[folder] = sorted(p for p in folder.iterdir() if p.is_dir()
+                                    and not p.name.startswith(("_", ".")) and p.name != DEMO_DATA)
+        except OSError as exc:
+            board.problems.append(f"{folder}: cannot list ({exc.strerror})")
+    return listed
+
+
+def _performance_of(rd: RunDir, board: Board) -> dict[str, Any] | None:
+    """The run's checked performance.json; None (counted pending, or a problem) otherwise."""
+    perf = rd.performance
+    if not perf.is_file():
+        board.pending += 1
+        return None
+    try:
+        doc = read_json(perf)
+    except ValueError as exc:
+        board.problems.append(str(exc))
+        return None
+    errs = check_performance(doc)
+    if errs:
+        board.problems.append(f"{perf}: {'; '.join(errs)}")
+        return None
+    return dict(doc)
+
+
+def _row(folder: Path, rd: RunDir, doc: dict[str, Any], varied_keys: list[str],
+         rungs: dict[str, RunRung]) -> dict[str, Any]:
+    """A leaderboard row: the varied config keys, each metric with its interval, and the run's
+    parse, timing and hardware facts."""
+    row: dict[str, Any] = {"sweep": folder.name, "run_id": rd.run_id, "run_dir": str(rd.path)}
+    for k in varied_keys:
+        row[k] = _get(doc["config"], k)
+    total = doc["metrics"]["total"]
+    ci = doc.get("ci95") if isinstance(doc.get("ci95"), dict) else {}
+    for m in METRIC_NAMES:
+        if m in total:
+            for s in ("p", "r", "f1"):
+                row[f"{m}.{s}"] = total[m].get(s)
+                bounds = _get(ci, f"{m}.{s}")
+                if _is_interval(bounds):
+                    row[f"{m}.{s}.ci95"] = bounds
+    row["macro.exact.f1"] = _get(doc, "macro.exact.f1")
+    # Every mention counted (the literature's way), where the run recorded it.
+    row["mention.exact.f1"] = _get(doc, "mention_level.exact.f1")
+    row["parse_fail"] = _get(doc, "parse.failure_rate")
+    row["halluc"] = doc.get("hallucination_rate")
+    row["train_s"] = _get(doc, "timings.train_s")
+    row["gpus"] = _get(doc, "hardware.gpu_count")
+    # A CPU run has no GPU memory to report (its 0.0 would read as a measurement).
+    row["peak_vram_gb"] = None if row["gpus"] == 0 else doc.get("peak_vram_gb")
+    row["s_per_ex"] = doc.get("avg_inference_time")
+    if rd.run_id in rungs:
+        # An adaptive sweep's run: the rung its scores are from and what became of it.
+        row["rung"] = _get(doc, "budget.rung")
+        row["epochs"] = _get(doc, "budget.epochs")
+        row["search"] = rungs[rd.run_id].outcome
+    row[EVAL_KEY] = str(_get(doc, "data.eval_sha256"))
+    row["eval_file"] = _get(doc, "data.eval_file")
+    return row
 
 
 def _is_interval(v: Any) -> TypeGuard[list[float]]:

@@ -225,69 +225,95 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                    new_sweep: bool, only_retryable: bool, on_event: Callable[[str], None],
                    gpus: tuple[LocalGpu, ...]) -> list[PlannedRun]:
     with sweep_lock(folder):
-        if sweep.search is not None:
-            _refuse_links_search(folder)
-            start_search(folder, sweep.search, sweep.path)
-            refuse_new_runs(folder, [p.run.run_id for p in planned], sweep.path)
-            advance(folder, sweep.search)
-        _mark_actions(planned, folder, only_retryable)
-        if sweep.search is not None:
-            _skip_stopped(planned, folder)
-        todo = [p for p in planned if p.action == "submit"]
-        try:
-            refuse_links(folder, (SWEEP_FILE, SUBMITIT, DEMO_DATA, f"{SUBMITIT}/controllers.log"))
-            for p in todo:
-                refuse_links(folder / p.run.run_id, WRITTEN_IN_RUN)
-        except ValueError as exc:
-            raise SubmitError(str(exc)) from None
-        _refuse_other_data(folder, sweep)
-        atomic_write_yaml(folder / SWEEP_FILE, _saved_sweep(sweep))
-        created = []
-        for p in todo:
-            rd = RunDir(folder / p.run.run_id)
-            if not rd.path.exists():
-                created.append(rd.path)
-            cfg = _materialise_data(sweep, folder, p.run.config.to_dict())
-            atomic_write_yaml(rd.config, cfg)
-            if sweep.search is not None and not rd.budget.exists():
-                write_budget(rd, sweep.search, 0)
-            for stale in (rd.error, rd.cancel_request):
-                if stale.exists():
-                    stale.unlink()
+        todo = _choose_todo(planned, sweep, folder, only_retryable)
+        created = _write_run_folders(todo, sweep, folder)
         if not todo:
             if sweep.search is not None and env.executor == "slurm":
                 _submit_decider(sweep, sweep.search, env, folder)
-            return planned
-        if env.executor == "slurm":
-            try:
-                _submit_slurm(todo, env, folder, sweep)
-            except SubmitError:
-                # All or nothing: leave no folder that this call created.
-                for path in created:
-                    shutil.rmtree(path, ignore_errors=True)
-                if new_sweep:
-                    for leftover in (SWEEP_FILE, DEMO_DATA, SUBMITIT, SEARCH_FILE):
-                        target = folder / leftover
-                        if target.is_dir():
-                            shutil.rmtree(target, ignore_errors=True)
-                        elif target.exists():
-                            target.unlink()
-                raise
-            if sweep.search is not None:
-                _submit_decider(sweep, sweep.search, env, folder)
+        elif env.executor == "slurm":
+            _submit_slurm_or_undo(todo, sweep, env, folder, created, new_sweep)
         else:
-            # Local runs hold the lock until they end: a second submit then finds them done.
-            _run_local(todo, env, folder, on_event, gpus)
-            while sweep.search is not None:
-                # Each rung ends here: decide it and run the promoted runs on (resumed).
-                promoted = advance(folder, sweep.search)
-                if not promoted:
-                    break
-                on_event(f"search: rung {_rung_of(folder, promoted[0])} with "
-                         f"{len(promoted)} run(s): {', '.join(promoted)}")
-                todo = [p for p in planned if p.run.run_id in promoted]
-                _run_local(todo, env, folder, on_event, gpus)
+            _run_local_rungs(planned, todo, sweep, env, folder, on_event, gpus)
     return planned
+
+
+def _choose_todo(planned: list[PlannedRun], sweep: Sweep, folder: Path,
+                 only_retryable: bool) -> list[PlannedRun]:
+    """Mark each planned run's action (an adaptive sweep first decides its finished rungs) and
+    return those to submit, once nothing in the sweep folder is a link planted there."""
+    if sweep.search is not None:
+        _refuse_links_search(folder)
+        start_search(folder, sweep.search, sweep.path)
+        refuse_new_runs(folder, [p.run.run_id for p in planned], sweep.path)
+        advance(folder, sweep.search)
+    _mark_actions(planned, folder, only_retryable)
+    if sweep.search is not None:
+        _skip_stopped(planned, folder)
+    todo = [p for p in planned if p.action == "submit"]
+    try:
+        refuse_links(folder, (SWEEP_FILE, SUBMITIT, DEMO_DATA, f"{SUBMITIT}/controllers.log"))
+        for p in todo:
+            refuse_links(folder / p.run.run_id, WRITTEN_IN_RUN)
+    except ValueError as exc:
+        raise SubmitError(str(exc)) from None
+    _refuse_other_data(folder, sweep)
+    return todo
+
+
+def _write_run_folders(todo: list[PlannedRun], sweep: Sweep, folder: Path) -> list[Path]:
+    """The sweep file and each run's config (stale error and cancel files removed); the run
+    folders this call created."""
+    atomic_write_yaml(folder / SWEEP_FILE, _saved_sweep(sweep))
+    created = []
+    for p in todo:
+        rd = RunDir(folder / p.run.run_id)
+        if not rd.path.exists():
+            created.append(rd.path)
+        cfg = _materialise_data(sweep, folder, p.run.config.to_dict())
+        atomic_write_yaml(rd.config, cfg)
+        if sweep.search is not None and not rd.budget.exists():
+            write_budget(rd, sweep.search, 0)
+        for stale in (rd.error, rd.cancel_request):
+            if stale.exists():
+                stale.unlink()
+    return created
+
+
+def _submit_slurm_or_undo(todo: list[PlannedRun], sweep: Sweep, env: EnvProfile, folder: Path,
+                          created: list[Path], new_sweep: bool) -> None:
+    """Submit to Slurm (and an adaptive sweep's decider); all or nothing: a refused submission
+    leaves no folder this call created."""
+    try:
+        _submit_slurm(todo, env, folder, sweep)
+    except SubmitError:
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True)
+        if new_sweep:
+            for leftover in (SWEEP_FILE, DEMO_DATA, SUBMITIT, SEARCH_FILE):
+                target = folder / leftover
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                elif target.exists():
+                    target.unlink()
+        raise
+    if sweep.search is not None:
+        _submit_decider(sweep, sweep.search, env, folder)
+
+
+def _run_local_rungs(planned: list[PlannedRun], todo: list[PlannedRun], sweep: Sweep,
+                     env: EnvProfile, folder: Path, on_event: Callable[[str], None],
+                     gpus: tuple[LocalGpu, ...]) -> None:
+    """Run here, holding the sweep lock until the runs end (a second submit then finds them
+    done); an adaptive sweep decides each rung as it ends and runs the promoted runs on."""
+    _run_local(todo, env, folder, on_event, gpus)
+    while sweep.search is not None:
+        promoted = advance(folder, sweep.search)
+        if not promoted:
+            break
+        on_event(f"search: rung {_rung_of(folder, promoted[0])} with "
+                 f"{len(promoted)} run(s): {', '.join(promoted)}")
+        todo = [p for p in planned if p.run.run_id in promoted]
+        _run_local(todo, env, folder, on_event, gpus)
 
 
 def _rung_field(rd: RunDir) -> dict[str, Any]:
