@@ -14,7 +14,9 @@
 # says how to download it here), carried with the call.
 # ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to the base of
 # both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
-# SWEEP: one|eight|ab. ab: Gemma 3 270M full fine-tuning (2 epochs, 1,000 dev records) alone on
+# SWEEP: one|eight|ab|optim. optim: Gemma 3 270M full fine-tuning (eager, the auto default)
+# alone on the card twice, bitsandbytes' 8-bit AdamW (auto on CUDA) against torch's fused AdamW
+# (eager Gemma's step is bound by kernel launches: RESULTS.md, "Eager against compiled"). ab: Gemma 3 270M full fine-tuning (2 epochs, 1,000 dev records) alone on
 # the card twice, without flex attention: eager (model.compile false) and compiled (compiled with
 # flex is sweep one's Gemma run). TORCH_LOGS is set to name recompiles and graph breaks, but in
 # the run of 2026-12-03 nothing of it reached the job logs. one: Gemma 3 270M full fine-tuning (the README's recipe) and SmolLM2-135M
@@ -77,7 +79,14 @@ grid:
 grid:
   model.compile: [false, true]" "  []"
         export TORCH_LOGS=recompiles,graph_breaks ;;  # why graphs are compiled, in the job logs
-    *) echo "sweep one|eight|ab" >&2; exit 2 ;;
+    optim) write_sweep optim 1 "  model.name_or_path: $G
+  model.full_finetuning: true
+  train.learning_rate: 1.0e-4
+  train.num_epochs: 2
+  eval.max_examples: 1000
+grid:
+  train.optim: [adamw_8bit, adamw_torch_fused]" "  []" ;;
+    *) echo "sweep one|eight|ab|optim" >&2; exit 2 ;;
     esac
     name=${2:-one}
     python3 -m launcher submit "$A/$name.yaml" --runs-dir "$A/runs" --dry-run

@@ -34,7 +34,8 @@ SCRATCH_SIZES = ("tiny", "small", "1b", "8b")
 """Sizes of scratch:<family>-<size> models (jobs.scratch builds them)."""
 CHECKPOINTING_CHOICES = ("auto", "unsloth", "true", "false")
 COMPILE_CHOICES = ("auto", "true", "false")
-OPTIMIZERS = ("auto", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor")
+OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd",
+              "adafactor")
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
     "constant_with_warmup", "inverse_sqrt",
@@ -128,7 +129,9 @@ class TrainConfig:
         "(Unsloth's; offloads to host memory on long sequences), true (standard), false "
         "(fastest, more memory), auto (false for models under 1B parameters, else unsloth).",
         choices=CHECKPOINTING_CHOICES)
-    optim: str = _f("auto", "Optimizer; auto = adamw_8bit on CUDA, adamw_torch on CPU.",
+    optim: str = _f("auto", "Optimizer; auto = adamw_8bit on CUDA, adamw_torch on CPU; "
+                    "adamw_torch_fused: torch's fused AdamW, a few kernels per step instead "
+                    "of several per weight (a small model's step is bound by kernel launches).",
                     choices=OPTIMIZERS)
     save_steps: int = _f(0, "Also checkpoint every N optimizer steps (0: by time and on a "
                          "stop signal only, see --train-checkpoint-every-min).")

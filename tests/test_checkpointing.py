@@ -149,3 +149,21 @@ def test_a_stop_signal_in_the_last_step_keeps_the_finished_model(demo_data, tmp_
     assert summary["global_step"] == 4 and (out / "adapter_model.safetensors").is_file()
     assert not list((out / "checkpoints").glob("checkpoint-*"))
     assert train(cfg, out)["global_step"] == 4  # the restart finds it done
+
+
+@pytest.mark.slow
+def test_the_fused_optimizer_trains_and_is_recorded(demo_data, tmp_path):
+    """train.optim adamw_torch_fused reaches the trainer (torch's fused AdamW, also on CPU)."""
+    from core.config import config_from_dict
+    from jobs.train import train
+
+    train_file, _ = demo_data
+    cfg = config_from_dict({
+        "model": {"name_or_path": "scratch:llama-tiny", "load_in_4bit": False,
+                  "max_seq_length": 512},
+        "data": {"train_dataset_file": str(train_file)},
+        "train": {"max_steps": 2, "per_device_batch_size": 2, "optim": "adamw_torch_fused",
+                  "gradient_accumulation_steps": 1, "checkpoint_every_min": 0}}, "t")
+    summary = train(cfg, tmp_path / "model")
+    assert summary["global_step"] == 2
+    assert summary["optim"] == "adamw_torch_fused"
