@@ -6,9 +6,18 @@
 #   bash benchmarks/gpu_recipes.sh start sweeps/recipes-context.yaml [MORE.yaml]  # setsid, returns
 #   bash benchmarks/gpu_recipes.sh wait SECONDS            # waits at most SECONDS; results -> $OUT
 #   OLD=/tmp/repo-old bash benchmarks/gpu_recipes.sh evalab MODEL_DIR DEV_JSON
+# Here, in the same step that fetches a wait's files (they come back outside the checkout and
+# do not outlive the session: stop 37 lost a whole sweep's so):
+#   bash benchmarks/gpu_recipes.sh collect FILES_AT recipes-<commit>   # -> benchmarks/results/
 # The sweep's data paths (data/CORPUS/...) resolve through a `data` link to the bundle's data.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = collect ]; then
+    src=${2:?give the folder the files of the device call came back to}
+    dest=benchmarks/results/${3:?give the results folder name, e.g. recipes-<commit>}
+    mkdir -p "$dest" && cp -r "$src"/. "$dest"/ && ls -l "$dest"
+    exit $?
+fi
 source benchmarks/gpu_env.sh
 R=/tmp/rec
 mkdir -p "$R"
@@ -63,6 +72,6 @@ evalab)
         gzip -c "$R/ab-$side/true_pred_entities.json" > "$OUT/ab-$side-true_pred.json.gz"
         tail -c 3000 "$R/ab-$side.log" > "$OUT/ab-$side.log"
     done ;;
-*) echo "usage: bash benchmarks/gpu_recipes.sh {start SWEEP...|wait SECONDS|evalab MODEL_DIR DEV}" >&2
+*) echo "usage: bash benchmarks/gpu_recipes.sh {start SWEEP...|wait SECONDS|evalab MODEL_DIR DEV|collect FILES_AT NAME}" >&2
    exit 2 ;;
 esac
