@@ -185,6 +185,9 @@ class DataConfig:
                                 "record's text, in training and evaluation (0: none, the seed's "
                                 "prompt); needs <file>.ids.json beside each dataset file, one "
                                 "\"<doc>:s<k>\" id per record.", flag="--context-sentences")
+    context_after: int = _f(0, "Later sentences of the same document shown after the earlier "
+                            "ones, before the instruction (0: none); needs the same ids files as "
+                            "--context-sentences.", flag="--context-after")
 
 
 SECTIONS: dict[str, type] = {
@@ -438,8 +441,10 @@ def _eval_problems(cfg: RunConfig) -> list[str]:
     m, e = cfg.model, cfg.eval
     if e.batch_size <= 0:
         p.append(f"--eval-batch-size must be positive, got {e.batch_size}")
-    if cfg.data.context_sentences < 0:
-        p.append(f"--context-sentences must be >= 0, got {cfg.data.context_sentences}")
+    for flag, n in (("--context-sentences", cfg.data.context_sentences),
+                    ("--context-after", cfg.data.context_after)):
+        if n < 0:
+            p.append(f"{flag} must be >= 0, got {n}")
     if e.max_item_repeats < 0:
         p.append(f"--eval-max-item-repeats must be >= 0 (0: never), got {e.max_item_repeats}")
     if e.max_new_tokens < 0 or e.max_examples < 0:

@@ -35,6 +35,8 @@ class Record:
     entities: tuple[Entity, ...]
     context: str = ""
     """Earlier sentences of the same document shown with the text (data.context_sentences)."""
+    context_after: str = ""
+    """Later sentences of the same document shown with the text (data.context_after)."""
 
 
 @dataclass
@@ -164,15 +166,17 @@ def _missing_entities(rec: Record) -> int:
     return sum(1 for e in rec.entities if not (n := normalise(e.text)) or n not in src)
 
 
-def load_dataset(path: str | Path, context_sentences: int = 0) -> Dataset:
+def load_dataset(path: str | Path, context_sentences: int = 0,
+                 context_after: int = 0) -> Dataset:
     """Load and validate a dataset file; raise DataError on the first structural problem.
-    With context_sentences, each record carries up to that many earlier sentences of its
-    document, found through the document ids beside the file (ids_path)."""
+    With context_sentences (context_after), each record carries up to that many earlier
+    (later) sentences of its document, found through the document ids beside the file
+    (ids_path)."""
     p = Path(path)
     records = parse_records(_decode(p), str(p))
-    if context_sentences > 0:
+    if context_sentences > 0 or context_after > 0:
         records = with_context(records, load_ids(p, len(records)), context_sentences,
-                               str(ids_path(p)))
+                               str(ids_path(p)), after=context_after)
     ds = Dataset(str(p), records)
     missing = sum(_missing_entities(r) for r in records)
     if missing:
@@ -196,8 +200,8 @@ def load_ids(dataset: Path, n_records: int) -> list[tuple[str, int]]:
     """(document, position) of every record, from ids_path(dataset); DataError where the file
     is missing, malformed or not aligned with the records."""
     path = ids_path(dataset)
-    fix = (f"data.context_sentences needs {path}: a JSON list of \"<doc>:s<k>\" ids, one per "
-           f"record of {dataset} in the same order; add it or set data.context_sentences 0")
+    fix = (f"data.context_sentences / context_after need {path}: a JSON list of \"<doc>:s<k>\" "
+           f"ids, one per record of {dataset} in the same order; add it or set both to 0")
     if not path.is_file():
         raise DataError(f"{path}: file not found; {fix}")
     data = _decode(path)
@@ -214,21 +218,24 @@ def load_ids(dataset: Path, n_records: int) -> list[tuple[str, int]]:
 
 
 def with_context(records: list[Record], ids: list[tuple[str, int]], n: int,
-                 where: str = "the ids file") -> list[Record]:
+                 where: str = "the ids file", after: int = 0) -> list[Record]:
     """Each record with the texts of the up to n sentences just before it in its document
-    (positions k-n .. k-1 that the file holds), in document order, joined by spaces. A
-    document given twice (NCBI-disease's training file holds one twice) is fine; one id on two
-    different sentences is a DataError."""
+    (positions k-n .. k-1 that the file holds) and of the up to `after` sentences just after
+    it (k+1 .. k+after), in document order, joined by spaces. A document given twice
+    (NCBI-disease's training file holds one twice) is fine; one id on two different sentences
+    is a DataError."""
     first: dict[tuple[str, int], int] = {}
     for i, place in enumerate(ids):
         j = first.setdefault(place, i)
         if records[j].text != records[i].text:
             raise DataError(f"{where}: ids {j} and {i} name the same sentence ({place[0]}, "
                             f"position {place[1]}) but the records' texts differ; give each "
-                            "sentence its own id or set data.context_sentences 0")
-    out = []
-    for rec, (doc, k) in zip(records, ids, strict=True):
-        earlier = [records[first[(doc, j)]].text for j in range(max(0, k - n), k)
-                   if (doc, j) in first]
-        out.append(Record(rec.text, rec.entities, " ".join(earlier)))
-    return out
+                            "sentence its own id or set data.context_sentences and "
+                            "data.context_after 0")
+
+    def texts(doc: str, positions: range) -> str:
+        return " ".join(records[first[(doc, j)]].text for j in positions if (doc, j) in first)
+
+    return [Record(rec.text, rec.entities, texts(doc, range(max(0, k - n), k)),
+                   texts(doc, range(k + 1, k + 1 + after)))
+            for rec, (doc, k) in zip(records, ids, strict=True)]

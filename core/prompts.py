@@ -12,9 +12,10 @@ from core.data import Entity, Record
 from core.textnorm import find_spans, normalise
 
 INSTRUCTION = "Extract medical entities from: {text}"
-CONTEXT_INSTRUCTION = ("Earlier in the document (context only): {context}\n\n"
-                       "Extract medical entities from: {text}")
-"""With data.context_sentences: the earlier sentences, then the seed's instruction."""
+EARLIER = "Earlier in the document (context only): {context}"
+LATER = "Later in the document (context only): {context}"
+"""With data.context_sentences / context_after: the earlier, then the later sentences, each
+its own paragraph before the seed's instruction."""
 
 
 def target_entities(record: Record, unique: bool = True) -> list[Entity]:
@@ -46,15 +47,16 @@ def target_json(record: Record, unique: bool = True) -> str:
 
 def user_message(record: Record) -> str:
     """What the user turn says: the seed's instruction, after the context where there is one."""
-    if record.context:
-        return CONTEXT_INSTRUCTION.format(context=record.context, text=record.text)
-    return INSTRUCTION.format(text=record.text)
+    parts = [EARLIER.format(context=record.context)] if record.context else []
+    if record.context_after:
+        parts.append(LATER.format(context=record.context_after))
+    return "\n\n".join([*parts, INSTRUCTION.format(text=record.text)])
 
 
 def prompt_literal(record: Record) -> str:
     """The part of the prompt that is data from a file (tokenised as plain text): the record's
     text, or with context the whole user turn."""
-    return user_message(record) if record.context else record.text
+    return user_message(record) if record.context or record.context_after else record.text
 
 
 def prompt_messages(record: Record, system_prompt: str) -> list[dict[str, str]]:

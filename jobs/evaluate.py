@@ -35,7 +35,8 @@ EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4b
              "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",
              "eval.batch_size", "eval.unique_entities", "eval.metrics", "eval.generation",
              "eval.max_new_tokens", "eval.seed", "eval.max_examples", "eval.grounding",
-             "eval.constrained", "eval.max_item_repeats", "data.context_sentences"]
+             "eval.constrained", "eval.max_item_repeats", "data.context_sentences",
+             "data.context_after"]
 
 
 class EvalError(UserError):
@@ -420,7 +421,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     from jobs.progress import ProgressWriter
 
     metrics = parse_metrics(cfg.eval.metrics)
-    ds = load_dataset(cfg.data.eval_dataset_file, cfg.data.context_sentences)
+    ds = load_dataset(cfg.data.eval_dataset_file, cfg.data.context_sentences,
+                      cfg.data.context_after)
     for w in ds.warnings:
         modeling.log(f"warning: {w}")
     records = ds.records[:cfg.eval.max_examples] if cfg.eval.max_examples else ds.records

@@ -32,7 +32,8 @@ from jobs.steptime import StepClock
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
                                                    "data.validation_dataset_file",
                                                    "data.unique_entities",
-                                                   "data.context_sentences"]
+                                                   "data.context_sentences",
+                                                   "data.context_after"]
 
 
 class TrainError(UserError):
@@ -88,14 +89,14 @@ def encode_dataset(tokenizer: Any, ds: Dataset, cfg: RunConfig) -> tuple[list[En
 def training_identity(cfg: RunConfig, data_sha: str,
                       validation_sha: str | None = None) -> dict[str, Any]:
     """What must match for a restart to resume (the eval section may differ): the config, the
-    data files' hashes and, with data.context_sentences, their document ids' hashes."""
+    data files' hashes and, with document context, their document ids' hashes."""
     d = cfg.to_dict()
     d.pop("eval")
     d["data"].pop("eval_dataset_file", None)
     d["data"]["train_sha256"] = data_sha
     if validation_sha:
         d["data"]["validation_sha256"] = validation_sha
-    if cfg.data.context_sentences > 0:
+    if cfg.data.context_sentences > 0 or cfg.data.context_after > 0:
         d["data"]["train_ids_sha256"] = file_sha256(ids_path(cfg.data.train_dataset_file))
         if validation_sha:
             d["data"]["validation_ids_sha256"] = file_sha256(
@@ -276,13 +277,15 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
 
     output_dir = Path(output_dir)
     checkpoint_dir = Path(checkpoint_dir or output_dir / CHECKPOINTS)
-    ds = load_dataset(cfg.data.train_dataset_file, cfg.data.context_sentences)
+    ds = load_dataset(cfg.data.train_dataset_file, cfg.data.context_sentences,
+                      cfg.data.context_after)
     for w in ds.warnings:
         modeling.log(f"warning: {w}")
     data_sha = file_sha256(cfg.data.train_dataset_file)
     val_ds = None
     if cfg.data.validation_dataset_file:
-        val_ds = load_dataset(cfg.data.validation_dataset_file, cfg.data.context_sentences)
+        val_ds = load_dataset(cfg.data.validation_dataset_file, cfg.data.context_sentences,
+                              cfg.data.context_after)
     identity = training_identity(cfg, data_sha, file_sha256(cfg.data.validation_dataset_file)
                                  if val_ds is not None else None)
 

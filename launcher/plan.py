@@ -50,13 +50,14 @@ class Resources:
 
 
 @lru_cache(maxsize=64)
-def _longest_record_chars(path: str, context_sentences: int = 0) -> int:
+def _longest_record_chars(path: str, context_sentences: int = 0, context_after: int = 0
+                          ) -> int:
     """Characters of the longest training example's context, text and answer (read once per
-    file and context count)."""
+    file and context window)."""
     try:
-        if context_sentences:
-            recs = load_dataset(path, context_sentences).records
-            return max(len(r.context) + len(r.text)
+        if context_sentences or context_after:
+            recs = load_dataset(path, context_sentences, context_after).records
+            return max(len(r.context) + len(r.context_after) + len(r.text)
                        + len(json.dumps([e.to_dict() for e in r.entities])) for r in recs)
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return max(len(r["text"]) + len(json.dumps(r["entities"])) for r in data)
@@ -64,10 +65,10 @@ def _longest_record_chars(path: str, context_sentences: int = 0) -> int:
         return 2048 * 3
 
 
-def longest_record_tokens(path: str, system_prompt_chars: int, context_sentences: int = 0
-                          ) -> int:
+def longest_record_tokens(path: str, system_prompt_chars: int, context_sentences: int = 0,
+                          context_after: int = 0) -> int:
     """Rough token count of the longest training example (chars / 3.5 + markup)."""
-    chars = _longest_record_chars(path, context_sentences) + system_prompt_chars
+    chars = _longest_record_chars(path, context_sentences, context_after) + system_prompt_chars
     return int(chars / 3.5) + PROMPT_OVERHEAD_TOKENS
 
 
@@ -84,7 +85,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else 16
     seq = min(m.max_seq_length,
               longest_record_tokens(cfg.data.train_dataset_file, len(m.system_prompt),
-                                    cfg.data.context_sentences))
+                                    cfg.data.context_sentences, cfg.data.context_after))
     modules = len(lora_target_modules(cfg.peft))
     gc = checkpointing_mode(cfg.train.gradient_checkpointing, shape.params_b)
     return estimate(shape, bits=bits, lora_rank=cfg.peft.rank, full=m.full_finetuning,

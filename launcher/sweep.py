@@ -38,7 +38,8 @@ _ABBREV = {
     "train.per_device_batch_size": "bs", "model.load_in_4bit": "4bit",
     "model.load_in_8bit": "8bit", "model.full_finetuning": "full",
     "model.max_seq_length": "len", "train.gradient_accumulation_steps": "ga",
-    "model.compile": "compile-",
+    "model.compile": "compile-", "data.context_sentences": "ctx", "data.context_after": "after",
+    "eval.max_item_repeats": "rep", "eval.unique_entities": "eval-unique",
 }
 
 _FALSE_NAME = {"model.full_finetuning": "lora"}
@@ -204,7 +205,7 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
     every combination, and of every data file's content, is reported at once."""
     runs: list[Run] = []
     combo_errors: dict[str, None] = {}
-    data_files: dict[str, tuple[str, int]] = {}
+    data_files: dict[str, tuple[str, int, int]] = {}
     for combo in itertools.product(*axes) if axes else [()]:
         values = dict(fixed)
         varied: dict[str, Any] = {}
@@ -235,14 +236,15 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
                 combo_errors[f"{where}: run with {label}: {key}: {f} {what}; give a JSON "
                              "dataset file"] = None
             elif not value.startswith("demo:"):
-                first_key, context = data_files.get(str(f), (key, 0))
-                data_files[str(f)] = (first_key, max(context, cfg.data.context_sentences))
+                first_key, before, after = data_files.get(str(f), (key, 0, 0))
+                data_files[str(f)] = (first_key, max(before, cfg.data.context_sentences),
+                                      max(after, cfg.data.context_after))
         runs.append(Run("", cfg, varied))
     # The content too, once per file: a symlink to a binary file or a list of strings would
     # otherwise be found by the job, after the submission and the queue wait.
-    for data_file, (key, context) in data_files.items():
+    for data_file, (key, before, after) in data_files.items():
         try:
-            load_dataset(data_file, context)
+            load_dataset(data_file, before, after)
         except DataError as exc:
             combo_errors[f"{where}: {key}: {exc}"] = None
     if combo_errors:

@@ -75,7 +75,7 @@ def test_a_missing_or_bad_ids_file_is_one_line_naming_it_and_the_fix(tmp_path, i
     msg = str(exc.value)
     assert "\n" not in msg and msg.startswith(str(ids_path(data)))
     assert expect in msg, msg
-    assert "set data.context_sentences 0" in msg
+    assert "set both to 0" in msg or "data.context_after 0" in msg
 
 
 def test_a_document_given_twice_keeps_its_context(tmp_path):
@@ -114,7 +114,7 @@ def test_a_sweep_asking_for_context_without_ids_fails_at_submission(tmp_path):
            "grid": {"data.context_sentences": [0, 3]}}
     with pytest.raises(YamlError) as exc:
         parse_sweep(doc, tmp_path / "s.yaml")
-    assert "data.context_sentences needs" in str(exc.value)
+    assert "data.context_sentences / context_after need" in str(exc.value)
     assert str(ids_path(data)) in str(exc.value)
     doc["grid"] = {"data.context_sentences": [0]}
     assert len(parse_sweep(doc, tmp_path / "s.yaml").runs) == 1
@@ -220,3 +220,40 @@ def test_evaluation_reuses_the_trained_config_with_every_file_hash_in_it(tmp_pat
     assert back is not None
     assert back.data.context_sentences == 3
     assert back.model.system_prompt == "Tag chemicals."
+
+
+def test_later_sentences_come_after_the_earlier_ones_and_before_the_instruction(tmp_path):
+    """data.context_after: the sentences just after the record in its document."""
+    data = write_corpus(tmp_path)
+    recs = load_dataset(data, 1, 2).records
+    assert [r.context_after for r in recs] == [
+        "VPA raised ammonia. Ammonia fell after VPA stopped.",
+        "Ammonia fell after VPA stopped. Four.",
+        "Four.",
+        "",
+        "It caused seizures.",
+        "",
+    ]
+    assert recs[1].context == "Valproic acid (VPA) toxicity."
+    user = prompt_messages(recs[1], "")[-1]["content"]
+    assert user == ("Earlier in the document (context only): Valproic acid (VPA) toxicity.\n\n"
+                    "Later in the document (context only): Ammonia fell after VPA stopped. "
+                    "Four.\n\n" + INSTRUCTION.format(text="VPA raised ammonia."))
+    assert prompt_literal(recs[1]) == user
+    only_after = load_dataset(data, 0, 1).records[0]
+    assert only_after.context == ""
+    assert prompt_messages(only_after, "")[-1]["content"].startswith("Later in the document")
+
+
+def test_later_context_needs_the_ids_and_is_part_of_the_training(tmp_path):
+    from jobs.train import training_identity
+
+    data = write_corpus(tmp_path)
+    cfg = RunConfig().replace({"data.train_dataset_file": str(data), "data.context_after": 2})
+    assert "train_ids_sha256" in training_identity(cfg, "abc")["data"]
+    ids_path(data).unlink()
+    with pytest.raises(DataError, match="file not found"):
+        load_dataset(data, 0, 2)
+    bad = RunConfig().replace({"model.name_or_path": "scratch:llama-tiny",
+                               "data.context_after": -2})
+    assert any("--context-after must be >= 0" in p for p in validate(bad))

@@ -547,3 +547,19 @@ def test_decider_partition_is_checked_like_a_slurm_name(tmp_path):
     assert parse_env(doc, "c.yaml").decider_partition == "cpu"
     with pytest.raises(YamlError, match="decider_partition: 'cpu; rm' is not a valid Slurm"):
         parse_env({**doc, "decider_partition": "cpu; rm"}, "c.yaml")
+
+
+def test_every_key_names_its_values_in_run_ids_its_own_way():
+    """Two varied keys never read the same in a run id (context_sentences and context_after
+    both read `contex-` once; eval and data unique_entities one switch name)."""
+    from core.config import SPECS
+    from launcher.sweep import _slug_value
+
+    for probe in (3, True, False):
+        names = {}
+        for key, spec in SPECS.items():
+            if (spec.type is bool) != isinstance(probe, bool) or key.endswith("_dataset_file"):
+                continue
+            names.setdefault(_slug_value(key, probe), []).append(key)
+        clashes = {n: ks for n, ks in names.items() if len(ks) > 1}
+        assert not clashes, clashes
