@@ -251,8 +251,12 @@ def device_facts(model: Any = None) -> dict[str, Any]:
     transformer layers sit (a split over GPUs shows as several keys)."""
     import torch
 
+    from jobs.mps import CARDS_ENV
+
     facts: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
                              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if os.environ.get(CARDS_ENV):  # renumbered by the pack's MPS daemon: the machine's cards
+        facts["cards"] = os.environ[CARDS_ENV]
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(n)]

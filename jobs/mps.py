@@ -24,9 +24,32 @@ CONTROL = "nvidia-cuda-mps-control"
 PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
 LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
 MPS_STATUS_ENV = "MEDSWEEP_PACK_MPS"  # a packed run's record of how it shared its GPU
+CARDS_ENV = "MEDSWEEP_CARDS"
+"""The machine's card(s) of a run whose CUDA_VISIBLE_DEVICES an MPS daemon remapped."""
 PACK_RUNS_ENV = "MEDSWEEP_PACK_RUNS"
 """How many runs of a pack share the card: each grows its micro-batch into its share of the
 free memory only (12 runs that each saw the whole card free ran it out of memory)."""
+
+
+def client_devices(status: str, visible: str | None) -> dict[str, str]:
+    """What a client of a daemon this pack started must see: the daemon was started with the
+    pack's CUDA_VISIBLE_DEVICES and its server renumbers those cards from 0, so a client that
+    kept "2" would find no card 2 (NVIDIA's MPS documentation, "CUDA_VISIBLE_DEVICES"). The
+    machine's card numbers go on in CARDS_ENV. Nothing changes without our own daemon or
+    without a CUDA_VISIBLE_DEVICES.
+
+    >>> client_devices("started", "2")
+    {'CUDA_VISIBLE_DEVICES': '0', 'MEDSWEEP_CARDS': '2'}
+    >>> client_devices("started", "GPU-1a,GPU-2b")["CUDA_VISIBLE_DEVICES"]
+    '0,1'
+    >>> client_devices("cluster", "2"), client_devices("started", "")
+    ({}, {})
+    """
+    cards = [c for c in (visible or "").split(",") if c.strip()]
+    if status != "started" or not cards:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(cards))),
+            CARDS_ENV: ",".join(cards)}
 
 
 def mps_folders(root: Path) -> dict[str, str]:

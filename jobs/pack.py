@@ -29,7 +29,7 @@ from core.fileio import atomic_write_json, open_no_follow, read_json
 from core.results import has_results, now_iso
 from core.rundir import RunDir
 from jobs.checkpointing import RESUMABLE_EXIT, StoppedToResume
-from jobs.mps import MPS_STATUS_ENV, PACK_RUNS_ENV, MpsDaemon
+from jobs.mps import MPS_STATUS_ENV, PACK_RUNS_ENV, MpsDaemon, client_devices
 
 CANCELLED_ERROR = "cancelled by `launcher cancel`"
 POLL_S = 1.0
@@ -169,7 +169,9 @@ class PackJob:
                 todo.append(rd)
         with MpsDaemon(self.mps and len(todo) > 1) as mps:
             self._child_env = {**mps.env, **thread_env(len(todo)), MPS_STATUS_ENV: mps.status,
-                               PACK_RUNS_ENV: str(len(todo))}
+                               PACK_RUNS_ENV: str(len(todo)),
+                               **client_devices(mps.status,
+                                                os.environ.get("CUDA_VISIBLE_DEVICES"))}
             procs = {str(rd.path): self._start(rd) for rd in todo}
             self._procs = procs
             self._watch(procs, job_id, done, failed)

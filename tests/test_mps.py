@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.mps import LOG_ENV, MPS_STATUS_ENV, PIPE_ENV, MpsDaemon
+from jobs.mps import CARDS_ENV, LOG_ENV, MPS_STATUS_ENV, PIPE_ENV, MpsDaemon
 
 FAKE_CONTROL = """#!/bin/sh
 # Records each call: its arguments, its MPS folders and what it read on stdin.
@@ -90,9 +90,12 @@ def test_a_packs_runs_get_the_daemon_and_a_share_of_the_cpus(fake_mps, tmp_path,
 
     monkeypatch.setattr(pack.PackJob, "_start", start)
     monkeypatch.setattr(pack, "has_results", lambda p: Path(p).is_file())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # the pack's card on a 4-card machine
     pack.PackJob([str(r.path) for r in runs])()
     assert len(seen) == 2 and seen[0] == seen[1]
     assert seen[0][MPS_STATUS_ENV] == "started" and PIPE_ENV in seen[0]
+    # The daemon serves card 3 as its device 0: the runs must ask for 0 (NVIDIA's MPS docs).
+    assert seen[0]["CUDA_VISIBLE_DEVICES"] == "0" and seen[0][CARDS_ENV] == "3"
     assert int(seen[0]["OMP_NUM_THREADS"]) == max(1, len(pack.os.sched_getaffinity(0)) // 2)
     assert [c[0] for c in _calls(fake_mps)] == ["-d", ""]  # started, then quit
 
@@ -101,6 +104,7 @@ def test_a_packs_runs_get_the_daemon_and_a_share_of_the_cpus(fake_mps, tmp_path,
     seen.clear()
     pack.PackJob([str(r.path) for r in runs], mps=False)()
     assert seen[0][MPS_STATUS_ENV] == "off" and PIPE_ENV not in seen[0]
+    assert "CUDA_VISIBLE_DEVICES" not in seen[0]  # time-sliced: the card keeps its number
     pack.PackJob([str(runs[0].path)])()  # one run left to do: nothing to share the GPU with
     assert len(_calls(fake_mps)) == 2
 
