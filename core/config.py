@@ -524,14 +524,37 @@ def config_from_dict(data: Mapping[str, Any], where: str = "") -> RunConfig:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """The 8 hex digits at the end of a run id: a hash of the resolved config (no secrets)."""
+    """The 8 hex digits at the end of a run id: a hash of the resolved config's values that
+    differ from the defaults (no secrets). A key that a later medsweep adds, at its default,
+    leaves every earlier run's id as it was: resubmit still finds the finished runs, and a job
+    queued before the upgrade still matches its id."""
+    default = RunConfig().to_dict()
+    doc = {name: {k: v for k, v in values.items() if v != default[name].get(k)}
+           for name, values in cfg.to_dict().items()}
+    return _digest(_floats_as_floats(doc))
+
+
+def legacy_config_hash(doc: Mapping[str, Any]) -> str:
+    """The run-id hash medsweep wrote until stop 38: of every key of a config.yaml as that
+    version wrote it (its own key set, defaults included). Read only, to recognise run folders
+    submitted before (launcher.submit, jobs.pipeline)."""
+    return _digest(_floats_as_floats({k: dict(v) for k, v in doc.items()
+                                      if isinstance(v, Mapping)}))
+
+
+def _floats_as_floats(doc: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """3 and 3.0 in a float field are one config (YAML writes either)."""
+    for key, spec in SPECS.items():
+        name, field_name = key.split(".", 1)
+        value = doc.get(name, {}).get(field_name)
+        if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+            doc[name][field_name] = float(value)
+    return doc
+
+
+def _digest(doc: dict[str, Any]) -> str:
     import hashlib
     import json
 
-    doc = cfg.to_dict()
-    for name in SECTIONS:  # 3 and 3.0 in a float field are one config (YAML writes either)
-        for f in dataclasses.fields(getattr(cfg, name)):
-            if f.type in ("float", float) and isinstance(doc[name].get(f.name), int):
-                doc[name][f.name] = float(doc[name][f.name])
     blob = json.dumps(doc, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:8]

@@ -8,7 +8,6 @@ checkpoint in ``checkpoints/``. Failures leave ``error.json`` (one line a user c
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import signal
 import sys
@@ -18,29 +17,26 @@ from typing import Any
 
 import yaml
 
-from core.config import config_from_dict, config_hash
-from core.demo_data import demo_ref
+from core.config import config_from_dict
 from core.fileio import atomic_write_json, read_json
+from core.identity import submitted_hashes
 from core.results import now_iso
-from core.rundir import DEMO_DATA, PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
+from core.rundir import PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
 from core.search import Budget, budget_from_doc
 from jobs.checkpointing import StoppedToResume
 
 _ID_HASH = re.compile(r"-([0-9a-f]{8})$")
 
 
-def check_config_matches_id(rd: RunDir, cfg: Any) -> None:
+def check_config_matches_id(rd: RunDir, cfg: Any, raw: Any = None) -> None:
     """The run id ends in the hash of the config it was submitted with: a config.yaml changed
     in the (shared) runs folder after the submit is refused, not trained. Demo sweeps' data
-    paths are compared as submitted (demo:train / demo:eval)."""
+    paths are compared as submitted (demo:train / demo:eval). raw, config.yaml as read, also
+    matches a run id of the hash medsweep wrote before stop 38 (core.config.legacy_config_hash)."""
     m = _ID_HASH.search(rd.run_id)
     if m is None:
         return  # not a launcher run id (a folder named by hand)
-    demo = rd.path.parent / DEMO_DATA
-    as_submitted = dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data, train_dataset_file=demo_ref(cfg.data.train_dataset_file, demo),
-        eval_dataset_file=demo_ref(cfg.data.eval_dataset_file, demo)))
-    if m.group(1) not in (config_hash(cfg), config_hash(as_submitted)):
+    if m.group(1) not in submitted_hashes(rd.path, cfg, raw):
         raise ValueError(f"{rd.config}: does not match its run id (config hash {m.group(1)}); "
                          "it was changed after the submit: submit the sweep again")
 
@@ -57,9 +53,9 @@ def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
     rd = RunDir(Path(run_dir))
     try:
         refuse_links(rd.path, WRITTEN_IN_RUN)
-        cfg = config_from_dict(yaml.safe_load(rd.config.read_text(encoding="utf-8")),
-                               str(rd.config))
-        check_config_matches_id(rd, cfg)
+        raw = yaml.safe_load(rd.config.read_text(encoding="utf-8"))
+        cfg = config_from_dict(raw, str(rd.config))
+        check_config_matches_id(rd, cfg, raw)
         from jobs.evaluate import evaluate
         from jobs.train import train
 

@@ -25,9 +25,11 @@ from typing import Any, Callable
 
 import yaml
 
+from core.config import ConfigError, config_from_dict
 from core.demo_data import DEMO_FILES, demo_path, write_demo_data
 from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, open_no_follow, read_json
+from core.identity import submitted_hashes
 from core.results import has_results, now_iso
 from core.rundir import (
     DEMO_DATA,
@@ -66,7 +68,7 @@ from launcher.state import (
     stop_local_jobs,
 )
 from launcher.sweep import Run, Sweep
-from launcher.yamlio import YamlError
+from launcher.yamlio import YamlError, load_yaml_mapping
 
 
 class SubmitError(UserError):
@@ -120,8 +122,14 @@ def sweep_lock(folder: Path) -> Iterator[None]:
 def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool) -> None:
     states = {s.run_id: s for s in run_states(folder)} if folder.is_dir() else {}
     # The hash at the end of an id is the resolved config's: a run submitted before under
-    # another slug (an older medsweep, a reordered sweep) is the same run.
+    # another slug (a reordered sweep) or by an older medsweep (another hash: its config.yaml
+    # says which run it is) is the same run.
     by_hash = {rid.rsplit("-", 1)[-1]: st for rid, st in sorted(states.items())}
+    wanted = {p.run.run_id.rsplit("-", 1)[-1] for p in planned}
+    if not wanted <= set(by_hash):
+        for rid, known in sorted(states.items()):
+            for h in _folder_hashes(RunDir(folder / rid)):
+                by_hash.setdefault(h, known)
     for p in planned:
         st = states.get(p.run.run_id)
         if st is None and p.run.run_id.rsplit("-", 1)[-1] in by_hash:
@@ -136,6 +144,18 @@ def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool)
             p.action = "skip-not-failed"
         else:
             p.action = "submit"
+
+
+def _folder_hashes(rd: RunDir) -> set[str]:
+    """The hashes of the run a folder's config.yaml describes (core.identity); none where the
+    file is missing, a link, or not a config this medsweep reads."""
+    if rd.path.is_symlink() or rd.config.is_symlink() or not rd.config.is_file():
+        return set()
+    try:
+        raw = load_yaml_mapping(rd.config)
+        return submitted_hashes(rd.path, config_from_dict(raw, str(rd.config)), raw)
+    except (OSError, ValueError, ConfigError, YamlError):
+        return set()
 
 
 def _materialise_data(sweep: Sweep, folder: Path, cfg_dict: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,32 @@
+"""Which run a config.yaml is: the hashes its run id may end in (core.config.config_hash), read
+by the job (a config.yaml changed after the submit is refused) and by submit (a run submitted
+before, under another slug or by an older medsweep, is found again)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from core.config import RunConfig, config_hash, legacy_config_hash
+from core.demo_data import demo_ref
+from core.rundir import DEMO_DATA
+
+
+def submitted_hashes(run_path: Path, cfg: RunConfig, raw: Any = None) -> set[str]:
+    """The hashes a run id may end in for this config.yaml: of the config, of it with a demo
+    sweep's data paths as submitted (demo:train / demo:eval), and, from raw (the file as read),
+    the hash that medsweep wrote before stop 38 (of every key the file holds)."""
+    demo = run_path.parent / DEMO_DATA
+    as_submitted = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, train_dataset_file=demo_ref(cfg.data.train_dataset_file, demo),
+        eval_dataset_file=demo_ref(cfg.data.eval_dataset_file, demo)))
+    out = {config_hash(cfg), config_hash(as_submitted)}
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        out.add(legacy_config_hash(raw))
+        data = dict(raw["data"])
+        for key in ("train_dataset_file", "eval_dataset_file"):
+            if isinstance(data.get(key), str):
+                data[key] = demo_ref(data[key], demo)
+        out.add(legacy_config_hash({**raw, "data": data}))
+    return out
