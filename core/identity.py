@@ -8,9 +8,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig, config_hash, legacy_config_hash
+import yaml
+
+from core.config import ConfigError, RunConfig, config_from_dict, config_hash, legacy_config_hash
 from core.demo_data import demo_ref
-from core.rundir import DEMO_DATA
+from core.rundir import DEMO_DATA, RunDir
 
 
 def submitted_hashes(run_path: Path, cfg: RunConfig, raw: Any = None) -> set[str]:
@@ -30,3 +32,15 @@ def submitted_hashes(run_path: Path, cfg: RunConfig, raw: Any = None) -> set[str
                 data[key] = demo_ref(data[key], demo)
         out.add(legacy_config_hash({**raw, "data": data}))
     return out
+
+
+def folder_hashes(rd: RunDir) -> set[str]:
+    """The hashes of the run a folder's config.yaml describes; none where the file is missing,
+    a link, or not a config this medsweep reads."""
+    if rd.path.is_symlink() or rd.config.is_symlink() or not rd.config.is_file():
+        return set()
+    try:
+        raw = yaml.safe_load(rd.config.read_text(encoding="utf-8"))
+        return submitted_hashes(rd.path, config_from_dict(raw, str(rd.config)), raw)
+    except (OSError, ValueError, RecursionError, ConfigError, yaml.YAMLError, AttributeError):
+        return set()

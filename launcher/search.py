@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import atomic_write_json, read_json
+from core.identity import folder_hashes
 from core.results import has_results, now_iso
 from core.rundir import SEARCH_FILE, RunDir
 from core.search import SEARCH_SCHEMA, Budget, SearchSpec, budget_from_doc, decide, metric_of
@@ -78,8 +79,13 @@ def refuse_new_runs(folder: Path, run_ids: list[str], sweep_path: Path) -> None:
     if not doc or not doc["rungs"]:
         return
     known = set(doc["rungs"][0].get("scores", {}))
-    new = [r for r in run_ids if r not in known and r.rsplit("-", 1)[-1] not in
-           {k.rsplit("-", 1)[-1] for k in known}]
+    hashes = {k.rsplit("-", 1)[-1] for k in known}
+    if any(r.rsplit("-", 1)[-1] not in hashes for r in run_ids):
+        # Runs an older medsweep named with its hash: their config.yaml says which run each is.
+        for k in known:
+            if Path(k).name == k and k not in (".", ".."):  # a folder of this sweep, no path
+                hashes |= folder_hashes(RunDir(folder / k))
+    new = [r for r in run_ids if r not in known and r.rsplit("-", 1)[-1] not in hashes]
     if new:
         from launcher.submit import SubmitError
 

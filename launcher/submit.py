@@ -25,11 +25,10 @@ from typing import Any, Callable
 
 import yaml
 
-from core.config import ConfigError, config_from_dict
 from core.demo_data import DEMO_FILES, demo_path, write_demo_data
 from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, open_no_follow, read_json
-from core.identity import submitted_hashes
+from core.identity import folder_hashes
 from core.results import has_results, now_iso
 from core.rundir import (
     DEMO_DATA,
@@ -68,7 +67,7 @@ from launcher.state import (
     stop_local_jobs,
 )
 from launcher.sweep import Run, Sweep
-from launcher.yamlio import YamlError, load_yaml_mapping
+from launcher.yamlio import YamlError
 
 
 class SubmitError(UserError):
@@ -128,7 +127,7 @@ def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool)
     wanted = {p.run.run_id.rsplit("-", 1)[-1] for p in planned}
     if not wanted <= set(by_hash):
         for rid, known in sorted(states.items()):
-            for h in _folder_hashes(RunDir(folder / rid)):
+            for h in folder_hashes(RunDir(folder / rid)):
                 by_hash.setdefault(h, known)
     for p in planned:
         st = states.get(p.run.run_id)
@@ -144,18 +143,6 @@ def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool)
             p.action = "skip-not-failed"
         else:
             p.action = "submit"
-
-
-def _folder_hashes(rd: RunDir) -> set[str]:
-    """The hashes of the run a folder's config.yaml describes (core.identity); none where the
-    file is missing, a link, or not a config this medsweep reads."""
-    if rd.path.is_symlink() or rd.config.is_symlink() or not rd.config.is_file():
-        return set()
-    try:
-        raw = load_yaml_mapping(rd.config)
-        return submitted_hashes(rd.path, config_from_dict(raw, str(rd.config)), raw)
-    except (OSError, ValueError, ConfigError, YamlError):
-        return set()
 
 
 def _materialise_data(sweep: Sweep, folder: Path, cfg_dict: dict[str, Any]) -> dict[str, Any]:

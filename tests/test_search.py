@@ -345,3 +345,30 @@ def test_runs_added_after_the_first_rung_was_decided_are_refused(tmp_path):
     lsearch.refuse_new_runs(folder, ["r-00000000", "renamed-10000000"], tmp_path / "s.yaml")
     with pytest.raises(SubmitError, match="decided rung 0 without 1 run"):
         lsearch.refuse_new_runs(folder, ["r-00000000", "r-2aaaaaaa"], tmp_path / "s.yaml")
+
+
+def test_a_search_started_by_an_older_medsweep_goes_on_after_the_upgrade(tmp_path):
+    """Its rung-0 runs are named with the earlier hash (every key); their config.yaml says
+    they are the runs the sweep now names with the current hash: not refused as new."""
+    from core.config import build_config, config_hash, legacy_config_hash
+    from core.fileio import atomic_write_yaml
+    from launcher.submit import SubmitError
+
+    spec = SearchSpec((1, 3), keep=0.5, keep_text="1/2")
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    lsearch.start_search(folder, spec, tmp_path / "s.yaml")
+    new_ids = []
+    for i, f1 in enumerate([0.2, 0.6]):
+        cfg = build_config({"model.name_or_path": "scratch:llama-tiny", "peft.rank": 8 * (i + 1)})
+        raw = cfg.to_dict()
+        raw["data"].pop("context_after")  # a key the older medsweep did not have
+        old_id = f"r{8 * (i + 1)}-{legacy_config_hash(raw)}"
+        _finished_rung(folder, old_id, 0, f1)
+        atomic_write_yaml(folder / old_id / "config.yaml", raw)
+        new_ids.append(f"r{8 * (i + 1)}-{config_hash(cfg)}")
+    lsearch.advance(folder, spec)
+    assert all(n.rsplit("-", 1)[-1] not in "".join(map(str, folder.iterdir())) for n in new_ids)
+    lsearch.refuse_new_runs(folder, new_ids, tmp_path / "s.yaml")  # no error
+    with pytest.raises(SubmitError, match="decided rung 0 without 1 run"):
+        lsearch.refuse_new_runs(folder, [*new_ids, "r32-2aaaaaaa"], tmp_path / "s.yaml")
