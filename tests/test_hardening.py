@@ -94,6 +94,7 @@ def processes_mentioning(path):
 
 
 def start_endless_local_sweep(tmp_path, name):
+    import signal
     import subprocess
     import sys
     import time
@@ -104,9 +105,12 @@ def start_endless_local_sweep(tmp_path, name):
     sweep.write_text(f"name: {name}\nenv: local\ndata: {{demo: true}}\nbase: "
                      "{model.name_or_path: scratch:llama-tiny, model.load_in_4bit: false, "
                      "train.max_steps: 100000}\n")
+    # Started as a shell starts a background job: SIGINT ignored. The submit must still stop
+    # on it (launcher.commands.submit installs its handler).
     p = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-dir",
                           str(tmp_path / "runs")], cwd=ROOT, env=job_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 300
     progress = next((tmp_path / "runs" / name).glob("*/progress.json"), None)
     while progress is None and time.time() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
             env = with_local_gpus(env, gpus)
             planned = plan_sweep(sweep, env)
             return _print_dry_run(sweep, env, planned, gpus)
+        if env.executor == "local":
+            # The runs stop on SIGINT (Ctrl-C, or `kill -INT` of a submit started in the
+            # background, where the shell hands it SIGINT ignored).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         t0 = time.time()
         planned = submit_sweep(sweep, env, runs_dir=args.runs_dir,
                                on_event=lambda m: print(f"  {m}", flush=True))
