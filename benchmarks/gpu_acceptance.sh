@@ -14,7 +14,10 @@
 # says how to download it here), carried with the call.
 # ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to the base of
 # both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
-# SWEEP: one|eight|ab|optim. optim: Gemma 3 270M full fine-tuning (eager, the auto default)
+# SWEEP: one|eight|ab|optim|mb. mb: Gemma 3 270M full fine-tuning alone on the card twice,
+# 64 examples per step as micro-batch 32 x 2 (what the job grows to on an H200 since it counts
+# eager Gemma's full logits: 209 examples/s, stop 39) against 64 x 1 (277 examples/s in
+# stop 33, 73.5 GB peak). optim: Gemma 3 270M full fine-tuning (eager, the auto default)
 # alone on the card twice, bitsandbytes' 8-bit AdamW (auto on CUDA) against torch's fused AdamW
 # (eager Gemma's step is bound by kernel launches: RESULTS.md, "Eager against compiled"). ab: Gemma 3 270M full fine-tuning (2 epochs, 1,000 dev records) alone on
 # the card twice, without flex attention: eager (model.compile false) and compiled (compiled with
@@ -86,7 +89,13 @@ grid:
   eval.max_examples: 1000
 grid:
   train.optim: [adamw_8bit, adamw_torch_fused]" "  []" ;;
-    *) echo "sweep one|eight|ab|optim" >&2; exit 2 ;;
+    mb) write_sweep mb 1 "  model.name_or_path: $G
+  model.full_finetuning: true
+  train.learning_rate: 1.0e-4
+  train.num_epochs: 2
+  eval.max_examples: 1000" "  - train.per_device_batch_size: [32, 64]
+    train.gradient_accumulation_steps: [2, 1]" ;;
+    *) echo "sweep one|eight|ab|optim|mb" >&2; exit 2 ;;
     esac
     name=${2:-one}
     python3 -m launcher submit "$A/$name.yaml" --runs-dir "$A/runs" --dry-run
