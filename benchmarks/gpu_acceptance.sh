@@ -14,7 +14,10 @@
 # says how to download it here), carried with the call.
 # ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to the base of
 # both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
-# SWEEP: one|eight|ab|optim|mb. mb: Gemma 3 270M full fine-tuning alone on the card twice,
+# SWEEP: one|eight|ab|optim|mb|answer. answer: Gemma 3 270M full fine-tuning alone on the
+# card twice, train.answer_only_logits false (the full 262k-vocabulary logits at every
+# position, as Unsloth's eager path computes them) against true (the head at the answers'
+# tokens only; the micro-batch then grows to 64 x 1). NOT YET RUN. mb: Gemma 3 270M full fine-tuning alone on the card twice,
 # 64 examples per step as micro-batch 32 x 2 (what the job grows to on an H200 since it counts
 # eager Gemma's full logits: 209 examples/s, stop 39) against 64 x 1 (277 examples/s in
 # stop 33, 73.5 GB peak). optim: Gemma 3 270M full fine-tuning (eager, the auto default)
@@ -95,7 +98,14 @@ grid:
   train.num_epochs: 2
   eval.max_examples: 1000" "  - train.per_device_batch_size: [32, 64]
     train.gradient_accumulation_steps: [2, 1]" ;;
-    *) echo "sweep one|eight|ab|optim|mb" >&2; exit 2 ;;
+    answer) write_sweep answer 1 "  model.name_or_path: $G
+  model.full_finetuning: true
+  train.learning_rate: 1.0e-4
+  train.num_epochs: 2
+  eval.max_examples: 1000
+grid:
+  train.answer_only_logits: [false, true]" "  []" ;;
+    *) echo "sweep one|eight|ab|optim|mb|answer" >&2; exit 2 ;;
     esac
     name=${2:-one}
     python3 -m launcher submit "$A/$name.yaml" --runs-dir "$A/runs" --dry-run

@@ -39,9 +39,20 @@ def grow_micro_batch(batch: int, accumulation: int, fits: Callable[[int], bool]
 
 
 def fits_free_memory(shape: ModelShape, longest_tokens: int, free_bytes: int,
-                     checkpointing: bool = True, chunked_head: bool = True
-                     ) -> Callable[[int], bool]:
+                     checkpointing: bool = True, chunked_head: bool = True,
+                     answer_tokens: int = 0) -> Callable[[int], bool]:
     """fits(rows): a padded micro-batch of the longest records stays within FREE_SHARE of the
-    free GPU memory (length-grouped batches are never wider than the longest record)."""
-    return lambda rows: (activation_bytes(shape, rows * longest_tokens, checkpointing,
-                                          chunked_head) <= FREE_SHARE * free_bytes)
+    free GPU memory (length-grouped batches are never wider than the longest record).
+    answer_tokens: with the LM head applied only at the answers (train.answer_only_logits),
+    the longest answer's tokens, the logits' positions per row; 0: every position's.
+
+    >>> from core.vram import ModelShape
+    >>> gemma = ModelShape(0.27, 640, 18, 2048, 262144)
+    >>> full = fits_free_memory(gemma, 400, 70 * 2**30, False, False)
+    >>> answers = fits_free_memory(gemma, 400, 70 * 2**30, False, False, answer_tokens=60)
+    >>> full(32), full(64), answers(64)
+    (True, False, True)
+    """
+    return lambda rows: (activation_bytes(
+        shape, rows * longest_tokens, checkpointing, chunked_head,
+        rows * answer_tokens if answer_tokens else None) <= FREE_SHARE * free_bytes)

@@ -133,6 +133,11 @@ class TrainConfig:
                     "adamw_torch_fused: torch's fused AdamW, a few kernels per step instead "
                     "of several per weight (a small model's step is bound by kernel launches).",
                     choices=OPTIMIZERS)
+    answer_only_logits: bool = _f(False, "Apply the LM head only at the answer's tokens, "
+                                  "where the loss is counted, instead of computing the full "
+                                  "logits at every prompt position too: the same loss, with "
+                                  "far less memory and head compute for a large vocabulary "
+                                  "(Gemma 3: 262k). Off until measured on a GPU under Unsloth.")
     save_steps: int = _f(0, "Also checkpoint every N optimizer steps (0: by time and on a "
                          "stop signal only, see --train-checkpoint-every-min).")
     checkpoint_every_min: float = _f(10.0, "Checkpoint every N minutes of training (0: never "

@@ -160,12 +160,19 @@ def run_compiles(name_or_path: str, family_override: str, setting: str,
 
 
 def activation_bytes(shape: ModelShape, tokens: int, checkpointing: bool = True,
-                     chunked_head: bool = True) -> float:
+                     chunked_head: bool = True, head_tokens: int | None = None) -> float:
     """Training activations for a micro-batch of this many (padded) tokens. chunked_head: the
     LM head's loss is Unsloth's compiled, chunked one; eager, the full logits are materialised,
     about 8 bytes per logit (Gemma 3 270M on one H200, 64 rows of at most 384 padded tokens:
-    73 GB at the peak, model and optimizer included)."""
-    head = tokens * (min(shape.vocab, 32768) * 4 if chunked_head else shape.vocab * 8)
+    73 GB at the peak, model and optimizer included). head_tokens: the positions whose logits
+    exist when fewer than all (train.answer_only_logits: the answers' tokens).
+
+    >>> s = ModelShape(0.27, 640, 18, 2048, 262144)
+    >>> activation_bytes(s, 1000, False, False, head_tokens=100) < activation_bytes(s, 1000, False, False)
+    True
+    """
+    head = (tokens if head_tokens is None else head_tokens) * (
+        min(shape.vocab, 32768) * 4 if chunked_head else shape.vocab * 8)
     if checkpointing:
         # One hidden state per layer per token, plus one layer's working set.
         return tokens * shape.hidden * 2 * (shape.layers + 12) + head

@@ -209,11 +209,59 @@ class _NoTokenizerSave:
         return None
 
 
-def _trainer_class(base: Any) -> Any:
-    """The (Unsloth-patched) SFTTrainer with a resume-deterministic length-grouped sampler."""
+HEAD_SCALES = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+"""Config keys of families whose head scales its logits: the answer-only head does not."""
+
+
+def answer_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
+    """The training loss with the LM head applied only where it is needed: the backbone's
+    hidden states at the positions whose next token is a label (the answer) go through the
+    head, so the (rows, length, vocabulary) logits of the prompt never exist. The negative
+    log-likelihood summed over the answer tokens, divided by num_items_in_batch (the answer
+    tokens of the whole optimizer step) or, without it, by this batch's own count: the model's
+    own loss from the full logits, in value and gradient. Final-logit soft-capping (Gemma 2)
+    is applied as the model does."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = base.config.get_text_config()
+    scaled = [k for k in HEAD_SCALES if getattr(text, k, None) not in (None, 1, 1.0)]
+    if scaled:
+        raise TrainError(f"train.answer_only_logits true: {type(base).__name__} scales its "
+                         f"logits ({scaled[0]}), which the answer-only head does not do; set "
+                         "--train-answer-only-logits false")
+    labels = inputs["labels"]
+    rest = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
+    hidden = base.base_model(**rest, use_cache=False).last_hidden_state[:, :-1]
+    head = base.get_output_embeddings()
+    target = labels[:, 1:].to(head.weight.device)
+    mask = target != -100
+    logits = head(hidden.to(head.weight.device)[mask]).float()
+    cap = getattr(text, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    loss = torch.nn.functional.cross_entropy(logits, target[mask], reduction="sum")
+    count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+    return loss / count
+
+
+def _trainer_class(base: Any, answer_only: bool = False) -> Any:
+    """The (Unsloth-patched) SFTTrainer with a resume-deterministic length-grouped sampler,
+    and with answer_only the loss of answer_head_loss in place of the model's own (Unsloth's
+    trainer computes that from the full logits when the model is eager)."""
     from jobs.sampling import EpochLengthGroupedSampler
 
     class MedsweepTrainer(base):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if not answer_only or "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            if not getattr(self, "model_accepts_loss_kwargs", True):
+                num_items_in_batch = None  # the Trainer divides by the accumulation itself
+            loss = answer_head_loss(model, dict(inputs), num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
+
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             # Resuming never reads the tokenizer; the final folder gets it once (a 262k
             # vocabulary took 17% of a Gemma 3 270M run when written with every checkpoint).
@@ -549,12 +597,13 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     def make_trainer(bs: int, ga: int) -> Any:
         args = _sft_config(cfg, checkpoint_dir, bs, ga, warmup=warmup, cuda=cuda, bf16=bf16,
                            validate=enc.eval_ds is not None)
-        return _trainer_class(SFTTrainer)(model=model, args=args,
-                                          train_dataset=enc.train_ds, eval_dataset=enc.eval_ds,
-                                          processing_class=tokenizer,
-                                          callbacks=[trainer_callback(writer), first,
-                                                     policy.callback(), clock.callback(),
-                                                     *train_callbacks(), *callbacks])
+        trainer_class = _trainer_class(SFTTrainer, cfg.train.answer_only_logits)
+        return trainer_class(model=model, args=args,
+                             train_dataset=enc.train_ds, eval_dataset=enc.eval_ds,
+                             processing_class=tokenizer,
+                             callbacks=[trainer_callback(writer), first,
+                                        policy.callback(), clock.callback(),
+                                        *train_callbacks(), *callbacks])
 
     t1 = time.time()
     with stop_on_signals(policy):
@@ -636,6 +685,7 @@ def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded
                                          cfg.data.validation_dataset_file)
         if enc.eval_ds is not None else None,
         "optim": args.optim,
+        "answer_only_logits": cfg.train.answer_only_logits,
         "environment": environment_info(),
     }
 
@@ -759,8 +809,10 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
                            c.vocab_size)
         free = free_share(modeling.free_gpu_bytes() if free_bytes is None else free_bytes)
         longest = max(len(e.input_ids) for e in examples)
-        new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(shape, longest, free,
-                                                                   checkpointing, chunked_head))
+        answers = (max(sum(1 for x in e.labels if x != -100) for e in examples)
+                   if cfg.train.answer_only_logits and not chunked_head else 0)
+        new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(
+            shape, longest, free, checkpointing, chunked_head, answer_tokens=answers))
         if (new_bs, new_ga) != (bs, ga):
             modeling.log(f"micro-batch {bs} x GA {ga} -> {new_bs} x GA {new_ga} (same "
                          f"{bs * ga} examples per optimizer step; longest record {longest} "

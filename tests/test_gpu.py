@@ -128,6 +128,30 @@ def test_grown_micro_batch_trains_like_the_given_one(bc5, tmp_path):
     assert abs(grown["final_loss"] - given["final_loss"]) <= 0.02 * given["final_loss"]
 
 
+@pytest.mark.parametrize("family", ["gemma", "llama"])
+def test_answer_only_logits_train_like_the_full_logits(family, bc5, tmp_path):
+    """train.answer_only_logits on the card (Gemma 3 trains eager by model.compile auto, where
+    Unsloth's trainer computes the full logits): the same losses as without, the same micro-
+    batch (as given, no growth), and less peak memory."""
+    base = {"train.per_device_batch_size": 8, "train.gradient_accumulation_steps": 2,
+            "train.grow_micro_batch": False, "train.group_by_length": False,
+            "train.max_steps": 4, "train.save_steps": 0}
+    from jobs.train import train
+
+    full = train(cfg_for(family, "16bit-full", bc5, **base), tmp_path / "full")
+    part = train(cfg_for(family, "16bit-full", bc5, **base,
+                         **{"train.answer_only_logits": True}), tmp_path / "answer")
+    print(f"\n{family}: loss {full['first_loss']:.4f}->{full['final_loss']:.4f} full logits, "
+          f"{part['first_loss']:.4f}->{part['final_loss']:.4f} answer only; peak "
+          f"{full['peak_vram_gb']} -> {part['peak_vram_gb']} GB; "
+          f"{full['examples_per_s']} -> {part['examples_per_s']} examples/s")
+    assert part["answer_only_logits"] is True
+    assert abs(part["first_loss"] - full["first_loss"]) <= 0.01 * full["first_loss"]
+    assert abs(part["final_loss"] - full["final_loss"]) <= 0.02 * full["final_loss"]
+    if full["peak_vram_gb"]:
+        assert part["peak_vram_gb"] < full["peak_vram_gb"]
+
+
 _LOGITS = """
 import sys, torch
 from pathlib import Path
