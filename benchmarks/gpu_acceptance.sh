@@ -17,10 +17,11 @@
 # SWEEP: one|eight|ab|optim|mb|answer. answer: Gemma 3 270M full fine-tuning alone on the
 # card twice, train.answer_only_logits false (the full 262k-vocabulary logits at every
 # position, as Unsloth's eager path computes them) against true (the head at the answers'
-# tokens only; the micro-batch then grows to 64 x 1). NOT YET RUN. mb: Gemma 3 270M full fine-tuning alone on the card twice,
-# 64 examples per step as micro-batch 32 x 2 (what the job grows to on an H200 since it counts
-# eager Gemma's full logits: 209 examples/s, stop 39) against 64 x 1 (277 examples/s in
-# stop 33, 73.5 GB peak). optim: Gemma 3 270M full fine-tuning (eager, the auto default)
+# tokens only; the job's memory check then lets the micro-batch grow to 64 x 1). NOT YET RUN.
+# mb: Gemma 3 270M full fine-tuning alone on the card twice, 64 examples per step as
+# micro-batch 32 x 2 (what the job grows to on an H200 since it counts eager Gemma's full
+# logits: 209 examples/s, stop 39) against 64 x 1 (277 examples/s in stop 33, 73.5 GB peak).
+# optim: Gemma 3 270M full fine-tuning (eager, the auto default)
 # alone on the card twice, bitsandbytes' 8-bit AdamW (auto on CUDA) against torch's fused AdamW
 # (eager Gemma's step is bound by kernel launches: RESULTS.md, "Eager against compiled"). ab: Gemma 3 270M full fine-tuning (2 epochs, 1,000 dev records) alone on
 # the card twice, without flex attention: eager (model.compile false) and compiled (compiled with
@@ -65,6 +66,12 @@ EOF
 case "${1:-}" in
 start|plan)
     BUNDLE_DATA=$B/data
+    # The README's Gemma recipe for 2 epochs, scored on 1,000 dev records: the A/B sweeps' base.
+    GEMMA_2EP="  model.name_or_path: $G
+  model.full_finetuning: true
+  train.learning_rate: 1.0e-4
+  train.num_epochs: 2
+  eval.max_examples: 1000"
     case "${2:-one}" in
     one) write_sweep one 1 "" "  - model.name_or_path: [$G, $S]
     model.full_finetuning: [true, false]
@@ -76,33 +83,17 @@ start|plan)
     train.num_epochs: [2, 3]
 grid:
   train.learning_rate: [5.0e-5, 1.0e-4, 2.0e-4, 5.0e-4]" ;;
-    ab) write_sweep ab 1 "  model.name_or_path: $G
-  model.full_finetuning: true
-  train.learning_rate: 1.0e-4
-  train.num_epochs: 2
-  eval.max_examples: 1000
+    ab) write_sweep ab 1 "$GEMMA_2EP
   model.flex_attention: false
 grid:
   model.compile: [false, true]" "  []"
         export TORCH_LOGS=recompiles,graph_breaks ;;  # why graphs are compiled, in the job logs
-    optim) write_sweep optim 1 "  model.name_or_path: $G
-  model.full_finetuning: true
-  train.learning_rate: 1.0e-4
-  train.num_epochs: 2
-  eval.max_examples: 1000
+    optim) write_sweep optim 1 "$GEMMA_2EP
 grid:
   train.optim: [adamw_8bit, adamw_torch_fused]" "  []" ;;
-    mb) write_sweep mb 1 "  model.name_or_path: $G
-  model.full_finetuning: true
-  train.learning_rate: 1.0e-4
-  train.num_epochs: 2
-  eval.max_examples: 1000" "  - train.per_device_batch_size: [32, 64]
+    mb) write_sweep mb 1 "$GEMMA_2EP" "  - train.per_device_batch_size: [32, 64]
     train.gradient_accumulation_steps: [2, 1]" ;;
-    answer) write_sweep answer 1 "  model.name_or_path: $G
-  model.full_finetuning: true
-  train.learning_rate: 1.0e-4
-  train.num_epochs: 2
-  eval.max_examples: 1000
+    answer) write_sweep answer 1 "$GEMMA_2EP
 grid:
   train.answer_only_logits: [false, true]" "  []" ;;
     *) echo "sweep one|eight|ab|optim|mb|answer" >&2; exit 2 ;;

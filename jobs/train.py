@@ -231,7 +231,7 @@ def answer_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any
                          f"logits ({scaled[0]}), which the answer-only head does not do; set "
                          "--train-answer-only-logits false")
     labels = inputs["labels"]
-    rest = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
+    rest = {k: v for k, v in inputs.items() if k != "labels"}
     hidden = base.base_model(**rest, use_cache=False).last_hidden_state[:, :-1]
     head = base.get_output_embeddings()
     target = labels[:, 1:].to(head.weight.device)
@@ -259,7 +259,7 @@ def _trainer_class(base: Any, answer_only: bool = False) -> Any:
                                             num_items_in_batch=num_items_in_batch)
             if not getattr(self, "model_accepts_loss_kwargs", True):
                 num_items_in_batch = None  # the Trainer divides by the accumulation itself
-            loss = answer_head_loss(model, dict(inputs), num_items_in_batch)
+            loss = answer_head_loss(model, inputs, num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
