@@ -36,6 +36,17 @@ def _wait_decided(folder: Path, n: int, timeout: float = 900) -> dict:
                          f"{(folder / SEARCH_FILE).read_text()}")
 
 
+def _next_decider(folder: Path, old_job: str, timeout: float = 180) -> dict:
+    """The decider file once it records a decider other than old_job."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        doc = json.loads((folder / DECIDER_FILE).read_text())
+        if doc["job_id"] != old_job:
+            return doc
+        time.sleep(2)
+    raise AssertionError(f"no decider after job {old_job} recorded in {timeout:.0f} s")
+
+
 def _weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -73,8 +84,9 @@ def test_a_search_is_decided_by_slurm_jobs_and_the_winner_equals_a_straight_run(
     assert len(failed) == 2, rung0
     (winner,) = rung0["promoted"]
     # The decider job (not this test) decided and submitted rung 1 with a decider after it.
-    nxt = json.loads((folder / DECIDER_FILE).read_text())
-    assert nxt["job_id"] != decider["job_id"]
+    # It writes search.json before it submits that decider and records it, so wait for it.
+    nxt = _next_decider(folder, decider["job_id"])
+    assert nxt["after"], nxt
     part = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "Partition", "-j",
                            decider["job_id"]], capture_output=True, text=True).stdout.split()
     assert part == ["debug"], part  # the profile's decider_partition
