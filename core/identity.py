@@ -5,6 +5,8 @@ before, under another slug or by an older medsweep, is found again)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,18 @@ def folder_hashes(rd: RunDir) -> set[str]:
         return submitted_hashes(rd.path, config_from_dict(raw, str(rd.config)), raw)
     except (OSError, ValueError, RecursionError, ConfigError, yaml.YAMLError, AttributeError):
         return set()
+
+
+def training_part(cfg: RunConfig) -> dict[str, Any]:
+    """The config less what only evaluation reads (the eval section and the eval file): runs
+    that agree on it train the same model (jobs.train adds the data files' hashes)."""
+    d = cfg.to_dict()
+    d.pop("eval")
+    d["data"].pop("eval_dataset_file", None)
+    return d
+
+
+def training_key(cfg: RunConfig) -> str:
+    """A short hash of training_part: a sweep's runs with one key share one trained model."""
+    text = json.dumps(training_part(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -36,6 +36,11 @@ LOGS = "logs"
 CANCEL_REQUEST = "cancel.request"
 BUDGET_FILE = "budget.json"
 """An adaptive sweep's run: the rung and the epochs it is to train to (core.search)."""
+SHARED_TRAINING_FILE = "shared_training.json"
+"""A run that differs from another of its sweep only in what evaluation reads: the run whose
+trained model it is evaluated with ({"trained_in": RUN_ID}; launcher.sharing)."""
+FOLLOWERS_FILE = "followers.json"
+"""The runs that a run's job evaluates with its model once it is trained ({"runs": [...]})."""
 RUNG_ARCHIVE = "rungs"
 """A promoted run's earlier rungs: rungs/<i>/{job.json,performance.json,true_pred...}."""
 """Written by ``launcher cancel`` for a run that shares its job with others (a pack): the
@@ -90,6 +95,7 @@ def private_job_files_dir(sweep_folder: Path) -> Path:
 
 WRITTEN_IN_RUN = (CHECKPOINTS, ADAPTER, RESULTS, LOGS, f"{LOGS}/{RUN_LOG}", PROGRESS_FILE,
                   ERROR_FILE, JOB_FILE, CONFIG_FILE, BUDGET_FILE, RUNG_ARCHIVE,
+                  SHARED_TRAINING_FILE, FOLLOWERS_FILE,
                   f"{ADAPTER}/scratch_base",
                   f"{RESULTS}/{PERFORMANCE}", f"{RESULTS}/{TRUE_PRED}")
 """What medsweep writes inside a run folder: none of them may be a symbolic link."""
@@ -164,6 +170,14 @@ class RunDir:
     @property
     def budget(self) -> Path:
         return self.path / BUDGET_FILE
+
+    @property
+    def shared_training(self) -> Path:
+        return self.path / SHARED_TRAINING_FILE
+
+    @property
+    def followers(self) -> Path:
+        return self.path / FOLLOWERS_FILE
 
     def rung_archive(self, rung: int) -> Path:
         return self.path / RUNG_ARCHIVE / str(rung)

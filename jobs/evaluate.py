@@ -414,9 +414,12 @@ def _generate(model: Any, tokenizer: Any, records: list[Any], pr: _Prompts, cfg:
 
 def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
              progress_path: Path | None = None,
-             budget: dict[str, Any] | None = None) -> dict[str, Any]:
+             budget: dict[str, Any] | None = None,
+             trained_in: str | None = None) -> dict[str, Any]:
     """Evaluate the model in model_dir on the eval split into results_dir; budget: the rung
-    of an adaptive sweep this model was trained to (recorded in performance.json)."""
+    of an adaptive sweep this model was trained to; trained_in: the run of the sweep whose
+    model this is, where it is another run's (launcher.sharing); both recorded in
+    performance.json."""
     from jobs import modeling
     from jobs.progress import ProgressWriter
 
@@ -445,6 +448,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
     scored = _score(records, gen, pr, cfg, metrics)
     trained = train_summary if isinstance(train_summary, dict) else {}
     doc = _performance(cfg, records, pr, gen, scored, model_dir=model_dir, budget=budget,
+                       trained_in=trained_in,
                        family=family.name, load_s=load_s, gen_kwargs=gen_kwargs,
                        trained=trained, facts=modeling.device_facts(model))
     results_dir = Path(results_dir)
@@ -488,7 +492,7 @@ def _score(records: Sequence[Any], gen: _Generated, pr: _Prompts, cfg: RunConfig
 
 def _performance(cfg: RunConfig, records: Sequence[Any], pr: _Prompts, gen: _Generated,
                  scored: _Scored, *, model_dir: Path, budget: dict[str, Any] | None,
-                 family: str, load_s: float, gen_kwargs: dict[str, Any],
+                 trained_in: str | None, family: str, load_s: float, gen_kwargs: dict[str, Any],
                  trained: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
     """performance.json: the scores, and what produced them (model, data by hash, decoding,
     timings, the training summary, the hardware)."""
@@ -502,6 +506,7 @@ def _performance(cfg: RunConfig, records: Sequence[Any], pr: _Prompts, gen: _Gen
         extra={
             "model_dir": str(model_dir),
             "budget": budget,
+            "trained_in": trained_in,
             "mention_level": scored.mentions,
             "grounding": scored.grounding,
             "family": family,

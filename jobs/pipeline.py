@@ -20,8 +20,8 @@ import yaml
 from core.config import config_from_dict
 from core.fileio import atomic_write_json, read_json
 from core.identity import submitted_hashes
-from core.results import now_iso
-from core.rundir import PERFORMANCE, WRITTEN_IN_RUN, RunDir, refuse_links
+from core.results import has_results, now_iso
+from core.rundir import ADAPTER, PERFORMANCE, TRAIN_SUMMARY, WRITTEN_IN_RUN, RunDir, refuse_links
 from core.search import Budget, budget_from_doc
 from jobs.checkpointing import StoppedToResume
 
@@ -48,33 +48,128 @@ def run_budget(rd: RunDir, cfg: Any) -> Budget | None:
     return budget_from_doc(read_json(rd.budget), str(rd.budget), float(cfg.train.num_epochs))
 
 
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+def _run_name(value: object, where: Path) -> str:
+    """A run id read from a sharing file: a plain folder name of the same sweep."""
+    if not isinstance(value, str) or not _RUN_NAME.match(value) or ".." in value:
+        raise ValueError(f"{where}: {value!r} is not a run id of this sweep; submit the sweep "
+                         "again to rewrite it")
+    return value
+
+
+def shared_model(rd: RunDir, cfg: Any) -> tuple[Path, str] | None:
+    """The trained model this run is evaluated with instead of training its own, and whose it
+    is: the run its shared_training.json names (launcher.sharing), where that run's model is
+    trained with this run's exact training identity (config less eval, data hashes). None:
+    the run trains its own model (no such file, or that model is missing or another's)."""
+    if not rd.shared_training.is_file():
+        return None
+    doc = read_json(rd.shared_training)
+    owner = _run_name(doc.get("trained_in") if isinstance(doc, dict) else None,
+                      rd.shared_training)
+    other = RunDir(rd.path.parent / owner)
+    refuse_links(other.path, (ADAPTER, f"{ADAPTER}/{TRAIN_SUMMARY}"))
+    from jobs import modeling
+    from jobs.train import model_mismatch
+
+    why = model_mismatch(cfg, other.adapter)
+    if why is not None:
+        modeling.log(f"{rd.run_id}: not evaluating {owner}'s model ({why}); training its own")
+        return None
+    return other.adapter, owner
+
+
+def _load_config(rd: RunDir) -> Any:
+    raw = yaml.safe_load(rd.config.read_text(encoding="utf-8"))
+    cfg = config_from_dict(raw, str(rd.config))
+    check_config_matches_id(rd, cfg, raw)
+    return cfg
+
+
 def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) then evaluate the run in run_dir; returns the performance summary."""
+    """Train (or resume) then evaluate the run in run_dir, or only evaluate it with the model
+    of the run it shares training with; then evaluate the runs that share this run's model
+    (its followers.json). Returns the performance summary."""
     rd = RunDir(Path(run_dir))
     try:
         refuse_links(rd.path, WRITTEN_IN_RUN)
-        raw = yaml.safe_load(rd.config.read_text(encoding="utf-8"))
-        cfg = config_from_dict(raw, str(rd.config))
-        check_config_matches_id(rd, cfg, raw)
+        cfg = _load_config(rd)
         from jobs.evaluate import evaluate
         from jobs.train import train
 
         budget = run_budget(rd, cfg)
         if rd.error.exists():
             rd.error.unlink()
-        train(cfg, rd.adapter, checkpoint_dir=rd.checkpoints, progress_path=rd.progress,
-              budget_epochs=budget.epochs if budget else None)
-        doc = evaluate(cfg, rd.adapter, rd.results, progress_path=rd.progress,
-                       budget=budget.as_dict() if budget else None)
+        shared = shared_model(rd, cfg) if budget is None else None
+        if shared is None:
+            train(cfg, rd.adapter, checkpoint_dir=rd.checkpoints, progress_path=rd.progress,
+                  budget_epochs=budget.epochs if budget else None)
+        model_dir, trained_in = shared if shared else (rd.adapter, None)
+        doc = evaluate(cfg, model_dir, rd.results, progress_path=rd.progress,
+                       budget=budget.as_dict() if budget else None, trained_in=trained_in)
     except BaseException as exc:
         if not isinstance(exc, (KeyboardInterrupt, SystemExit, StoppedToResume)):
             atomic_write_json(rd.error, {
                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                 "at": now_iso(), "traceback": traceback.format_exc()[-4000:]})
+            _fail_followers(rd, exc)
         raise
+    evaluate_followers(rd)
     return {"run_dir": str(rd.path), "f1": {m: v["f1"] for m, v in
                                             doc["metrics"]["total"].items()},
             "performance": str(rd.results / PERFORMANCE)}
+
+
+def _followers(rd: RunDir) -> list[RunDir]:
+    """The runs this run's job evaluates with its model (followers.json)."""
+    if not rd.followers.is_file():
+        return []
+    doc = read_json(rd.followers)
+    names = doc.get("runs") if isinstance(doc, dict) else None
+    if not isinstance(names, list):
+        raise ValueError(f"{rd.followers}: expected {{\"runs\": [RUN_ID, ...]}}; submit the "
+                         "sweep again to rewrite it")
+    return [RunDir(rd.path.parent / _run_name(n, rd.followers)) for n in names]
+
+
+def evaluate_followers(rd: RunDir) -> None:
+    """Evaluate each follower with this run's model, in turn; one that fails gets its own
+    error.json and the others go on. Skipped: a follower with results already (a requeued
+    job), one cancelled (launcher cancel), one submitted again elsewhere since."""
+    from jobs.pack import CANCELLED_ERROR, _current_job_id, _moved, _write_error
+
+    job_id = _current_job_id()
+    for other in _followers(rd):
+        if has_results(other.performance) or _moved(other, job_id):
+            continue
+        if other.cancel_request.exists():
+            _write_error(other, CANCELLED_ERROR, cancelled=True)
+            continue
+        try:
+            run_pipeline(other.path)
+        except StoppedToResume:
+            raise
+        except Exception as exc:  # noqa: BLE001 - run_pipeline wrote its error.json
+            from jobs import modeling
+
+            modeling.log(f"{other.run_id} failed ({type(exc).__name__}); its error.json says "
+                         "why; the other runs sharing this model go on")
+
+
+def _fail_followers(rd: RunDir, exc: BaseException) -> None:
+    """The followers of a run that failed: not evaluated, each told why in its error.json."""
+    try:
+        followers = _followers(rd)
+    except ValueError:
+        return
+    why = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    for other in followers:
+        if not has_results(other.performance) and not other.error.exists():
+            atomic_write_json(other.error, {
+                "error": f"not evaluated: {rd.run_id}, whose model it shares, failed ({why})",
+                "at": now_iso()})
 
 
 class PipelineJob:

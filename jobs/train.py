@@ -22,6 +22,7 @@ from core.config import RunConfig
 from core.data import Dataset, Record, ids_path, load_dataset
 from core.errors import UserError
 from core.fileio import atomic_write_json, file_sha256, folder_problem, read_json
+from core.identity import training_part
 from core.prompts import prompt_literal, prompt_messages, target_json
 from core.results import environment_info, now_iso
 from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
@@ -90,9 +91,7 @@ def training_identity(cfg: RunConfig, data_sha: str,
                       validation_sha: str | None = None) -> dict[str, Any]:
     """What must match for a restart to resume (the eval section may differ): the config, the
     data files' hashes and, with document context, their document ids' hashes."""
-    d = cfg.to_dict()
-    d.pop("eval")
-    d["data"].pop("eval_dataset_file", None)
+    d = training_part(cfg)
     d["data"]["train_sha256"] = data_sha
     if validation_sha:
         d["data"]["validation_sha256"] = validation_sha
@@ -317,6 +316,31 @@ def trained_far_enough(done: dict[str, Any], budget_epochs: float | None) -> boo
     return budget_epochs is not None and float(trained_to) >= budget_epochs
 
 
+def identity_of(cfg: RunConfig) -> dict[str, Any]:
+    """training_identity of cfg with its data files hashed."""
+    val = cfg.data.validation_dataset_file
+    return training_identity(cfg, file_sha256(cfg.data.train_dataset_file),
+                             file_sha256(val) if val else None)
+
+
+def model_mismatch(cfg: RunConfig, model_dir: Path) -> str | None:
+    """Why model_dir does not hold the model cfg would train to its end (None: it does): a
+    run evaluates another run's model only where that model's recorded training identity is
+    its own."""
+    summary = Path(model_dir) / TRAIN_SUMMARY
+    if not summary.is_file():
+        return "it holds no trained model"
+    try:
+        done = _read_own(summary)
+    except TrainError as exc:
+        return str(exc)
+    if done.get("identity") != identity_of(cfg):
+        return "it was trained with another configuration or other data"
+    if not trained_far_enough(done, None):
+        return "it was trained to part of its epochs only"
+    return None
+
+
 def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
                 progress_path: Path | None = None, callbacks: Sequence[Any] = (),
                 budget_epochs: float | None = None) -> TrainResult:
@@ -329,13 +353,11 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
                       cfg.data.context_after)
     for w in ds.warnings:
         modeling.log(f"warning: {w}")
-    data_sha = file_sha256(cfg.data.train_dataset_file)
     val_ds = None
     if cfg.data.validation_dataset_file:
         val_ds = load_dataset(cfg.data.validation_dataset_file, cfg.data.context_sentences,
                               cfg.data.context_after)
-    identity = training_identity(cfg, data_sha, file_sha256(cfg.data.validation_dataset_file)
-                                 if val_ds is not None else None)
+    identity = identity_of(cfg)
 
     summary_path = output_dir / TRAIN_SUMMARY
     if summary_path.is_file():

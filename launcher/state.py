@@ -223,9 +223,12 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             st.state = "COMPLETED"
         elif job is None:
             st.state = "NOT_SUBMITTED"
-        elif job.get("pack") and (rd.error.is_file() or rd.cancel_request.is_file()):
-            # A packed run ends on its own while its task goes on with the others; a cancel
-            # request counts at once (its pack stops the run within a second or so).
+        elif (job.get("pack") or job.get("trained_in")) and (
+                rd.error.is_file() or rd.cancel_request.is_file()):
+            # A packed run, or one evaluated in the job of the run whose model it shares, ends
+            # on its own while its job goes on with the others; a cancel request counts at
+            # once (its pack stops the run within a second or so; a shared-model run is
+            # skipped when its turn comes).
             cancelled = not rd.error.is_file() or _cancelled(rd)
             st.state = "CANCELLED" if cancelled else "FAILED"
             st.error = _error_line(rd, job) if rd.error.is_file() else "cancel requested"

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +28,7 @@ import yaml
 from core.demo_data import DEMO_FILES, demo_path, write_demo_data
 from core.errors import UserError
 from core.fileio import atomic_write_json, atomic_write_yaml, open_no_follow, read_json
-from core.identity import folder_hashes
+from core.identity import folder_hashes, training_key
 from core.results import has_results, now_iso
 from core.rundir import (
     DEMO_DATA,
@@ -58,6 +58,7 @@ from launcher.search import (
     stopped_runs,
     write_budget,
 )
+from launcher.sharing import has_trained_model, share_training
 from launcher.state import (
     ACTIVE,
     RETRYABLE,
@@ -80,6 +81,13 @@ class PlannedRun:
     resources: Resources
     need_gb: float
     action: str = "submit"  # submit | skip-done | skip-active | skip-failed
+    trained_in: str | None = None
+    """The run whose trained model this one is evaluated with (launcher.sharing), if any."""
+    followers: list[PlannedRun] = field(default_factory=list)
+    """The runs this one's job evaluates with the model it trains (launcher.sharing)."""
+    attached: bool = False
+    """Evaluated in the job of the run it follows (after that run has trained), not in a job
+    of its own."""
 
 
 def sweep_dir(sweep: Sweep, env: EnvProfile, runs_dir: str | None = None) -> Path:
@@ -233,7 +241,9 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, env: EnvProfile, fol
                    gpus: tuple[LocalGpu, ...]) -> list[PlannedRun]:
     with sweep_lock(folder):
         todo = _choose_todo(planned, sweep, folder, only_retryable)
+        share_planned(todo, planned, sweep, folder)
         created = _write_run_folders(todo, sweep, folder)
+        todo = [p for p in todo if not p.attached]
         if not todo:
             if sweep.search is not None and env.executor == "slurm":
                 _submit_decider(sweep, sweep.search, env, folder)
@@ -267,6 +277,43 @@ def _choose_todo(planned: list[PlannedRun], sweep: Sweep, folder: Path,
     return todo
 
 
+def share_planned(todo: list[PlannedRun], planned: list[PlannedRun], sweep: Sweep,
+                    folder: Path) -> None:
+    """Mark the runs to submit that differ from another only in what evaluation reads
+    (launcher.sharing): each is evaluated with that run's model, in that run's job when it is
+    to be submitted too. Not for adaptive sweeps."""
+    for p in todo:
+        p.trained_in, p.followers, p.attached = None, [], False
+    if sweep.search is not None:
+        return
+    ids = {p.run.run_id for p in todo}
+    keys = {p.run.run_id: training_key(p.run.config) for p in planned}
+    trained = [(p.run.run_id, keys[p.run.run_id]) for p in planned if p.run.run_id not in ids
+               and has_trained_model(RunDir(folder / p.run.run_id))]
+    owners = share_training([(p.run.run_id, keys[p.run.run_id]) for p in todo], trained)
+    by_id = {p.run.run_id: p for p in todo}
+    for p in todo:
+        owner = owners.get(p.run.run_id)
+        if owner is None:
+            continue
+        p.trained_in = owner
+        if owner in by_id:
+            p.attached = True
+            by_id[owner].followers.append(p)
+
+
+def _write_sharing(rd: RunDir, p: PlannedRun) -> None:
+    """The run's shared_training.json and followers.json as planned (stale ones removed)."""
+    for path, doc in ((rd.shared_training, {"trained_in": p.trained_in} if p.trained_in
+                       else None),
+                      (rd.followers, {"runs": [f.run.run_id for f in p.followers]}
+                       if p.followers else None)):
+        if doc is not None:
+            atomic_write_json(path, doc)
+        elif path.exists():
+            path.unlink()
+
+
 def _write_run_folders(todo: list[PlannedRun], sweep: Sweep, folder: Path) -> list[Path]:
     """The sweep file and each run's config (stale error and cancel files removed); the run
     folders this call created."""
@@ -278,6 +325,7 @@ def _write_run_folders(todo: list[PlannedRun], sweep: Sweep, folder: Path) -> li
             created.append(rd.path)
         cfg = _materialise_data(sweep, folder, p.run.config.to_dict())
         atomic_write_yaml(rd.config, cfg)
+        _write_sharing(rd, p)
         if sweep.search is not None and not rd.budget.exists():
             write_budget(rd, sweep.search, 0)
         for stale in (rd.error, rd.cancel_request):
@@ -484,6 +532,11 @@ def _submit_slurm(todo: list[PlannedRun], env: EnvProfile, folder: Path, sweep: 
                         logs = (str(rd.run_log), str(rd.run_log))
                     atomic_write_json(rd.job, _job_doc(p, env, str(job.job_id), "slurm", params,
                                                        *logs, **extra))
+                    for f in p.followers:
+                        submitted.append((job, f))
+                        atomic_write_json(RunDir(folder / f.run.run_id).job, _job_doc(
+                            f, env, str(job.job_id), "slurm", params, *logs,
+                            **{**extra, "trained_in": p.run.run_id}))
     except Exception as exc:  # sbatch refused: undo this call's submissions
         ids = sorted({str(job.job_id).split("_")[0] for job, _ in submitted})
         if ids:
@@ -646,10 +699,19 @@ def _start_local(task: LocalTask, env: EnvProfile, folder: Path, jobs_dir: Path)
             extra["pack"] = {"runs": [q.run.run_id for q in task.runs],
                              "stdout": logs[0], "stderr": logs[1]}
             logs = (str(rd.run_log), str(rd.run_log))
+        extra.update(pid=int(job.job_id), pid_start=process_start(int(job.job_id)))
         atomic_write_json(rd.job, _job_doc(p, env, str(job.job_id), "local", params, *logs,
-                                           pid=int(job.job_id),
-                                           pid_start=process_start(int(job.job_id)), **extra))
+                                           **extra))
+        for f in p.followers:
+            atomic_write_json(RunDir(folder / f.run.run_id).job, _job_doc(
+                f, env, str(job.job_id), "local", params, *logs,
+                **{**extra, "trained_in": p.run.run_id}))
     return job
+
+
+def _with_followers(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """The runs of a job: each with the runs it evaluates with its model after it."""
+    return [q for p in runs for q in (p, *p.followers)]
 
 
 def _where(task: LocalTask) -> str:
@@ -669,10 +731,13 @@ def _local_loop(queue: list[LocalTask], running: list[LocalTask], env: EnvProfil
             task.job = _start_local(task, env, folder, jobs_dir)
             for p in task.runs:
                 on_event(f"started {p.run.run_id} {_where(task)}")
+                for f in p.followers:
+                    on_event(f"queued {f.run.run_id}: evaluated with {p.run.run_id}'s model "
+                             "once it is trained")
             running.append(task)
         time.sleep(0.5)
         for task in running:
-            for p in task.runs:
+            for p in _with_followers(task.runs):
                 line = progress_line(RunDir(folder / p.run.run_id), shown)
                 if line:
                     on_event(line)
@@ -682,7 +747,7 @@ def _local_loop(queue: list[LocalTask], running: list[LocalTask], env: EnvProfil
                 free[:] = [i for i in order if i in free or i in task.gpus]
                 # Outcome from medsweep's own files, not submitit's result pickle (the runs
                 # folder may be shared: a pickle there is not ours to load).
-                for p in task.runs:
+                for p in _with_followers(task.runs):
                     rd = RunDir(folder / p.run.run_id)
                     ok = has_results(rd.performance) and not rd.error.exists()
                     on_event(f"{'finished' if ok else 'failed'} {p.run.run_id}")

@@ -125,7 +125,7 @@ def test_cancel_of_one_packed_run_asks_the_pack_and_scancels_nothing(tmp_path, m
     monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
     assert main(["cancel", "sw", "--runs-dir", str(tmp_path), "--run", "a"]) == 0
     out = capsys.readouterr().out
-    assert "asked 1 packed run(s) to stop" in out and "cancelled" not in out
+    assert "asked 1 run(s) to stop" in out and "cancelled" not in out
     assert a.cancel_request.is_file() and not b.cancel_request.exists()
     assert main(["cancel", "sw", "--runs-dir", str(tmp_path), "--run", "nope"]) == 2
     assert "--run nope: no such run" in capsys.readouterr().err

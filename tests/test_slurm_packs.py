@@ -74,7 +74,7 @@ def test_a_pack_shares_one_task_and_each_run_ends_on_its_own(slurm_cluster, tmp_
     capsys.readouterr()
     assert main(["cancel", "packed", "--runs-dir", str(tmp_path / "runs"), "--run",
                  cancel.name]) == 0
-    assert "asked 1 packed run(s) to stop (their packs go on)" in capsys.readouterr().out
+    assert "asked 1 run(s) to stop (the jobs they share go on)" in capsys.readouterr().out
     os.kill(_pack_child(kill), signal.SIGKILL)
 
     states = {s.path: s for s in wait_for(folder, all_ended, timeout=900, every=2)}

@@ -2,8 +2,9 @@
 ones), with one scancel call.
 
 A run that shares its array task with others (a pack) is stopped alone: cancel writes its
-``cancel.request`` and the pack stops that run's process. A task is scancelled only when every
-run it still has active is being cancelled."""
+``cancel.request`` and the pack stops that run's process; a run evaluated in the job of the run
+whose model it shares (launcher.sharing) is skipped by that job the same way. A task is
+scancelled only when every run it still has active is being cancelled."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         if job.get("cluster") != "slurm":
             local.append((st, job))
             continue
-        pack = (job.get("pack") or {}).get("runs") or []
+        # The runs its job also holds: its pack's, and the run whose model it is evaluated
+        # with (launcher.sharing); a run that others follow is cancelled with its job.
+        pack = [*((job.get("pack") or {}).get("runs") or []), str(job.get("trained_in") or "")]
         others = [s for s in states if s.run_id in pack and s.run_id not in chosen
                   and s.state in ACTIVE and s.job_id == st.job_id]
         if others:
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to cancel")
         return 0
     if requested:
-        print(f"asked {len(requested)} packed run(s) to stop (their packs go on)"
+        print(f"asked {len(requested)} run(s) to stop (the jobs they share go on)"
               + "".join(f"\n  {r}" for r in requested))
     # A local run is this machine's process: signalled only while it is still the same process
     # (PID and start time), never through scancel.

@@ -20,6 +20,7 @@ from launcher.submit import (
     packs_of,
     plan_sweep,
     resource_groups,
+    share_planned,
     submit_sweep,
     sweep_dir,
 )
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             gpus = detect_gpus(env)
             env = with_local_gpus(env, gpus)
             planned = plan_sweep(sweep, env)
+            share_planned(planned, planned, sweep, sweep_dir(sweep, env, args.runs_dir))
             return _print_dry_run(sweep, env, planned, gpus)
         if env.executor == "local":
             # The runs stop on SIGINT (Ctrl-C, or `kill -INT` of a submit started in the
@@ -190,6 +192,14 @@ def _print_dry_run(sweep: Any, env: Any, planned: list[Any],
                                   "time min"], tablefmt="github"))
     if sweep.search is not None:
         print(search_plan(sweep.search, len(planned), _steps_per_epoch(planned[0].run.config)))
+    shared = [p for p in planned if p.trained_in]
+    if shared:
+        print(f"\n{len(shared)} run(s) differ from another only in what evaluation reads and "
+              "train no model of their own:")
+        for p in shared:
+            how = "in its job, once it is trained" if p.attached else "(trained already)"
+            print(f"  {p.run.run_id}: evaluated with {p.trained_in}'s model {how}")
+        planned = [p for p in planned if not p.attached]
     if env.executor == "local" and gpus:
         _print_local_placement(env, planned, gpus)
     elif env.executor == "local":
