@@ -116,7 +116,10 @@ def import_unsloth(switches: Switches | None = None) -> None:
     # kernels package (only the CPU 4-bit matmul speed depends on it). Errors still show.
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    import unsloth  # noqa: F401
+    from jobs.unsloth_import import sft_trainer_only
+
+    with sft_trainer_only():  # Unsloth rewrites TRL's SFT trainer, not all fifteen (start-up)
+        import unsloth  # noqa: F401
 
 
 def resolve_model(name_or_path: str) -> str:
