@@ -78,6 +78,7 @@ def shared_model(rd: RunDir, cfg: Any) -> tuple[Path, str] | None:
     if why is not None:
         modeling.log(f"{rd.run_id}: not evaluating {owner}'s model ({why}); training its own")
         return None
+    modeling.log(f"{rd.run_id}: evaluating {owner}'s model (trained with this run's settings)")
     return other.adapter, owner
 
 

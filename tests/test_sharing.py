@@ -160,3 +160,5 @@ def test_on_slurm_followers_ride_in_the_trainers_job_and_fail_alone(slurm_cluste
     assert not any(f.adapter.exists() for f in followers)
     done = json.loads(fine.performance.read_text())
     assert done["trained_in"] == trainer.run_id
+    log = Path(jobs[trainer.run_id]["stderr"]).read_text()
+    assert f"{fine.run_id}: evaluating {trainer.run_id}'s model" in log

@@ -93,7 +93,10 @@ def test_failed_run_shows_its_error_and_resubmit_runs_only_it(slurm_cluster, tmp
            "base": {"model.name_or_path": "scratch:llama-tiny", "model.load_in_4bit": False,
                     "model.max_seq_length": 256, "train.max_steps": 2,
                     "eval.max_examples": 4, "eval.max_new_tokens": 16},
-           "grid": {"data.eval_dataset_file": [str(dev), str(broken)]}}
+           # Another seed apiece: runs that differ only in what evaluation reads would share
+           # one training (README, "One model per training"); here each trains its own.
+           "paired": [{"data.eval_dataset_file": [str(dev), str(broken)],
+                       "train.seed": [42, 43]}]}
     sweep = write_sweep(tmp_path, doc)
     runs = tmp_path / "runs"
     assert main(["submit", str(sweep), "--runs-dir", str(runs)]) == 0
