@@ -139,6 +139,8 @@ def _row(folder: Path, rd: RunDir, doc: dict[str, Any], varied_keys: list[str],
     row["parse_fail"] = _get(doc, "parse.failure_rate")
     row["halluc"] = doc.get("hallucination_rate")
     row["train_s"] = _get(doc, "timings.train_s")
+    # Evaluated with another run's model (one model per training): its train_s is that run's.
+    row["trained_in"] = doc.get("trained_in")
     row["gpus"] = _get(doc, "hardware.gpu_count")
     # A CPU run has no GPU memory to report (its 0.0 would read as a measurement).
     row["peak_vram_gb"] = None if row["gpus"] == 0 else doc.get("peak_vram_gb")
@@ -279,8 +281,9 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
             c in cols for c in ("exact.f1.ci95", "vs_best")), "mention.exact.f1")
     if any("search" in r for r in board.rows):
         cols += ["rung", "epochs", "search"]
-    return cols + ["parse_fail", "train_s", *(["gpus"] if split else []), "peak_vram_gb",
-                   "s_per_ex"]
+    shared = any(r.get("trained_in") for r in board.rows)
+    return cols + ["parse_fail", *(["trained_in"] if shared else []), "train_s",
+                   *(["gpus"] if split else []), "peak_vram_gb", "s_per_ex"]
 
 
 def path_tails(paths: list[str]) -> dict[str, str]:

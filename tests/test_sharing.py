@@ -2,6 +2,8 @@
 by submit, carried out by the first run's job, checked against the model's recorded training
 identity before another run evaluates it."""
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -129,6 +131,12 @@ def test_eval_only_variants_train_once_and_each_keeps_its_own_results(tmp_path, 
 
     assert main(["status", "decoding", "--runs-dir", str(runs)]) == 0
     assert "3 COMPLETED" in capsys.readouterr().out
+    # The leaderboard says whose model each shared run was scored with.
+    assert main(["leaderboard", "decoding", "--runs-dir", str(runs), "--format", "csv"]) == 0
+    rows = {r["run_id"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert rows[third.run_id]["trained_in"] == rows[follower.run_id]["trained_in"] \
+        == trainer.run_id
+    assert rows[trainer.run_id]["trained_in"] == ""
 
 
 @pytest.mark.slurm
