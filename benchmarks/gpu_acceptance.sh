@@ -14,7 +14,8 @@
 # says how to download it here), carried with the call.
 # ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to the base of
 # both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
-# SWEEP: one|eight|ab|optim|mb|answer. answer: Gemma 3 270M full fine-tuning alone on the
+# SWEEP: one|eight|ab|optim|mb|answer|answer64. answer64: the answer-only head at micro-batch
+# 64 x 1 as given (what memory allows, read as the peak). answer: Gemma 3 270M full fine-tuning alone on the
 # card twice, train.answer_only_logits false (the full 262k-vocabulary logits at every
 # position, as Unsloth's eager path computes them) against true (the head at the answers'
 # tokens only; the job's memory check then lets the micro-batch grow to 64 x 1). NOT YET RUN.
@@ -96,7 +97,11 @@ grid:
     answer) write_sweep answer 1 "$GEMMA_2EP
 grid:
   train.answer_only_logits: [false, true]" "  []" ;;
-    *) echo "sweep one|eight|ab|optim|mb|answer" >&2; exit 2 ;;
+    answer64) write_sweep answer64 1 "$GEMMA_2EP
+  train.answer_only_logits: true
+  train.per_device_batch_size: 64
+  train.gradient_accumulation_steps: 1" "  []" ;;
+    *) echo "sweep one|eight|ab|optim|mb|answer|answer64" >&2; exit 2 ;;
     esac
     name=${2:-one}
     python3 -m launcher submit "$A/$name.yaml" --runs-dir "$A/runs" --dry-run

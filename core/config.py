@@ -34,6 +34,7 @@ SCRATCH_SIZES = ("tiny", "small", "1b", "8b")
 """Sizes of scratch:<family>-<size> models (jobs.scratch builds them)."""
 CHECKPOINTING_CHOICES = ("auto", "unsloth", "true", "false")
 COMPILE_CHOICES = ("auto", "true", "false")
+ANSWER_ONLY_CHOICES = ("auto", "true", "false")
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd",
               "adafactor")
 SCHEDULERS = (
@@ -133,11 +134,14 @@ class TrainConfig:
                     "adamw_torch_fused: torch's fused AdamW, a few kernels per step instead "
                     "of several per weight (a small model's step is bound by kernel launches).",
                     choices=OPTIMIZERS)
-    answer_only_logits: bool = _f(False, "Apply the LM head only at the answer's tokens, "
-                                  "where the loss is counted, instead of computing the full "
-                                  "logits at every prompt position too: the same loss, with "
-                                  "far less memory and head compute for a large vocabulary "
-                                  "(Gemma 3: 262k). Off until measured on a GPU under Unsloth.")
+    answer_only_logits: str = _f("auto", "Apply the LM head only at the answer's tokens, "
+                                 "where the loss is counted, instead of computing the full "
+                                 "logits at every prompt position too: the same loss, with far "
+                                 "less memory for a large vocabulary (Gemma 3: 262k), so the "
+                                 "micro-batch can grow. auto: on where Unsloth's trainer would "
+                                 "compute the full logits (an eager model on a GPU) and the head "
+                                 "does not scale its logits; off elsewhere.",
+                                 choices=ANSWER_ONLY_CHOICES)
     save_steps: int = _f(0, "Also checkpoint every N optimizer steps (0: by time and on a "
                          "stop signal only, see --train-checkpoint-every-min).")
     checkpoint_every_min: float = _f(10.0, "Checkpoint every N minutes of training (0: never "

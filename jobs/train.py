@@ -212,6 +212,31 @@ HEAD_SCALES = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits
 """Config keys of families whose head scales its logits: the answer-only head does not."""
 
 
+def head_scale(model: Any) -> str | None:
+    """The config key by which this model's head scales its logits (HEAD_SCALES), or None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = base.config.get_text_config()
+    return next((k for k in HEAD_SCALES if getattr(text, k, None) not in (None, 1, 1.0)), None)
+
+
+def resolved_answer_only(setting: str, cuda: bool, compiled: bool,
+                         scaled_by: str | None) -> bool:
+    """train.answer_only_logits for this run. auto: on where Unsloth's trainer would compute
+    the full logits (eager on a GPU; compiled, its loss is chunked, and the CPU backend has its
+    own) and the head does not scale them; true: on (a scaling head is refused in training).
+
+    >>> [resolved_answer_only("auto", True, False, None), resolved_answer_only("auto", True, True,
+    ...  None), resolved_answer_only("auto", False, False, None),
+    ...  resolved_answer_only("auto", True, False, "logit_scale"),
+    ...  resolved_answer_only("true", False, True, None), resolved_answer_only("false", True,
+    ...  False, None)]
+    [True, False, False, False, True, False]
+    """
+    if setting == "auto":
+        return cuda and not compiled and scaled_by is None
+    return setting == "true"
+
+
 def answer_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
     """The training loss with the LM head applied only where it is needed: the backbone's
     hidden states at the positions whose next token is a label (the answer) go through the
@@ -224,10 +249,10 @@ def answer_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text = base.config.get_text_config()
-    scaled = [k for k in HEAD_SCALES if getattr(text, k, None) not in (None, 1, 1.0)]
+    scaled = head_scale(model)
     if scaled:
         raise TrainError(f"train.answer_only_logits true: {type(base).__name__} scales its "
-                         f"logits ({scaled[0]}), which the answer-only head does not do; set "
+                         f"logits ({scaled}), which the answer-only head does not do; set "
                          "--train-answer-only-logits false")
     labels = inputs["labels"]
     rest = {k: v for k, v in inputs.items() if k != "labels"}
@@ -605,9 +630,11 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
 
     writer = ProgressWriter(progress_path, "train")
+    answer_only = resolved_answer_only(cfg.train.answer_only_logits, cuda,
+                                       loaded.switches.compiled, head_scale(model))
     bs, ga = _micro_batch(cfg, model, enc.examples, checkpoint_dir, cuda,
                           checkpointing=loaded.checkpointing != "false",
-                          chunked_head=loaded.switches.compiled)
+                          chunked_head=loaded.switches.compiled, answer_only=answer_only)
     # Where this call started from (a requeued job resumes; the summary says from where).
     resumed_from = _last_checkpoint(checkpoint_dir)
     if cuda:
@@ -619,7 +646,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     def make_trainer(bs: int, ga: int) -> Any:
         args = _sft_config(cfg, checkpoint_dir, bs, ga, warmup=warmup, cuda=cuda, bf16=bf16,
                            validate=enc.eval_ds is not None)
-        trainer_class = _trainer_class(SFTTrainer, cfg.train.answer_only_logits)
+        trainer_class = _trainer_class(SFTTrainer, answer_only)
         return trainer_class(model=model, args=args,
                              train_dataset=enc.train_ds, eval_dataset=enc.eval_ds,
                              processing_class=tokenizer,
@@ -640,6 +667,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     tokenizer.save_pretrained(str(output_dir))
     summary = _train_summary(cfg, ds, identity, loaded, enc, fit, writer, clock, policy,
                              resumed_from=resumed_from, warmup=warmup, train_s=train_s,
+                             answer_only=answer_only,
                              budget=policy.stop_at_epoch if policy.budget_reached else None,
                              startup=startup_breakdown(loaded.import_s, loaded.load_s,
                                                        enc.tokenize_s, t1, first.at))
@@ -654,7 +682,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
 def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded: _Loaded,
                    enc: _Encoded, fit: _Fit, writer: Any, clock: StepClock,
                    policy: CheckpointPolicy, *, resumed_from: Path | None, warmup: int,
-                   train_s: float, startup: dict[str, Any],
+                   train_s: float, startup: dict[str, Any], answer_only: bool = False,
                    budget: float | None = None) -> dict[str, Any]:
     from jobs import modeling
 
@@ -707,7 +735,8 @@ def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded
                                          cfg.data.validation_dataset_file)
         if enc.eval_ds is not None else None,
         "optim": args.optim,
-        "answer_only_logits": cfg.train.answer_only_logits,
+        # train.answer_only_logits as resolved for this run (its setting may be auto).
+        "answer_only_logits": answer_only,
         "environment": environment_info(),
     }
 
@@ -809,9 +838,11 @@ def _fit_with_oom_retry(make_trainer: Callable[[int, int], Any], model: Any, bs:
 
 def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,
                  cuda: bool, free_bytes: int | None = None,
-                 checkpointing: bool = True, chunked_head: bool = True) -> tuple[int, int]:
+                 checkpointing: bool = True, chunked_head: bool = True,
+                 answer_only: bool = False) -> tuple[int, int]:
     """The (per-device batch, accumulation) this run trains with; see core.batching.
-    free_bytes: the GPU memory free now (read from the device when None)."""
+    free_bytes: the GPU memory free now (read from the device when None); answer_only: the
+    head is applied at the answers' tokens only (resolved_answer_only)."""
     from jobs import modeling
 
     bs, ga = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
@@ -832,7 +863,7 @@ def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir
         free = free_share(modeling.free_gpu_bytes() if free_bytes is None else free_bytes)
         longest = max(len(e.input_ids) for e in examples)
         answers = (max(sum(1 for x in e.labels if x != -100) for e in examples)
-                   if cfg.train.answer_only_logits and not chunked_head else 0)
+                   if answer_only and not chunked_head else 0)
         new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(
             shape, longest, free, checkpointing, chunked_head, answer_tokens=answers))
         if (new_bs, new_ga) != (bs, ga):

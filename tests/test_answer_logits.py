@@ -88,6 +88,21 @@ def test_a_head_that_scales_its_logits_is_refused_in_one_line():
     assert "\n" not in str(err.value)
 
 
+def test_auto_leaves_a_head_that_scales_its_logits_to_the_model():
+    """auto (the default) turns the answer-only head on for an eager model on a GPU alone, and
+    never for a head that scales its logits, which true refuses instead."""
+    from core.config import RunConfig
+    from jobs.train import head_scale, resolved_answer_only
+
+    model = _tiny()
+    assert RunConfig().train.answer_only_logits == "auto" and head_scale(model) is None
+    assert resolved_answer_only("auto", True, False, head_scale(model))
+    model.config.logit_scale = 0.5
+    assert head_scale(model) == "logit_scale"
+    assert not resolved_answer_only("auto", True, False, head_scale(model))
+    assert resolved_answer_only("true", True, False, head_scale(model))
+
+
 @pytest.mark.slow
 def test_a_run_with_answer_only_logits_follows_the_same_losses(demo_data, tmp_path, monkeypatch):
     """Through jobs.train on a scratch model: every micro-batch's loss comes from the
