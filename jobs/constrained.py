@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from core.grounding import allowed_piece, escaped_source, json_value_state
+from core.grounding import REPLACEMENT, allowed_piece, escaped_source, json_value_state
 
 
 class TokenPieces:
@@ -30,6 +30,10 @@ class TokenPieces:
             self._cache[token_id] = p
         return p
 
+    def joined(self, token_ids: list[int]) -> str:
+        """What these tokens decode to together (byte fragments joined into characters)."""
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=False))
+
 
 class SpanConstraint:
     """Per-row state for one generate() call over left-padded prompts of width prompt_width."""
@@ -39,13 +43,21 @@ class SpanConstraint:
                  max_candidates: int = 2048, pieces: TokenPieces | None = None):
         self.piece = pieces or TokenPieces(tokenizer)
         self.sources = [escaped_source(s) for s in sources]
+        self.non_ascii = [not s.isascii() for s in sources]
+        """Whether byte fragments may appear in a row's values: its input has a character
+        beyond ASCII (escaped_source may have normalised it away)."""
         self.labels = list(labels)
         self.width = prompt_width
         self.greedy = greedy
         self.top_k = top_k
         self.max_candidates = max_candidates
         self.texts = [""] * len(sources)
+        """Each row's answer so far: finished pieces, then its byte fragments decoded together."""
         self.seen = [0] * len(sources)
+        self._done = [""] * len(sources)
+        self._frags: list[list[int]] = [[] for _ in sources]
+        self.pending = [0] * len(sources)
+        """Byte fragments at the end of each row still waiting for their character."""
         self.masked_steps = 0
         """Row-steps at which a constraint removed the model's first choice."""
 
@@ -55,7 +67,7 @@ class SpanConstraint:
         ids = input_ids[:, self.width:].tolist()
         for row, gen in enumerate(ids):
             if self.seen[row] < len(gen):
-                self.texts[row] += "".join(self.piece(t) for t in gen[self.seen[row]:])
+                self._extend(row, gen[self.seen[row]:])
                 self.seen[row] = len(gen)
         rows = [(r, st) for r in range(len(ids))
                 if (st := json_value_state(self.texts[r])) is not None]
@@ -66,7 +78,8 @@ class SpanConstraint:
         for (row, state), cands in zip(rows, order, strict=True):
             keep = []
             for tok in cands:
-                if allowed_piece(self.piece(tok), state, self.sources[row], self.labels):
+                if allowed_piece(self.piece(tok), state, self.sources[row], self.labels,
+                                 self.pending[row], self.non_ascii[row]):
                     keep.append(tok)
                     if self.greedy:
                         break
@@ -79,6 +92,25 @@ class SpanConstraint:
             mask[idx] = scores[row, idx]
             scores[row] = mask
         return scores
+
+
+    def _extend(self, row: int, tokens: list[int]) -> None:
+        """Add a row's new tokens to its text. A token that decodes to U+FFFD on its own is a
+        byte fragment of a multi-byte character: the row's trailing fragments are decoded
+        together, so a complete character reads as itself (per piece it would stay U+FFFD and
+        no later piece could match the input)."""
+        for t in tokens:
+            piece = self.piece(t)
+            if REPLACEMENT in piece:
+                self._frags[row].append(t)
+                continue
+            if self._frags[row]:
+                self._done[row] += self.piece.joined(self._frags[row])
+                self._frags[row] = []
+            self._done[row] += piece
+        tail = self.piece.joined(self._frags[row]) if self._frags[row] else ""
+        self.pending[row] = len(tail) - len(tail.rstrip(REPLACEMENT))
+        self.texts[row] = self._done[row] + tail
 
 
 def logits_processors(constraint: SpanConstraint) -> Any:

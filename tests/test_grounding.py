@@ -63,5 +63,33 @@ def test_label_values_must_be_training_labels():
 
 
 def test_broken_multibyte_pieces_pass_only_for_non_ascii_inputs():
-    assert allowed_piece("\ufffd", ("text", ""), escaped_source("Ca²⁺ overload"), [])
-    assert not allowed_piece("\ufffd", ("text", ""), escaped_source("calcium overload"), [])
+    src = escaped_source("Ca²⁺ overload")
+    assert src == "ca2+ overload"  # NFKC, as the metrics read it
+    assert allowed_piece("\ufffd", ("text", ""), src, [], fragments="Ca²⁺ overload".isascii() is False)
+    assert allowed_piece("²", ("text", "ca"), src, [])  # the character itself, joined
+    assert not allowed_piece("\ufffd", ("text", ""), escaped_source("calcium overload"), [],
+                             fragments=False)
+
+
+def test_unusual_spaces_in_the_input_match_the_model_s_plain_space():
+    """MACCROBAT writes "1.19\u2009kg" and "5\u2005years"; the metrics (NFKC) count a plain
+    space as the same text, so the constraint must let the model write one (on the card it
+    refused it and 42 answers ran to the token budget in byte fragments)."""
+    src = escaped_source("Weight 1.19\u2009kg at birth, 5\u2005years later")
+    assert allowed_piece(" kg", ("text", "1.19"), src, [])
+    assert allowed_piece(" years", ("text", "5"), src, [])
+    assert allowed_piece('"}', ("text", "1.19 kg"), src, [])
+    assert not allowed_piece(" lb", ("text", "1.19"), src, [])
+
+
+def test_byte_fragments_stop_where_no_character_can_come_of_them():
+    src = escaped_source("Children\u2019s Emergency")
+    # A fragment may start a character in a value that is a span of the input ...
+    assert allowed_piece("\ufffd", ("text", "children"), src, [])
+    assert not allowed_piece("\ufffd", ("text", "children"), src, [], fragments=False)
+    # ... and continue it while at most three wait (UTF-8: 4 bytes), nothing else meanwhile.
+    assert allowed_piece("\ufffd", ("text", "children\ufffd"), src, [], pending=3)
+    assert not allowed_piece("\ufffd", ("text", "children\ufffd"), src, [], pending=4)
+    assert not allowed_piece("s", ("text", "children\ufffd"), src, [], pending=1)
+    # Not after a value that has already left the input.
+    assert not allowed_piece("\ufffd", ("text", "children\u00e9"), src, [])
