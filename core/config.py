@@ -123,7 +123,7 @@ class TrainConfig:
     group_by_length: bool = _f(True, "Group examples of similar length in padded batches.")
     grow_micro_batch: bool = _f(True, "On a GPU, raise the per-device batch and cut gradient "
                                 "accumulation by the same factor (same examples per optimizer "
-                                "step) while the longest records fit in half the free memory: "
+                                "step) while the longest records fit in 80% of the free memory: "
                                 "short records leave the GPU idle otherwise. false: as given.")
     gradient_checkpointing: str = _f(
         "auto", "Recompute activations in the backward pass to save GPU memory: unsloth "
