@@ -15,10 +15,12 @@
 # ACC_BASE="  model.flex_attention: false" (YAML lines, two spaces in) adds keys to the base of
 # both sweeps, e.g. the next thing to measure for issue 26 (RESULTS.md, "The user's path on one H200").
 # SWEEP: one|eight|ab|optim|mb|answer|answer64. answer64: the answer-only head at micro-batch
-# 64 x 1 as given (what memory allows, read as the peak). answer: Gemma 3 270M full fine-tuning alone on the
-# card twice, train.answer_only_logits false (the full 262k-vocabulary logits at every
-# position, as Unsloth's eager path computes them) against true (the head at the answers'
-# tokens only; the job's memory check then lets the micro-batch grow to 64 x 1). NOT YET RUN.
+# 64 x 1 as given (423 examples/s, 52.4 GB peak on an H100, stop 41). answer: Gemma 3 270M
+# full fine-tuning alone on the card twice, train.answer_only_logits false (the full
+# 262k-vocabulary logits at every position, as Unsloth's eager path computes them) against true
+# (the head at the answers' tokens only, which frees the memory for a wider micro-batch): on an
+# H100 in stop 41, 122 against 214 examples/s (16 x 4 against 32 x 2, the memory check then
+# at half the free memory; at 80% now, true grows to 64 x 1 there).
 # mb: Gemma 3 270M full fine-tuning alone on the card twice, 64 examples per step as
 # micro-batch 32 x 2 (what the job grows to on an H200 since it counts eager Gemma's full
 # logits: 209 examples/s, stop 39) against 64 x 1 (277 examples/s in stop 33, 73.5 GB peak).
