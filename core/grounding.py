@@ -16,12 +16,10 @@ span of the input, and inside ``"label"`` only a label seen in training.
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from typing import Sequence
 
 from core.data import Entity
-from core.textnorm import find_spans
+from core.textnorm import find_spans, fold
 
 REPLACEMENT = "\ufffd"
 """What a token that holds part of a multi-byte character decodes to on its own."""
@@ -100,24 +98,14 @@ def _ends_escaped(raw: str) -> bool:
     return n % 2 == 1
 
 
-_WS = re.compile(r"\s+")
 MAX_PENDING_BYTES = 3
 """Byte fragments that can wait for one more: UTF-8 writes a character in at most 4 bytes."""
 
 
-def span_form(text: str) -> str:
-    """What the constraint compares: NFKC, case-folded, each run of whitespace one space (the
-    metrics' normalisation, core.textnorm, without its strip: a value is compared as it grows).
-
-    >>> span_form("1.19\u2009KG"), span_form("5 \u2005 years")
-    ('1.19 kg', '5 years')
-    """
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold())
-
-
 def escaped_source(text: str) -> str:
-    """The input as it appears inside a JSON string (what the model writes), in span_form."""
-    return span_form(json.dumps(text, ensure_ascii=False)[1:-1])
+    """The input as it appears inside a JSON string (what the model writes), folded
+    (core.textnorm.fold: the metrics' normalisation without its strip)."""
+    return fold(json.dumps(text, ensure_ascii=False)[1:-1])
 
 
 def allowed_piece(piece: str, state: tuple[str, str], source: str, labels: Sequence[str],
@@ -125,10 +113,10 @@ def allowed_piece(piece: str, state: tuple[str, str], source: str, labels: Seque
     """Whether a token that decodes to piece may follow a partial answer in state.
 
     source: escaped_source(input text). Inside "text": the value must stay a span of the input
-    (span_form: a thin space in the input matches the model's plain one, as in the metrics) and
+    (fold: a thin space in the input matches the model's plain one, as in the metrics) and
     may close only when non-empty. Inside "label": the value must stay a prefix of a known label
     and close only as a whole one. A piece with a broken multi-byte character (a byte fragment)
-    passes where the input has non-ASCII text (fragments: the caller knows, since span_form
+    passes where the input has non-ASCII text (fragments: the caller knows, since fold
     may make it ASCII), the value so far is a span of it, and at most MAX_PENDING_BYTES
     fragments wait for their character (pending: the raw value ends in U+FFFD); while one
     waits, nothing else passes. So a constraint never walks a row into an endless run of them.
@@ -151,10 +139,10 @@ def allowed_piece(piece: str, state: tuple[str, str], source: str, labels: Seque
     if key == "text":
         if REPLACEMENT in inside:
             return (fragments and pending <= MAX_PENDING_BYTES
-                    and span_form(raw.rstrip(REPLACEMENT)) in source)
+                    and fold(raw.rstrip(REPLACEMENT)) in source)
         if pending:
             return False
-        folded = span_form(value)
+        folded = fold(value)
         if closes and not folded.strip():
             return False
         return folded in source

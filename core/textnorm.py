@@ -21,10 +21,20 @@ per vs versus de la le et
 """.split())
 
 
+def fold(text: str) -> str:
+    """NFKC, case-folded, each run of whitespace one space (normalise without its strip: what
+    constrained decoding compares a value with as it grows).
+
+    >>> fold("1.19\u2009KG"), fold("5 \u2005 years ")
+    ('1.19 kg', '5 years ')
+    """
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+
+
 @lru_cache(maxsize=65536)
 def normalise(text: str) -> str:
     """NFKC, case-folded, whitespace collapsed and stripped."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    return fold(text).strip()
 
 
 def find_spans(source: str, needle: str) -> list[tuple[int, int]]:

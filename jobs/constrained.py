@@ -93,7 +93,6 @@ class SpanConstraint:
             scores[row] = mask
         return scores
 
-
     def _extend(self, row: int, tokens: list[int]) -> None:
         """Add a row's new tokens to its text. A token that decodes to U+FFFD on its own is a
         byte fragment of a multi-byte character: the row's trailing fragments are decoded
