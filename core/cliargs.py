@@ -28,7 +28,8 @@ def add_config_flags(parser: argparse.ArgumentParser, keys: Iterable[str],
             "unset" if spec.default is None else ("hidden" if spec.secret else repr(spec.default)))
         kwargs: dict[str, Any] = {
             "dest": _dest(spec), "default": None, "metavar": _metavar(spec),
-            "help": f"{spec.help} [{key}; default: {default}]",
+            # argparse formats help with %: a literal one ("80% of the free memory") is doubled.
+            "help": f"{spec.help} [{key}; default: {default}]".replace("%", "%%"),
         }
         if spec.type is bool:
             kwargs["nargs"] = "?"

@@ -48,6 +48,18 @@ def folder_hashes(rd: RunDir) -> set[str]:
         return set()
 
 
+CONFIG_SHA_ENV = "MEDSWEEP_CONFIG_SHA256"
+"""A packed run's process gets its job's expected config digests here ({run id: sha256}),
+from the pack's process (the private job call), never from the runs folder."""
+
+
+def text_sha256(text: str | bytes) -> str:
+    """The SHA-256 of a config.yaml's bytes: what submit wrote, what the job must read. The run
+    id's 8 hex digits name a run; this, carried in the private job call, proves its config."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()
+
+
 def training_part(cfg: RunConfig) -> dict[str, Any]:
     """The config less what only evaluation reads (the eval section and the eval file): runs
     that agree on it train the same model (jobs.train adds the data files' hashes)."""

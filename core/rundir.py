@@ -83,14 +83,21 @@ def private_job_files_dir(sweep_folder: Path) -> Path:
     root that is a link or someone else's is refused (ValueError)."""
     root = job_files_root()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = os.lstat(root)
-    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
-        raise ValueError(f"{root}: not a folder of yours (a link, or another user's); point "
-                         f"{JOB_FILES_ENV} at a private folder")
-    os.chmod(root, 0o700)
+    _own_private_folder(root, f"point {JOB_FILES_ENV} at a private folder")
     folder = job_files_dir(sweep_folder)
     folder.mkdir(exist_ok=True, mode=0o700)
+    # Its name is predictable: one planted before the root was made private (a link, or a
+    # folder of someone else's) would receive the pickled job calls every job loads.
+    _own_private_folder(folder, "remove it and submit again")
     return folder
+
+
+def _own_private_folder(path: Path, fix: str) -> None:
+    """A real folder of yours, then made 0700; ValueError naming it and the fix otherwise."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise ValueError(f"{path}: not a folder of yours (a link, or another user's); {fix}")
+    os.chmod(path, 0o700)
 
 
 WRITTEN_IN_RUN = (CHECKPOINTS, ADAPTER, RESULTS, LOGS, f"{LOGS}/{RUN_LOG}", PROGRESS_FILE,

@@ -41,7 +41,7 @@ CONVERSION_VERSION = 1
 
 
 def log(msg: str) -> None:
-    from jobs.modeling import log as _log
+    from jobs.joblog import log as _log
 
     _log(msg)
 

@@ -15,10 +15,7 @@ from typing import Any, Iterable
 
 from core.config import RunConfig, lora_target_modules
 from core.families import Family, detect_family
-
-
-def log(msg: str) -> None:
-    print(f"[medsweep] {msg}", file=sys.stderr, flush=True)
+from jobs.joblog import log
 
 
 def setup_environment() -> None:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from jobs.modeling import log as _log
+from jobs.joblog import log as _log
 
 CONTROL = "nvidia-cuda-mps-control"
 PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"

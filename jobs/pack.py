@@ -17,6 +17,7 @@ Every run stays a run: its own folder, progress, checkpoints, results and ``erro
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,13 +26,15 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.fileio import atomic_write_json, open_no_follow, read_json
+from core.errors import UserError
+from core.fileio import open_no_follow
+from core.identity import CONFIG_SHA_ENV
 from core.results import has_results, now_iso
 from core.rundir import RunDir
 from jobs.checkpointing import RESUMABLE_EXIT, StoppedToResume
 from jobs.mps import MPS_STATUS_ENV, PACK_RUNS_ENV, MpsDaemon, client_devices
+from jobs.runcontrol import CANCELLED_ERROR, current_job_id, moved_elsewhere, write_error
 
-CANCELLED_ERROR = "cancelled by `launcher cancel`"
 POLL_S = 1.0
 STOP_GRACE_S = 20.0
 SAVE_GRACE_S = 45.0
@@ -72,39 +75,8 @@ def thread_env(runs: int, cpus: int | None = None,
     return {k: environ.get(k, n) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-class PackError(RuntimeError):
+class PackError(UserError):
     """Some runs of a pack failed (each has its own error.json)."""
-
-
-def _current_job_id() -> str | None:
-    try:
-        import submitit
-
-        return str(submitit.JobEnvironment().job_id)
-    except (ImportError, RuntimeError, KeyError):
-        return None
-
-
-def _moved(rd: RunDir, job_id: str | None) -> bool:
-    """The run was submitted again after this task (resubmit): its job.json names a later job.
-    Slurm's job ids grow, so a job.json of an earlier submission, which the launcher may still
-    be replacing when this task starts, is not mistaken for a move."""
-    def parent(jid: object) -> int | None:
-        head = str(jid).split("_", 1)[0]
-        return int(head) if head.isdigit() else None
-
-    if job_id is None or not rd.job.is_file():
-        return False
-    try:
-        theirs = parent(read_json(rd.job).get("job_id"))
-    except (ValueError, AttributeError):
-        return False
-    mine = parent(job_id)
-    return theirs is not None and mine is not None and theirs > mine
-
-
-def _write_error(rd: RunDir, message: str, **extra: Any) -> None:
-    atomic_write_json(rd.error, {"error": message, "at": now_iso(), **extra})
 
 
 def _exit_message(code: int) -> str:
@@ -144,9 +116,12 @@ def _checkpoint_and_stop(procs: list[subprocess.Popen[bytes]],
 class PackJob:
     """Callable submitted per pack; requeued on time limit with its unfinished runs."""
 
-    def __init__(self, run_dirs: list[str], mps: bool = True) -> None:
+    def __init__(self, run_dirs: list[str], mps: bool = True,
+                 identities: dict[str, str] | None = None) -> None:
         self.run_dirs = list(run_dirs)
         self.mps = mps
+        self.identities = identities
+        """{run id: config SHA-256} of the pack's runs and their followers (jobs.pipeline)."""
         self._requeuing = False
         self._child_env: dict[str, str] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -155,7 +130,7 @@ class PackJob:
         return self.run()
 
     def run(self) -> dict[str, Any]:
-        job_id = _current_job_id()
+        job_id = current_job_id()
         failed: list[str] = []
         done: list[str] = []
         todo: list[RunDir] = []
@@ -164,12 +139,13 @@ class PackJob:
             if has_results(rd.performance):
                 done.append(rd.run_id)
             elif rd.cancel_request.exists():
-                _write_error(rd, CANCELLED_ERROR, cancelled=True)  # cancelled while queued
-            elif not _moved(rd, job_id):
+                write_error(rd, CANCELLED_ERROR, cancelled=True)  # cancelled while queued
+            elif not moved_elsewhere(rd, job_id):
                 todo.append(rd)
         with MpsDaemon(self.mps and len(todo) > 1) as mps:
             self._child_env = {**mps.env, **thread_env(len(todo)), MPS_STATUS_ENV: mps.status,
                                PACK_RUNS_ENV: str(len(todo)),
+                               **_identity_env(getattr(self, "identities", None)),
                                **client_devices(mps.status,
                                                 os.environ.get("CUDA_VISIBLE_DEVICES"))}
             procs = {str(rd.path): self._start(rd) for rd in todo}
@@ -188,10 +164,10 @@ class PackJob:
                 rd = RunDir(Path(d))
                 if proc.poll() is None and rd.cancel_request.exists():
                     _stop(proc)
-                    _write_error(rd, CANCELLED_ERROR, cancelled=True)
+                    write_error(rd, CANCELLED_ERROR, cancelled=True)
                     del procs[d]
                     continue
-                if proc.poll() is None and _moved(rd, job_id):
+                if proc.poll() is None and moved_elsewhere(rd, job_id):
                     _stop(proc)  # resubmitted while it ran here: the later job owns it now
                     del procs[d]
                     continue
@@ -205,7 +181,7 @@ class PackJob:
                     done.append(rd.run_id)
                     continue
                 if not rd.error.exists():
-                    _write_error(rd, _exit_message(code)
+                    write_error(rd, _exit_message(code)
                                  + f" (its log: {rd.run_log}); the other runs of its pack "
                                  "went on; `launcher resubmit` runs it again from its last "
                                  "checkpoint")
@@ -237,7 +213,22 @@ class PackJob:
                 and not RunDir(Path(d)).cancel_request.exists()]
         print(f"[medsweep] pack requeued with {len(left)} unfinished run(s); each resumes "
               "from its last checkpoint", file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(PackJob(left, self.mps))
+        return submitit.helpers.DelayedSubmission(
+            PackJob(left, self.mps, getattr(self, "identities", None)))
+
+
+def _identity_env(identities: dict[str, str] | None) -> dict[str, str]:
+    """The pack's expected config digests for its runs' processes (an environment is readable
+    by its owner alone; the runs folder is not where they come from)."""
+    return {CONFIG_SHA_ENV: json.dumps(identities)} if identities is not None else {}
+
+
+def _identities_from_env() -> dict[str, str] | None:
+    text = os.environ.get(CONFIG_SHA_ENV)
+    if not text:
+        return None
+    doc = json.loads(text)
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if parent:
         _die_with_parent(int(parent))
     try:
-        run_pipeline(args[0])
+        run_pipeline(args[0], _identities_from_env())
     except StoppedToResume:
         return RESUMABLE_EXIT  # checkpointed on the pack's request; resumes after the requeue
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ import yaml
 
 from core.config import config_from_dict
 from core.fileio import atomic_write_json, read_json
-from core.identity import submitted_hashes
+from core.identity import submitted_hashes, text_sha256
 from core.results import has_results, now_iso
 from core.rundir import ADAPTER, PERFORMANCE, TRAIN_SUMMARY, WRITTEN_IN_RUN, RunDir, refuse_links
 from core.search import Budget, budget_from_doc
@@ -82,21 +82,43 @@ def shared_model(rd: RunDir, cfg: Any) -> tuple[Path, str] | None:
     return other.adapter, owner
 
 
-def _load_config(rd: RunDir) -> Any:
-    raw = yaml.safe_load(rd.config.read_text(encoding="utf-8"))
+Identities = dict[str, str]
+"""{run id: SHA-256 of its config.yaml} from the private job call (launcher.tasks.identities):
+the runs a job may train or evaluate, and the exact config of each."""
+
+
+def check_identity(rd: RunDir, data: bytes, identities: Identities | None) -> None:
+    """The run is one this job was submitted for, with the config.yaml submit wrote (a runs
+    folder may be shared: a planted follower, or a config forged to match the run id's 8 hex
+    digits, is refused). None: a job call from before digests were recorded."""
+    if identities is None:
+        return
+    want = identities.get(rd.run_id)
+    if want is None:
+        raise ValueError(f"{rd.path}: not a run this job was submitted for; submit the sweep "
+                         "again")
+    if text_sha256(data) != want:
+        raise ValueError(f"{rd.config}: not the config submit wrote for this run (its SHA-256 "
+                         "differs); it was changed after the submit: submit the sweep again")
+
+
+def _load_config(rd: RunDir, identities: Identities | None = None) -> Any:
+    data = rd.config.read_bytes()
+    check_identity(rd, data, identities)
+    raw = yaml.safe_load(data.decode("utf-8"))
     cfg = config_from_dict(raw, str(rd.config))
     check_config_matches_id(rd, cfg, raw)
     return cfg
 
 
-def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
+def run_pipeline(run_dir: str | Path, identities: Identities | None = None) -> dict[str, Any]:
     """Train (or resume) then evaluate the run in run_dir, or only evaluate it with the model
     of the run it shares training with; then evaluate the runs that share this run's model
-    (its followers.json). Returns the performance summary."""
+    (its followers.json, those of them the job call names). Returns the performance summary."""
     rd = RunDir(Path(run_dir))
     try:
         refuse_links(rd.path, WRITTEN_IN_RUN)
-        cfg = _load_config(rd)
+        cfg = _load_config(rd, identities)
         from jobs.evaluate import evaluate
         from jobs.train import train
 
@@ -115,16 +137,17 @@ def run_pipeline(run_dir: str | Path) -> dict[str, Any]:
             atomic_write_json(rd.error, {
                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                 "at": now_iso(), "traceback": traceback.format_exc()[-4000:]})
-            _fail_followers(rd, exc)
+            _fail_followers(rd, exc, identities)
         raise
-    evaluate_followers(rd)
+    evaluate_followers(rd, identities)
     return {"run_dir": str(rd.path), "f1": {m: v["f1"] for m, v in
                                             doc["metrics"]["total"].items()},
             "performance": str(rd.results / PERFORMANCE)}
 
 
-def _followers(rd: RunDir) -> list[RunDir]:
-    """The runs this run's job evaluates with its model (followers.json)."""
+def _followers(rd: RunDir, identities: Identities | None = None) -> list[RunDir]:
+    """The runs this run's job evaluates with its model: those followers.json names that the
+    job call names too (a name planted in the shared folder is not run)."""
     if not rd.followers.is_file():
         return []
     doc = read_json(rd.followers)
@@ -132,24 +155,25 @@ def _followers(rd: RunDir) -> list[RunDir]:
     if not isinstance(names, list):
         raise ValueError(f"{rd.followers}: expected {{\"runs\": [RUN_ID, ...]}}; submit the "
                          "sweep again to rewrite it")
-    return [RunDir(rd.path.parent / _run_name(n, rd.followers)) for n in names]
+    runs = [RunDir(rd.path.parent / _run_name(n, rd.followers)) for n in names]
+    return [r for r in runs if identities is None or r.run_id in identities]
 
 
-def evaluate_followers(rd: RunDir) -> None:
+def evaluate_followers(rd: RunDir, identities: Identities | None = None) -> None:
     """Evaluate each follower with this run's model, in turn; one that fails gets its own
     error.json and the others go on. Skipped: a follower with results already (a requeued
     job), one cancelled (launcher cancel), one submitted again elsewhere since."""
-    from jobs.pack import CANCELLED_ERROR, _current_job_id, _moved, _write_error
+    from jobs.runcontrol import CANCELLED_ERROR, current_job_id, moved_elsewhere, write_error
 
-    job_id = _current_job_id()
-    for other in _followers(rd):
-        if has_results(other.performance) or _moved(other, job_id):
+    job_id = current_job_id()
+    for other in _followers(rd, identities):
+        if has_results(other.performance) or moved_elsewhere(other, job_id):
             continue
         if other.cancel_request.exists():
-            _write_error(other, CANCELLED_ERROR, cancelled=True)
+            write_error(other, CANCELLED_ERROR, cancelled=True)
             continue
         try:
-            run_pipeline(other.path)
+            run_pipeline(other.path, identities)
         except StoppedToResume:
             raise
         except Exception as exc:  # noqa: BLE001 - run_pipeline wrote its error.json
@@ -159,10 +183,11 @@ def evaluate_followers(rd: RunDir) -> None:
                          "why; the other runs sharing this model go on")
 
 
-def _fail_followers(rd: RunDir, exc: BaseException) -> None:
+def _fail_followers(rd: RunDir, exc: BaseException,
+                    identities: Identities | None = None) -> None:
     """The followers of a run that failed: not evaluated, each told why in its error.json."""
     try:
-        followers = _followers(rd)
+        followers = _followers(rd, identities)
     except ValueError:
         return
     why = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -176,12 +201,13 @@ def _fail_followers(rd: RunDir, exc: BaseException) -> None:
 class PipelineJob:
     """Callable submitted per run; requeued on time limit, resumed from checkpoints."""
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, identities: Identities | None = None) -> None:
         self.run_dir = run_dir
+        self.identities = identities
 
     def __call__(self) -> dict[str, Any]:
         try:
-            return run_pipeline(self.run_dir)
+            return run_pipeline(self.run_dir, getattr(self, "identities", None))
         except StoppedToResume as exc:
             # Training took the time-limit warning (USR2) and wrote a checkpoint: now hand the
             # signal to submitit's own handler, which requeues this job and exits.
@@ -197,5 +223,6 @@ class PipelineJob:
 
         print(f"[medsweep] {self.run_dir}: requeued, will resume from the last checkpoint",
               file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(PipelineJob(self.run_dir))
+        return submitit.helpers.DelayedSubmission(
+            PipelineJob(self.run_dir, getattr(self, "identities", None)))
 

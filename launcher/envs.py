@@ -69,6 +69,11 @@ class EnvProfile:
         "help": "slurm and local: a pack of runs shares its GPU through a CUDA MPS daemon it starts "
                 "(kernels of its runs run at once, not time-sliced); false: time-sliced."})
 
+    @property
+    def runs_here(self) -> bool:
+        """Whether runs execute on this machine (its GPUs are looked for and placed on)."""
+        return self.executor == "local"
+
 
 ENV_KEYS = {f.name for f in dataclasses.fields(EnvProfile)}
 PARTITION_KEYS = {f.name for f in dataclasses.fields(Partition)}

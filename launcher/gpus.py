@@ -77,7 +77,7 @@ def detect_gpus(env: EnvProfile, environ: Mapping[str, str] | None = None,
     cards nvidia-smi lists, narrowed to the profile's ``gpus`` indices and to a
     CUDA_VISIBLE_DEVICES already set (empty or -1: no GPU)."""
     environ = os.environ if environ is None else environ
-    if env.executor != "local" or env.gpus == "none":
+    if not env.runs_here or env.gpus == "none":
         return ()
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
@@ -111,7 +111,7 @@ def gpu_type(name: str) -> str:
 def with_local_gpus(env: EnvProfile, gpus: Sequence[LocalGpu]) -> EnvProfile:
     """A local profile planned as one node of these GPUs (the smallest card's memory for
     all); unchanged without GPUs or for Slurm."""
-    if env.executor != "local" or not gpus:
+    if not env.runs_here or not gpus:
         return env
     types = sorted({gpu_type(g.name) for g in gpus})
     node = Partition(LOCAL_PARTITION, "+".join(types), min(g.vram_gb for g in gpus), len(gpus))

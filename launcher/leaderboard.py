@@ -16,9 +16,9 @@ from core.fileio import read_json
 from core.results import check_performance
 from core.rundir import DEMO_DATA, RESULTS, TRUE_PRED, RunDir
 from core.textnorm import terminal_safe
+from launcher.jobrecord import read_job
 from launcher.paired import compare_files, load_counts
 from launcher.search import RunRung, run_rungs
-from launcher.state import read_job
 
 METRIC_NAMES = ("exact", "relaxed", "overlap")
 SEED_KEY = "train.seed"

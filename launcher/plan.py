@@ -95,7 +95,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
 
 def plan_run(cfg: RunConfig, env: EnvProfile) -> tuple[Resources, Estimate]:
     est = estimate_run(cfg)
-    if env.executor == "local" and not env.partitions:
+    if env.runs_here and not env.partitions:
         return Resources("local", "", 0, 0.0, est.total_gb, 1, 0, env.time_limit_min), est
     parts = sorted(env.partitions, key=lambda p: (p.vram_gb, p.name))
     fits = [p for p in parts if p.vram_gb * env.vram_margin >= est.total_gb]

@@ -12,24 +12,32 @@ state the next call finishes. The spec and the ranking are core.search's.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core.fileio import atomic_write_json, read_json
 from core.identity import folder_hashes
 from core.results import has_results, now_iso
-from core.rundir import SEARCH_FILE, RunDir
+from core.rundir import (
+    BUDGET_FILE,
+    CHECKPOINTS,
+    ERROR_FILE,
+    JOB_FILE,
+    PROGRESS_FILE,
+    RESULTS,
+    SEARCH_FILE,
+    RunDir,
+    refuse_links,
+)
 from core.search import SEARCH_SCHEMA, Budget, SearchSpec, budget_from_doc, decide, metric_of
+from launcher.backends.slurm import DECIDER_FILE
+from launcher.errors import SearchStateError, SubmitError
 from launcher.state import ACTIVE, RunState, run_states
 
-DECIDER_FILE = "search-decider.json"
-"""The last decider job submitted (Slurm), for status."""
-
-
-class SearchStateError(ValueError):
-    """search.json or a budget.json that cannot be read back; the message names the fix."""
+__all__ = ["DECIDER_FILE", "SearchStateError", "advance", "run_rungs_here"]
 
 
 @dataclass
@@ -51,10 +59,39 @@ def read_search(folder: Path) -> dict[str, Any] | None:
     except ValueError as exc:
         raise SearchStateError(f"{exc}; restore it or remove the sweep folder") from None
     if not isinstance(doc, dict) or doc.get("schema") != SEARCH_SCHEMA \
-            or not isinstance(doc.get("rungs"), list):
+            or not isinstance(doc.get("rungs"), list) or not isinstance(doc.get("spec"), dict):
         raise SearchStateError(f"{path}: not a medsweep search record (schema "
                                f"{SEARCH_SCHEMA}); restore it or remove the sweep folder")
+    for i, entry in enumerate(doc["rungs"]):
+        why = _entry_problem(entry, i)
+        if why:
+            raise SearchStateError(f"{path}: rungs[{i}] {why}; restore the file or remove the "
+                                   "sweep folder to search afresh")
     return doc
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+def plain_run_id(value: object) -> bool:
+    """A run id as medsweep names run folders: one plain name (no separator, no "..")."""
+    return isinstance(value, str) and bool(_RUN_NAME.match(value)) and ".." not in value \
+        and len(value) <= 255
+
+
+def _entry_problem(entry: object, i: int) -> str | None:
+    """What is wrong with one decided rung of search.json (None: nothing)."""
+    if not isinstance(entry, dict):
+        return "is not a decided rung"
+    rung = entry.get("rung")
+    if not isinstance(rung, int) or isinstance(rung, bool) or rung != i:
+        return f"has rung {rung!r}, expected {i}"
+    promoted, stopped = entry.get("promoted"), entry.get("stopped")
+    if not isinstance(promoted, list) or not all(map(plain_run_id, promoted)):
+        return "has a promoted list that is not a list of run ids"
+    if not isinstance(stopped, dict) or not all(map(plain_run_id, stopped)):
+        return "has a stopped record that is not {run id: why}"
+    return None
 
 
 def start_search(folder: Path, spec: SearchSpec, sweep_path: Path) -> dict[str, Any]:
@@ -65,8 +102,6 @@ def start_search(folder: Path, spec: SearchSpec, sweep_path: Path) -> dict[str, 
                "rungs": []}
         atomic_write_json(folder / SEARCH_FILE, doc)
     elif doc.get("spec") != spec.as_dict():
-        from launcher.submit import SubmitError
-
         raise SubmitError(f"{sweep_path}: {folder} holds a search with another spec "
                           f"({doc.get('spec')}); give the sweep another name to start afresh")
     return doc
@@ -87,8 +122,6 @@ def refuse_new_runs(folder: Path, run_ids: list[str], sweep_path: Path) -> None:
                 hashes |= folder_hashes(RunDir(folder / k))
     new = [r for r in run_ids if r not in known and r.rsplit("-", 1)[-1] not in hashes]
     if new:
-        from launcher.submit import SubmitError
-
         raise SubmitError(f"{sweep_path}: the search in {folder} decided rung 0 without "
                           f"{len(new)} run(s) of this sweep ({', '.join(new[:3])}"
                           f"{', ...' if len(new) > 3 else ''}); give the changed sweep another "
@@ -110,11 +143,30 @@ def write_budget(rd: RunDir, spec: SearchSpec, rung: int) -> None:
     atomic_write_json(rd.budget, Budget(rung, spec.rungs[rung]).as_dict())
 
 
-def members(folder: Path, doc: dict[str, Any], rung: int) -> list[str]:
-    """The runs of a rung: every run of the search at rung 0, then each rung's promoted."""
+def members(folder: Path, doc: dict[str, Any], rung: int,
+            known: set[str] | None = None) -> list[str]:
+    """The runs of a rung: every run of the search at rung 0, then each rung's promoted; only
+    runs of the user's sweep (known) where it is given, never a folder planted beside them."""
     if rung == 0:
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and RunDir(p).budget.is_file())
-    return list(doc["rungs"][rung - 1]["promoted"])
+        ids = [p.name for p in folder.iterdir() if plain_run_id(p.name) and p.is_dir()
+               and not p.is_symlink() and RunDir(p).budget.is_file()]
+    else:
+        ids = list(doc["rungs"][rung - 1]["promoted"])
+    return sorted(r for r in ids if known is None or r in known)
+
+
+def known_runs(folder: Path, run_ids: list[str]) -> set[str]:
+    """The run folders of the user's sweep: its run ids, and the folders an older medsweep
+    named for the same configs (their config.yaml's hashes)."""
+    known = {r for r in run_ids if plain_run_id(r)}
+    hashes = {r.rsplit("-", 1)[-1] for r in known}
+    if all((folder / r).is_dir() for r in known):
+        return known
+    for p in folder.iterdir():
+        if p.name not in known and plain_run_id(p.name) and p.is_dir() \
+                and folder_hashes(RunDir(p)) & hashes:
+            known.add(p.name)
+    return known
 
 
 def _performance(rd: RunDir, rung: int) -> Any:
@@ -140,8 +192,26 @@ def _settled(folder: Path, run_id: str, rung: int, st: RunState | None) -> bool:
     return _performance(rd, rung) is not None or rd.error.is_file()
 
 
+def _checked_run(folder: Path, run_id: str, rung: int) -> RunDir:
+    """The run folder a decision acts on: a plain name in the sweep folder with no link on the
+    way to what a promotion moves or deletes (SubmitError naming the link otherwise)."""
+    if not plain_run_id(run_id):
+        raise SubmitError(f"{folder / SEARCH_FILE}: {run_id!r} is not a run id; restore the "
+                          "file or remove the sweep folder")
+    rd = RunDir(folder / run_id)
+    archive = rd.rung_archive(rung).relative_to(rd.path)
+    try:
+        refuse_links(rd.path, (archive.parts[0], str(archive), f"{archive}/{RESULTS}",
+                               f"{archive}/{JOB_FILE}", f"{archive}/{PROGRESS_FILE}", RESULTS,
+                               JOB_FILE, PROGRESS_FILE, ERROR_FILE, BUDGET_FILE, CHECKPOINTS))
+    except ValueError as exc:
+        raise SubmitError(str(exc)) from None
+    return rd
+
+
 def _archive(rd: RunDir, rung: int) -> None:
-    """Move a promoted run's rung files (job.json, results/) under rungs/<rung>/."""
+    """Move a promoted run's rung files (job.json, results/, progress.json) under
+    rungs/<rung>/."""
     dest = rd.rung_archive(rung)
     dest.mkdir(parents=True, exist_ok=True)
     if rd.job.is_file():
@@ -155,42 +225,50 @@ def _archive(rd: RunDir, rung: int) -> None:
         if (dest / rd.results.name).exists():
             shutil.rmtree(dest / rd.results.name)
         rd.results.replace(dest / rd.results.name)
-    for stale in (rd.error, rd.progress):
-        if stale.is_file():
-            stale.unlink()
+    if rd.progress.is_file():
+        rd.progress.replace(dest / rd.progress.name)  # the rung's loss curve stays readable
+    if rd.error.is_file():
+        rd.error.unlink()
 
 
-def apply_decision(folder: Path, spec: SearchSpec, entry: dict[str, Any]) -> None:
+def apply_decision(folder: Path, spec: SearchSpec, entry: dict[str, Any],
+                   known: set[str] | None = None) -> None:
     """Move a decided rung's promoted runs on and drop its stopped runs' checkpoints
-    (idempotent: each step checks what is already done)."""
+    (idempotent: each step checks what is already done). Only runs of the user's sweep
+    (known) are acted on; a name search.json alone gives is not."""
     rung = int(entry["rung"])
     for run_id in entry["promoted"]:
-        rd = RunDir(folder / run_id)
+        if known is not None and run_id not in known:
+            continue
+        rd = _checked_run(folder, run_id, rung)
         b = budget_of(rd)
         if b is not None and b.rung > rung:
             continue
         _archive(rd, rung)
         write_budget(rd, spec, rung + 1)
     for run_id in entry["stopped"]:
-        ckpt = RunDir(folder / run_id).checkpoints
+        if known is not None and run_id not in known:
+            continue
+        ckpt = _checked_run(folder, run_id, rung).checkpoints
         if ckpt.is_dir():
             # A stopped run keeps its model (adapter/) and results; its checkpoints would
             # only serve a promotion.
             shutil.rmtree(ckpt, ignore_errors=True)
 
 
-def advance(folder: Path, spec: SearchSpec) -> list[str]:
+def advance(folder: Path, spec: SearchSpec, known: set[str] | None = None) -> list[str]:
     """Decide every rung whose runs have all ended, move its promoted runs on, and return
-    the runs promoted by this call (they now wait to be submitted at their new rung)."""
+    the runs promoted by this call (they now wait to be submitted at their new rung).
+    known: the runs of the user's sweep (known_runs); only they are ranked and acted on."""
     doc = read_search(folder)
     if doc is None:
         return []
     for entry in doc["rungs"]:  # finish what a killed decider left
-        apply_decision(folder, spec, entry)
+        apply_decision(folder, spec, entry, known)
     promoted: list[str] = []
     while len(doc["rungs"]) < len(spec.rungs):
         rung = len(doc["rungs"])
-        ids = members(folder, doc, rung)
+        ids = members(folder, doc, rung, known)
         states = {s.run_id: s for s in run_states(folder)}
         if not ids or not all(_settled(folder, r, rung, states.get(r)) for r in ids):
             break
@@ -200,7 +278,7 @@ def advance(folder: Path, spec: SearchSpec) -> list[str]:
                  "scores": d.scores, "promoted": list(d.promoted), "stopped": d.stopped}
         doc["rungs"].append(entry)
         atomic_write_json(folder / SEARCH_FILE, doc)
-        apply_decision(folder, spec, entry)
+        apply_decision(folder, spec, entry, known)
         promoted += list(d.promoted)
         if not d.promoted:
             break
@@ -248,3 +326,33 @@ def run_rungs(folder: Path) -> dict[str, RunRung]:
             if b is not None:
                 out[p.name] = RunRung(b.rung, b.epochs, "in rung")
     return out
+
+
+def prepare(folder: Path, spec: SearchSpec, run_ids: list[str], sweep_path: Path) -> None:
+    """Before a submit of an adaptive sweep marks its runs: search.json started (or checked
+    against this sweep's spec), runs added after rung 0 refused, finished rungs decided."""
+    try:
+        refuse_links(folder, (SEARCH_FILE,))
+    except ValueError as exc:
+        raise SubmitError(str(exc)) from None
+    start_search(folder, spec, sweep_path)
+    refuse_new_runs(folder, run_ids, sweep_path)
+    advance(folder, spec, known_runs(folder, run_ids))
+
+
+def rung_of(folder: Path, run_id: str) -> int:
+    b = budget_of(RunDir(folder / run_id))
+    return b.rung if b else 0
+
+
+def run_rungs_here(folder: Path, spec: SearchSpec, known: set[str],
+                   run: Callable[[list[str]], None], on_event: Callable[[str], None]) -> None:
+    """For a backend whose runs end before its submit returns: decide each rung as it ends
+    and run the promoted runs on (run: start these run ids at their new rung and wait)."""
+    while True:
+        promoted = advance(folder, spec, known)
+        if not promoted:
+            return
+        on_event(f"search: rung {rung_of(folder, promoted[0])} with "
+                 f"{len(promoted)} run(s): {', '.join(promoted)}")
+        run(promoted)

@@ -12,7 +12,8 @@ from core.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = ["core.config:ConfigError", "core.gguf:GGUFError", "core.data:DataError",
           "launcher.yamlio:YamlError", "launcher.plan:PlanError", "launcher.submit:SubmitError",
-          "jobs.export:ExportError", "jobs.evaluate:EvalError", "jobs.train:TrainError"]
+          "jobs.export:ExportError", "jobs.evaluate:EvalError", "jobs.train:TrainError",
+          "launcher.errors:SearchStateError", "jobs.pack:PackError"]
 
 
 @pytest.mark.parametrize("spec", ERRORS)
@@ -77,3 +78,79 @@ def test_a_sweep_value_is_coerced_once(tmp_path, monkeypatch):
     s = sweep.parse_sweep(doc, tmp_path / "s.yaml")
     assert len(s.runs) == 6
     assert len(calls) == 1 + 2 + 3  # base + each grid value, not once per run
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the medsweep modules it imports, at the top or inside a function."""
+    import ast
+
+    mods = {}
+    for pkg in ("core", "jobs", "launcher"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mods[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            graph[m] |= {n for n in names if n in mods and n != m}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle, as the modules on it, or None."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return path[path.index(n):] + [n]
+            if n not in state:
+                found = visit(n)
+                if found:
+                    return found
+        state[m] = 2
+        path.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_circle_in_core_jobs_or_launcher():
+    graph = _import_graph()
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_launcher_and_core_never_import_torch():
+    for pkg in ("launcher", "core"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            text = path.read_text()
+            assert not re.search(r"^\s*(import torch|from torch)", text, re.M), path
+
+
+def test_submit_is_plan_lock_tasks_backend_and_only_backends_ask_which_backend():
+    assert len((ROOT / "launcher" / "submit.py").read_text().splitlines()) < 300
+    backends = ROOT / "launcher" / "backends"
+    for path in sorted((ROOT / "launcher").rglob("*.py")):
+        if path.parent == backends or path.name == "jobrecord.py":  # the record's one reader
+            continue
+        text = path.read_text()
+        for pattern in (r'cluster"?\)? *[!=]= *"slurm"', r'executor *[!=]= *"(slurm|local)"',
+                        r'\.get\("pack"\)', r'\.get\("trained_in"\)'):
+            if path.name == "envs.py" and "executor" in pattern:
+                continue  # the profile's own validation of its executor key
+            assert not re.search(pattern, text), (path, pattern)

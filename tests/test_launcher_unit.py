@@ -436,7 +436,7 @@ def test_resubmit_never_takes_an_env_file_named_by_the_runs_folder(data_files, c
 def test_a_reused_pid_is_not_a_running_local_job():
     import os
 
-    from launcher.state import local_process_alive, process_start
+    from launcher.backends.local import local_process_alive, process_start
 
     me = os.getpid()
     assert local_process_alive({"pid": me, "pid_start": process_start(me)})
@@ -450,8 +450,8 @@ def test_cancel_of_a_local_sweep_never_calls_scancel(tmp_path, capsys, monkeypat
     import os
 
     from core.fileio import atomic_write_json, atomic_write_yaml
+    from launcher.backends.local import process_start
     from launcher.cli import main
-    from launcher.state import process_start
 
     run = tmp_path / "runs" / "loc" / "r1-deadbeef"
     run.mkdir(parents=True)
@@ -499,7 +499,7 @@ def test_garbage_progress_never_breaks_status_or_plot_loss(tmp_path, capsys, gar
 def test_local_sweep_progress_lines_show_change_at_most_every_few_seconds(tmp_path):
     from core.fileio import atomic_write_json
     from core.rundir import RunDir
-    from launcher.submit import progress_line
+    from launcher.backends.local import progress_line
 
     rd = RunDir(tmp_path / "r1-abcdef12")
     rd.path.mkdir()

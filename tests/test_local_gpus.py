@@ -16,12 +16,18 @@ import pytest
 import yaml
 
 from core.config import config_from_dict
+from launcher.backends.local import initial_placement
 from launcher.envs import EnvProfile, parse_env
 from launcher.gpus import GpuError, LocalGpu, detect_gpus, place, with_local_gpus
 from launcher.plan import plan_run
-from launcher.submit import PlannedRun, initial_placement, local_tasks, packs_of
+from launcher.tasks import PlannedRun, packs_of, tasks_of
 
 from .conftest import ROOT, job_env
+
+
+def local_tasks(runs, env):
+    return [t for group in tasks_of(runs, env) for t in group]
+
 
 H200 = [LocalGpu(i, "NVIDIA H200", 150.0) for i in range(4)]
 LOCAL = EnvProfile()

@@ -18,7 +18,7 @@ from core.rundir import RunDir
 from launcher.envs import EnvProfile, Partition, pack_cap, parse_env
 from launcher.plan import Resources
 from launcher.state import run_states
-from launcher.submit import PlannedRun, packs_of
+from launcher.tasks import PlannedRun, packs_of
 from launcher.yamlio import YamlError
 
 from .conftest import ROOT, job_env
@@ -93,7 +93,7 @@ def _packed_run(folder: Path, name: str, job_id: str, pack: list[str]) -> RunDir
 
 
 def test_a_packed_run_reports_its_own_end_while_its_task_runs(tmp_path, monkeypatch):
-    import launcher.state as state
+    import launcher.backends.slurm as state
 
     # The pack's task is RUNNING for sacct; its runs' folders say what each did.
     monkeypatch.setattr(state, "sacct_states", lambda ids: {
@@ -111,7 +111,7 @@ def test_a_packed_run_reports_its_own_end_while_its_task_runs(tmp_path, monkeypa
 
 def test_cancel_of_one_packed_run_asks_the_pack_and_scancels_nothing(tmp_path, monkeypatch,
                                                                      capsys):
-    import launcher.state as state
+    import launcher.backends.slurm as state
     from launcher.cli import main
 
     monkeypatch.setattr(state, "sacct_states", lambda ids: {
@@ -140,7 +140,7 @@ def test_a_run_cancelled_while_its_pack_waits_is_cancelled_and_a_moved_run_is_le
     c = _packed_run(tmp_path, "c", "11_0", ["a", "b", "c"])  # the launcher still writing
     a.cancel_request.write_text("12_0\n")
     assert run_states(tmp_path)[0].state == "CANCELLED"  # before the pack has even started
-    monkeypatch.setattr(pack, "_current_job_id", lambda: "12_0")
+    monkeypatch.setattr(pack, "current_job_id", lambda: "12_0")
     started = []
     monkeypatch.setattr(pack.PackJob, "_start", lambda self, rd: started.append(rd.run_id) or
                         type("P", (), {"poll": lambda _s: 0})())

@@ -18,7 +18,7 @@ from core.results import performance_doc
 from core.rundir import SEARCH_FILE, TRAIN_SUMMARY, RunDir
 from core.search import SearchSpec, budget_from_doc, decide, metric_of, parse_search
 from launcher import search as lsearch
-from launcher.state import process_start
+from launcher.backends.local import process_start
 from launcher.sweep import parse_sweep
 from launcher.yamlio import YamlError
 

@@ -342,7 +342,8 @@ def test_a_demo_sweep_run_matches_its_id(tmp_path):
     sweep.write_text("name: d\nenv: local\ndata: {demo: true}\nbase: {model.name_or_path: "
                      "scratch:llama-tiny, model.load_in_4bit: false}\n")
     from launcher.envs import load_env
-    from launcher.submit import _materialise_data, sweep_dir
+    from launcher.runfolders import materialise_data as _materialise_data
+    from launcher.submit import sweep_dir
     from launcher.sweep import load_sweep
 
     sw = load_sweep(sweep)

@@ -1,23 +1,25 @@
 """``cancel SWEEP... [--run RUN_ID...]``: stop the active runs of the sweeps (or only the named
-ones), with one scancel call.
+ones), one stop per backend (one scancel call for Slurm).
 
-A run that shares its array task with others (a pack) is stopped alone: cancel writes its
-``cancel.request`` and the pack stops that run's process; a run evaluated in the job of the run
-whose model it shares (launcher.sharing) is skipped by that job the same way. A task is
-scancelled only when every run it still has active is being cancelled."""
+A run whose job holds other runs that go on (a pack, or the job of the run whose model it is
+evaluated with, launcher.sharing) is stopped alone: cancel writes its ``cancel.request`` and the
+job stops that run's process or skips it when its turn comes. A whole job is stopped only when
+every run it still has active is being cancelled; a local job only where your private job
+files recorded its process (a runs folder may be shared: its job.json names any PID)."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 from typing import Any
 
 from core.errors import UserError
-from core.rundir import RunDir
+from core.fileio import atomic_write_text
+from core.rundir import RunDir, refuse_links
+from launcher.backends import backend_named
 from launcher.commands.common import add_sweep_arg, sweep_folders
-from launcher.state import ACTIVE, local_process_alive, read_job, run_states, stop_local_jobs
+from launcher.jobrecord import ACTIVE, JobRecord
+from launcher.state import RunState, run_states
 
 
 def add_parser(sub: Any) -> None:
@@ -27,6 +29,22 @@ def add_parser(sub: Any) -> None:
                    help="Cancel only this run (repeatable); default: every active run.")
 
 
+def _job_goes_on(st: RunState, rec: JobRecord, states: list[RunState], chosen: set[str]) -> bool:
+    """Whether the run's job holds other active runs that are not being cancelled."""
+    mates = set(rec.job_mates)
+    return any(s.run_id in mates and s.run_id not in chosen and s.state in ACTIVE
+               and s.job_id == st.job_id for s in states)
+
+
+def _request(st: RunState) -> None:
+    rd = RunDir(st.path)
+    try:
+        refuse_links(rd.path, (rd.cancel_request.name,))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    atomic_write_text(rd.cancel_request, f"{st.job_id}\n")
+
+
 def run(args: argparse.Namespace) -> int:
     folders = sweep_folders(args)
     states = [s for f in folders for s in run_states(f)]
@@ -34,46 +52,34 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"--run {unknown[0]}: no such run in {', '.join(map(str, folders))}; "
                         "`python -m launcher status` lists the run ids")
-    active = [s for s in states if s.state in ACTIVE and s.job_id
+    active = [s for s in states if s.state in ACTIVE and s.record is not None
               and (not args.run or s.run_id in args.run)]
-    slurm_ids, local, requested = [], [], []
-    chosen = {s.run_id for s in active}
-    for st in active:
-        job = read_job(RunDir(st.path)) or {}
-        if job.get("cluster") != "slurm":
-            local.append((st, job))
-            continue
-        # The runs its job also holds: its pack's, and the run whose model it is evaluated
-        # with (launcher.sharing); a run that others follow is cancelled with its job.
-        pack = [*((job.get("pack") or {}).get("runs") or []), str(job.get("trained_in") or "")]
-        others = [s for s in states if s.run_id in pack and s.run_id not in chosen
-                  and s.state in ACTIVE and s.job_id == st.job_id]
-        if others:
-            RunDir(st.path).cancel_request.write_text(f"{st.job_id}\n")
-            requested.append(st.run_id)
-        elif str(st.job_id) not in slurm_ids:
-            slurm_ids.append(str(st.job_id))
     if not active:
         print("nothing to cancel")
         return 0
+    chosen = {s.run_id for s in active}
+    requested: list[str] = []
+    whole: dict[str, list[tuple[RunState, JobRecord]]] = {}
+    for st in active:
+        assert st.record is not None
+        if _job_goes_on(st, st.record, states, chosen):
+            _request(st)
+            requested.append(st.run_id)
+        else:
+            whole.setdefault(st.record.backend, []).append((st, st.record))
     if requested:
         print(f"asked {len(requested)} run(s) to stop (the jobs they share go on)"
               + "".join(f"\n  {r}" for r in requested))
-    # A local run is this machine's process: signalled only while it is still the same process
-    # (PID and start time), never through scancel.
-    alive = [(st, job) for st, job in local if local_process_alive(job)]
-    stop_local_jobs(int(job["pid"]) for _st, job in alive)
-    stopped = [st.run_id for st, _job in alive]
-    if local:
-        print(f"stopped {len(stopped)} local run(s)" + "".join(f"\n  {r}" for r in stopped))
-    if slurm_ids:
-        if shutil.which("scancel") is None:
-            print("error: scancel is not on PATH; run cancel where the Slurm tools are "
-                  f"(job ids {' '.join(slurm_ids)})", file=sys.stderr)
-            return 1
-        out = subprocess.run(["scancel", *slurm_ids], capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"error: scancel failed: {out.stderr.strip()}", file=sys.stderr)
-            return 1
-        print(f"cancelled {len(slurm_ids)} job(s): {' '.join(slurm_ids)}")
-    return 0
+    return _stop_whole_jobs(whole)
+
+
+def _stop_whole_jobs(whole: dict[str, list[tuple[RunState, JobRecord]]]) -> int:
+    rc = 0
+    for name, items in whole.items():
+        said, error = backend_named(name).stop([(st.path.parent, rec) for st, rec in items])
+        if said:
+            print(said)
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            rc = 1
+    return rc

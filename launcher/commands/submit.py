@@ -10,21 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import folder_problem
+from launcher.backends import backend_for
 from launcher.envs import load_env
 from launcher.gpus import LocalGpu, detect_gpus, with_local_gpus
 from launcher.hubcache import cache_dir, missing_models, offline
-from launcher.plan import sbatch_parameters
-from launcher.submit import (
-    initial_placement,
-    local_tasks,
-    packs_of,
-    plan_sweep,
-    resource_groups,
-    share_planned,
-    submit_sweep,
-    sweep_dir,
-)
+from launcher.submit import plan_sweep, share_planned, submit_sweep, sweep_dir
 from launcher.sweep import load_sweep
+from launcher.tasks import tasks_of
 from launcher.yamlio import YamlError
 
 DEFAULT_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "demo.yaml"
@@ -43,25 +35,6 @@ def add_parser(sub: Any) -> None:
                    help="Print every run with its resources and sbatch parameters; submit "
                    "nothing.")
     p.add_argument("--runs-dir", help="Override the env's runs folder.")
-
-
-def sbatch_flags(params: dict[str, Any]) -> str:
-    names = {"slurm_partition": "--partition", "cpus_per_task": "--cpus-per-task",
-             "slurm_gres": "--gres", "gpus_per_node": "--gpus-per-node",
-             "slurm_account": "--account", "slurm_qos": "--qos"}
-    out = []
-    for k, flag in names.items():
-        if k in params:
-            out.append(f"{flag}={params[k]}")
-    if "mem_gb" in params:
-        out.append(f"--mem={params['mem_gb']}G")
-    if "timeout_min" in params:
-        out.append(f"--time={params['timeout_min']}")
-    for k, v in params.get("slurm_additional_parameters", {}).items():
-        out.append(f"--{k}={v}")
-    if "slurm_signal_delay_s" in params:
-        out.append(f"--signal=USR2@{params['slurm_signal_delay_s']}")
-    return " ".join(out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             planned = plan_sweep(sweep, env)
             share_planned(planned, planned, sweep, sweep_dir(sweep, env, args.runs_dir))
             return _print_dry_run(sweep, env, planned, gpus)
-        if env.executor == "local":
+        if backend_for(env).waits_for_runs:
             # The runs stop on SIGINT (Ctrl-C, or `kill -INT` of a submit started in the
             # background, where the shell hands it SIGINT ignored).
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -101,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     folder = sweep_dir(sweep, env, args.runs_dir)
     print(f"sweep {sweep.name}: {len(planned)} runs; "
           + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; folder {folder}")
-    if env.executor == "local":
+    if backend_for(env).waits_for_runs:
         from launcher.commands import leaderboard
 
         print(f"finished in {time.time() - t0:.0f} s")
@@ -156,20 +129,6 @@ def search_plan(spec: Any, n: int, steps_per_epoch: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def _print_local_placement(env: Any, planned: list[Any], gpus: tuple[LocalGpu, ...]) -> None:
-    tasks = local_tasks(planned, env)
-    started = initial_placement(tasks, gpus)
-    cards = ", ".join(f"{g.index} ({g.name}, {g.vram_gb:g} GB)" for g in gpus)
-    print(f"\nthis machine's GPUs: {cards}; {len(planned)} run(s) in {len(tasks)} local "
-          f"job(s) (runs_per_gpu: {env.runs_per_gpu}), each on its own card(s):")
-    for t in started:
-        where = ",".join(map(str, t.gpus))
-        print(f"  GPU {where}: " + ", ".join(p.run.run_id for p in t.runs))
-    waiting = len(tasks) - len(started)
-    if waiting:
-        print(f"  then {waiting} more job(s), each on the next card(s) that come free")
-
-
 def _print_dry_run(sweep: Any, env: Any, planned: list[Any],
                    gpus: tuple[LocalGpu, ...] = ()) -> int:
     from tabulate import tabulate
@@ -200,22 +159,6 @@ def _print_dry_run(sweep: Any, env: Any, planned: list[Any],
             how = "in its job, once it is trained" if p.attached else "(trained already)"
             print(f"  {p.run.run_id}: evaluated with {p.trained_in}'s model {how}")
         planned = [p for p in planned if not p.attached]
-    if env.executor == "local" and gpus:
-        _print_local_placement(env, planned, gpus)
-    elif env.executor == "local":
-        print(f"\nno GPU found (nvidia-smi, CUDA_VISIBLE_DEVICES, the profile's gpus: "
-              f"{env.gpus}): the runs train on this CPU, {env.max_parallel} at a time")
-    if env.executor == "slurm":
-        groups = resource_groups(planned)
-        print(f"\n{len(groups)} job array(s) (runs_per_gpu: {env.runs_per_gpu}):")
-        for members in groups:
-            params = sbatch_parameters(members[0].resources, env)
-            packs = packs_of(members, env)
-            print(f"  {len(members)} run(s) in {len(packs)} task(s): sbatch "
-                  f"{sbatch_flags(params)} --array=0-{len(packs) - 1}%{env.max_parallel}")
-            for i, pack in enumerate(packs):
-                if len(pack) > 1:
-                    need = sum(p.need_gb for p in pack)
-                    print(f"    task {i}: {len(pack)} runs side by side on one GPU "
-                          f"({need:.1f} GB estimated): " + ", ".join(p.run.run_id for p in pack))
+    for line in backend_for(env).plan_lines(env, tasks_of(planned, env), gpus):
+        print(line)
     return 0

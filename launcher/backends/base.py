@@ -1,0 +1,76 @@
+"""The one protocol every backend implements: submit tasks, read their states, stop them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from core.rundir import RunDir, private_job_files_dir
+from launcher.envs import EnvProfile
+from launcher.errors import SubmitError
+from launcher.gpus import LocalGpu
+from launcher.jobrecord import JobRecord
+from launcher.tasks import Task
+
+
+@dataclass
+class SubmitContext:
+    """What a backend needs to start a sweep's tasks."""
+
+    sweep_name: str
+    env: EnvProfile
+    folder: Path
+    """The sweep's folder in the runs folder."""
+    on_event: Callable[[str], None] = lambda _m: None
+    gpus: tuple[LocalGpu, ...] = ()
+    """This machine's GPUs (a local profile)."""
+    started: list[Task] = field(default_factory=list)
+    """The tasks this submit started (filled in by the backend)."""
+
+    @property
+    def jobs_dir(self) -> Path:
+        return jobs_dir(self.folder)
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str
+    error: str = ""
+
+
+class Backend(Protocol):
+    name: str
+    """The job records' "cluster" value."""
+    waits_for_runs: bool
+    """Whether submit returns only once the runs have ended (they run in this process's
+    care), so an adaptive sweep's next rung is decided right after."""
+
+    def submit(self, groups: list[list[Task]], ctx: SubmitContext) -> None:
+        """Start every task (groups: tasks with the same resources); all or nothing
+        (SubmitError)."""
+
+    def poll(self, records: list[JobRecord]) -> Any:
+        """Whatever job_state needs about these records' jobs, read in one go."""
+
+    def job_state(self, rd: RunDir, rec: JobRecord, polled: Any) -> JobState:
+        """The state of a run with a job record and no results."""
+
+    def elapsed(self, rd: RunDir, rec: JobRecord, state: str, polled: Any) -> str:
+        """The run's wall time as H:MM:SS ("" where unknown)."""
+
+    def stop(self, records: list[tuple[Path, JobRecord]]) -> tuple[str, str]:
+        """Stop these records' whole jobs (each with its sweep folder): (what was stopped, as
+        a line for the user; an error line or "")."""
+
+    def plan_lines(self, env: EnvProfile, groups: list[list[Task]],
+                   gpus: tuple[LocalGpu, ...]) -> list[str]:
+        """What a dry run shows of where the tasks would run."""
+
+
+def jobs_dir(folder: Path) -> Path:
+    """The sweep's private folder for the backends' files (core.rundir.job_files_dir)."""
+    try:
+        return private_job_files_dir(folder)
+    except (ValueError, OSError) as exc:
+        raise SubmitError(str(exc)) from None
