@@ -150,7 +150,7 @@ def test_submit_is_plan_lock_tasks_backend_and_only_backends_ask_which_backend()
             continue
         text = path.read_text()
         for pattern in (r'cluster"?\)? *[!=]= *"slurm"', r'executor *[!=]= *"(slurm|local)"',
-                        r'\.get\("pack"\)', r'\.get\("trained_in"\)'):
+                        r'job\w*\.get\("(pack|trained_in|cluster)"\)'):
             if path.name == "envs.py" and "executor" in pattern:
                 continue  # the profile's own validation of its executor key
             assert not re.search(pattern, text), (path, pattern)
