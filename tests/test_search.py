@@ -182,7 +182,7 @@ def test_a_decider_killed_half_way_is_finished_by_the_next_call(tmp_path, monkey
     real = lsearch.apply_decision
     calls = []
 
-    def killed(folder, spec, entry):  # dies after the decision is written, mid-promotion
+    def killed(folder, spec, entry, known=None):  # dies after the decision is written, mid-promotion
         calls.append(1)
         lsearch._archive(RunDir(folder / entry["promoted"][0]), 0)
         raise KeyboardInterrupt
