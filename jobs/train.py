@@ -442,9 +442,11 @@ def startup_breakdown(import_s: float, load_s: float, tokenize_s: float, trainer
     >>> startup_breakdown(9.0, 30.0, 2.0, 100.0, 112.5)["trainer_to_first_step_s"]
     12.5
     """
-    from jobs import STARTED_AT
+    import jobs
 
+    STARTED_AT = jobs.STARTED_AT  # a warm worker's item: when the item started
     return {"import_s": round(import_s, 2), "model_load_s": round(load_s - import_s, 2),
+            "worker_item": jobs.WORKER_ITEM,
             "tokenize_s": round(tokenize_s, 2),
             "trainer_to_first_step_s": round(first_step_at - trainer_t0, 2)
             if first_step_at else None,

@@ -68,6 +68,10 @@ class EnvProfile:
     cuda_mps: bool = field(default=True, metadata={
         "help": "slurm and local: a pack of runs shares its GPU through a CUDA MPS daemon it starts "
                 "(kernels of its runs run at once, not time-sliced); false: time-sliced."})
+    warm_workers: bool = field(default=True, metadata={
+        "help": "local: run the sweep's runs in warm workers (one per card slot, or "
+                "max_parallel on the CPU) that import torch and Unsloth once and take run "
+                "after run from a queue; false: a process of its own per run or pack."})
 
     @property
     def runs_here(self) -> bool:

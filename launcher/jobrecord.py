@@ -38,14 +38,17 @@ class JobRecord:
     stdout: str = ""
     stderr: str = ""
     rung: int | None = None
+    worker: str | None = None
+    """The warm worker (launcher.backends.warm) the run was given to, if one."""
     model: str = ""
     varied: dict[str, Any] = field(default_factory=dict)
     submitted_at: str = ""
 
     @property
     def shares_job(self) -> bool:
-        """Whether other runs live in this run's job (a pack, or the job of its model's run)."""
-        return bool(self.pack) or bool(self.trained_in)
+        """Whether other runs live in this run's job (a pack, the job of its model's run, or
+        a warm worker's job, which takes run after run)."""
+        return bool(self.pack) or bool(self.trained_in) or bool(self.worker)
 
     @property
     def job_mates(self) -> tuple[str, ...]:
@@ -67,7 +70,8 @@ class JobRecord:
                    trained_in=_text(doc.get("trained_in")),
                    pid=_int(doc.get("pid")), pid_start=_text(doc.get("pid_start")),
                    stdout=str(doc.get("stdout") or ""), stderr=str(doc.get("stderr") or ""),
-                   rung=_int(doc.get("rung")), model=str(doc.get("model") or ""),
+                   rung=_int(doc.get("rung")), worker=_text(doc.get("worker")),
+                   model=str(doc.get("model") or ""),
                    varied=varied if isinstance(varied, dict) else {},
                    submitted_at=str(doc.get("submitted_at") or ""))
 

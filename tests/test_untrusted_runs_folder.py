@@ -221,7 +221,7 @@ def test_cancel_request_is_not_written_through_a_dangling_link(tmp_path, capsys)
 def test_a_process_of_another_user_reads_as_alive(monkeypatch):
     """os.kill(pid, 0) says EPERM for a lab-mate's process: it exists (status must not call a
     running run FAILED and invite a second job into its folder)."""
-    import launcher.backends.local as local
+    import launcher.backends.procs as local
 
     def eperm(pid, sig):
         raise PermissionError(1, "Operation not permitted")

@@ -11,7 +11,7 @@ from launcher.envs import EnvProfile
 from launcher.errors import SubmitError
 from launcher.gpus import LocalGpu
 from launcher.jobrecord import JobRecord
-from launcher.tasks import Task
+from launcher.tasks import PlannedRun, Task
 
 
 @dataclass
@@ -27,6 +27,9 @@ class SubmitContext:
     """This machine's GPUs (a local profile)."""
     started: list[Task] = field(default_factory=list)
     """The tasks this submit started (filled in by the backend)."""
+    more: Callable[[], list[PlannedRun]] = lambda: []
+    """Runs to start as soon as they are known (an adaptive sweep's promotions), asked each
+    time a run ends, for a backend whose runs end before its submit returns."""
 
     @property
     def jobs_dir(self) -> Path:

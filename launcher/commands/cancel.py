@@ -30,7 +30,10 @@ def add_parser(sub: Any) -> None:
 
 
 def _job_goes_on(st: RunState, rec: JobRecord, states: list[RunState], chosen: set[str]) -> bool:
-    """Whether the run's job holds other active runs that are not being cancelled."""
+    """Whether the run's job holds other active runs that are not being cancelled (a warm
+    worker's job always goes on: it takes the next run of its queue)."""
+    if rec.worker:
+        return True
     mates = set(rec.job_mates)
     return any(s.run_id in mates and s.run_id not in chosen and s.state in ACTIVE
                and s.job_id == st.job_id for s in states)

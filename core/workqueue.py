@@ -1,0 +1,150 @@
+"""The work queue of a sweep's warm workers: files in the sweep's private job-files folder.
+
+The launcher puts one item per job (a run, with the runs evaluated with its model) into
+``queue/``; a worker claims the oldest by renaming it into ``running/<worker>/`` (a rename is
+atomic: two workers never claim one item), runs it, and moves it to ``done/``. ``closed`` says
+no more items will come, so an idle worker may end. Every file lives in the private folder
+(0700): what a worker runs is what the user's launcher queued, never a file of the shared runs
+folder.
+
+>>> import tempfile
+>>> q = WorkQueue(Path(tempfile.mkdtemp()))
+>>> _ = q.put(WorkItem("/runs/s/a-1", {"a-1": "ff"}))
+>>> item = q.claim("w0")
+>>> item.run_dir, q.claim("w1") is None, q.running("w0") == [item]
+('/runs/s/a-1', True, True)
+>>> q.finish("w0", item, "done"); q.outcomes()
+{'a-1': 'done'}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.fileio import atomic_write_json, read_json
+
+ITEM_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One job for a worker: run_pipeline on run_dir, with its followers."""
+
+    run_dir: str
+    identities: dict[str, str]
+    """{run id: config SHA-256} of the run and its followers (jobs.pipeline)."""
+    seq: int = 0
+    """Queue order (set by put)."""
+    queued_at: float = field(default=0.0, compare=False)
+
+    @property
+    def run_id(self) -> str:
+        return Path(self.run_dir).name
+
+    @property
+    def name(self) -> str:
+        return f"{self.seq:06d}-{self.run_id}.json"
+
+
+class WorkQueue:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def _queue(self) -> Path:
+        return self.root / "queue"
+
+    def _running(self, worker: str) -> Path:
+        return self.root / "running" / worker
+
+    @property
+    def _done(self) -> Path:
+        return self.root / "done"
+
+    def put(self, item: WorkItem) -> WorkItem:
+        """Queue an item (after every item queued before it)."""
+        seq = 1 + max((int(p.name.split("-", 1)[0]) for p in self._all() if
+                       p.name.split("-", 1)[0].isdigit()), default=0)
+        item = WorkItem(item.run_dir, dict(item.identities), seq, time.time())
+        atomic_write_json(self._queue / item.name, {"schema": ITEM_SCHEMA, **asdict(item)})
+        return item
+
+    def _all(self) -> list[Path]:
+        return [p for d in (self._queue, self._done, *self._running_dirs())
+                if d.is_dir() for p in d.iterdir() if p.suffix == ".json"]
+
+    def _running_dirs(self) -> list[Path]:
+        base = self.root / "running"
+        return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def claim(self, worker: str) -> WorkItem | None:
+        """The oldest queued item, now this worker's; None when the queue is empty."""
+        mine = self._running(worker)
+        mine.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self._queue.iterdir()) if self._queue.is_dir() else []:
+            if path.suffix != ".json" or path.name.startswith("."):
+                continue
+            try:
+                os.rename(path, mine / path.name)
+            except FileNotFoundError:
+                continue  # another worker took it
+            return _item(mine / path.name)
+        return None
+
+    def running(self, worker: str | None = None) -> list[WorkItem]:
+        dirs = [self._running(worker)] if worker else self._running_dirs()
+        return [_item(p) for d in dirs if d.is_dir() for p in sorted(d.iterdir())
+                if p.suffix == ".json" and not p.name.startswith(".")]
+
+    def running_by_worker(self) -> dict[str, list[WorkItem]]:
+        return {d.name: self.running(d.name) for d in self._running_dirs()}
+
+    def finish(self, worker: str, item: WorkItem, outcome: str) -> None:
+        """The item is over (done, failed, cancelled, interrupted): out of running/."""
+        src = self._running(worker) / item.name
+        doc = {"schema": ITEM_SCHEMA, **asdict(item), "outcome": outcome, "worker": worker,
+               "ended_at": time.time()}
+        atomic_write_json(self._done / item.name, doc)
+        src.unlink(missing_ok=True)
+
+    def requeue(self, worker: str) -> list[WorkItem]:
+        """A dead worker's claimed items go back to the queue (each resumes its run)."""
+        back = []
+        for item in self.running(worker):
+            os.replace(self._running(worker) / item.name, self._queue / item.name)
+            back.append(item)
+        return back
+
+    def queued(self) -> list[WorkItem]:
+        return [_item(p) for p in sorted(self._queue.iterdir())
+                if p.suffix == ".json" and not p.name.startswith(".")] \
+            if self._queue.is_dir() else []
+
+    def outcomes(self) -> dict[str, str]:
+        """{run id: outcome} of every finished item (the last one per run)."""
+        out: dict[str, str] = {}
+        for p in sorted(self._done.iterdir()) if self._done.is_dir() else []:
+            if p.suffix == ".json":
+                doc = read_json(p)
+                out[Path(doc["run_dir"]).name] = str(doc.get("outcome"))
+        return out
+
+    def close(self) -> None:
+        """No more items will come: idle workers end."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "closed").touch()
+
+    @property
+    def closed(self) -> bool:
+        return (self.root / "closed").exists()
+
+
+def _item(path: Path) -> WorkItem:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return WorkItem(str(doc["run_dir"]), {str(k): str(v) for k, v in
+                                          dict(doc["identities"]).items()},
+                    int(doc["seq"]), float(doc.get("queued_at", 0.0)))
