@@ -33,7 +33,7 @@ from typing import Any
 
 from core.config import short
 
-STRATEGIES = ("successive-halving",)
+STRATEGIES = ("successive-halving", "asha")
 METRICS = ("dev_exact_f1", "dev_relaxed_f1", "dev_overlap_f1", "val_loss")
 BUDGET_KEYS = ("train.num_epochs",)
 SEARCH_KEYS = ("strategy", "metric", "budget", "rungs", "keep")
@@ -49,7 +49,8 @@ class SearchSpec:
     """Budget (epochs) of each rung, increasing; the last is every run's configured budget."""
     strategy: str = "successive-halving"
     """How runs are chosen: successive-halving (synchronous: a rung is decided when all of
-    its runs have ended)."""
+    its runs have ended) or asha (asynchronous: a run goes on as soon as it ranks in the top
+    keep of the runs that have finished its rung so far; no run waits for a rung's last)."""
     metric: str = "dev_exact_f1"
     """What ranks runs at a rung: a dev-split F1 (higher is better) or val_loss (lower)."""
     budget: str = "train.num_epochs"
@@ -264,3 +265,45 @@ def metric_of(spec: SearchSpec, performance: Any) -> float | None:
         return None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
+
+
+def rank(spec: SearchSpec, scores: dict[str, float | None]) -> list[str]:
+    """Runs with a score, best first (ties by run id); runs without one are left out.
+
+    >>> rank(SearchSpec((1, 3)), {"a": 0.5, "b": 0.7, "c": None})
+    ['b', 'a']
+    >>> rank(SearchSpec((1, 3), metric="val_loss"), {"a": 0.5, "b": 0.7})
+    ['a', 'b']
+    """
+    sign = -1.0 if spec.higher_is_better else 1.0
+    scored = [(r, float(s)) for r, s in scores.items() if s is not None]
+    return [r for r, _ in sorted(scored, key=lambda rs: (sign * rs[1], rs[0]))]
+
+
+def asha_promotions(spec: SearchSpec, rung: int, scores: dict[str, float | None],
+                    promoted: set[str], complete: bool) -> list[tuple[str, str]]:
+    """The runs of a rung to promote now, asynchronously (Li et al., "A System for Massively
+    Parallel Hyperparameter Tuning", MLSys 2020): of the n runs that have finished the rung so
+    far, those ranked in the top floor(n * keep) that are not promoted yet. Once every run of
+    the rung has finished (complete), at least as many go on as successive halving would
+    promote. Returns (run id, why) pairs; none from the top rung.
+
+    >>> spec = SearchSpec((1, 3, 9))
+    >>> asha_promotions(spec, 0, {"a": 0.5, "b": 0.7}, set(), False)
+    []
+    >>> asha_promotions(spec, 0, {"a": 0.5, "b": 0.7, "c": 0.6}, set(), False)
+    [('b', 'rank 1 of 3 finished at rung 0')]
+    >>> asha_promotions(spec, 0, {"a": 0.5, "b": 0.7, "c": 0.6}, {"b"}, False)
+    []
+    >>> asha_promotions(spec, 1, {"b": 0.7}, set(), True)
+    [('b', 'rank 1 of 1 finished at rung 1')]
+    """
+    if rung + 1 >= len(spec.rungs):
+        return []
+    n = len(scores)
+    n_keep = math.floor(n * spec.keep + 1e-9)
+    if complete:
+        n_keep = max(n_keep, spec.survivors(n))
+    ranked = rank(spec, scores)[:n_keep]
+    return [(r, f"rank {i + 1} of {n} finished at rung {rung}")
+            for i, r in enumerate(ranked) if r not in promoted]

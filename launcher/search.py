@@ -32,7 +32,16 @@ from core.rundir import (
     RunDir,
     refuse_links,
 )
-from core.search import SEARCH_SCHEMA, Budget, SearchSpec, budget_from_doc, decide, metric_of
+from core.search import (
+    SEARCH_SCHEMA,
+    Budget,
+    SearchSpec,
+    asha_promotions,
+    budget_from_doc,
+    decide,
+    metric_of,
+    rank,
+)
 from launcher.backends.slurm import DECIDER_FILE
 from launcher.errors import SearchStateError, SubmitError
 from launcher.state import ACTIVE, RunState, run_states
@@ -67,7 +76,32 @@ def read_search(folder: Path) -> dict[str, Any] | None:
         if why:
             raise SearchStateError(f"{path}: rungs[{i}] {why}; restore the file or remove the "
                                    "sweep folder to search afresh")
+    why = _asha_problem(doc.get("asha"))
+    if why:
+        raise SearchStateError(f"{path}: asha {why}; restore the file or remove the sweep "
+                               "folder to search afresh")
     return doc
+
+
+def _asha_problem(asha: object) -> str | None:
+    """What is wrong with search.json's asynchronous record (None: nothing, or none there)."""
+    if asha is None:
+        return None
+    if not isinstance(asha, dict):
+        return "is not a mapping"
+    scores, events, stopped = asha.get("scores"), asha.get("promotions"), asha.get("stopped")
+    if not isinstance(scores, dict) or not all(
+            isinstance(k, str) and k.isdigit() and isinstance(v, dict)
+            and all(map(plain_run_id, v)) for k, v in scores.items()):
+        return "scores is not {rung: {run id: score}}"
+    if not isinstance(events, list) or not all(
+            isinstance(e, dict) and plain_run_id(e.get("run"))
+            and isinstance(e.get("rung"), int) and not isinstance(e.get("rung"), bool)
+            and e["rung"] >= 0 for e in events):
+        return "promotions is not a list of {run, rung}"
+    if not isinstance(stopped, dict) or not all(map(plain_run_id, stopped)):
+        return "stopped is not {run id: why}"
+    return None
 
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
@@ -297,8 +331,9 @@ def rung_progress(folder: Path, doc: dict[str, Any],
 
 def stopped_runs(folder: Path) -> set[str]:
     """Runs the search has stopped (never submitted again)."""
-    doc = read_search(folder)
-    return {r for e in (doc or {}).get("rungs", []) for r in e.get("stopped", {})}
+    doc = read_search(folder) or {}
+    return {r for e in doc.get("rungs", []) for r in e.get("stopped", {})} | set(
+        (doc.get("asha") or {}).get("stopped", {}))
 
 
 def run_rungs(folder: Path) -> dict[str, RunRung]:
@@ -311,6 +346,13 @@ def run_rungs(folder: Path) -> dict[str, RunRung]:
         return {}
     rungs = [float(b) for b in doc.get("spec", {}).get("rungs", [])]
     out: dict[str, RunRung] = {}
+    asha = doc.get("asha") or {}
+    for ev in asha.get("promotions", []):
+        k = int(ev["rung"]) + 1
+        out[str(ev["run"])] = RunRung(k, rungs[k] if k < len(rungs) else 0.0, "promoted")
+    for r, why in asha.get("stopped", {}).items():
+        b = budget_of(RunDir(folder / r)) if plain_run_id(r) else None
+        out[r] = RunRung(b.rung if b else 0, b.epochs if b else 0.0, str(why))
     for entry in doc["rungs"]:
         rung = int(entry["rung"])
         budget = rungs[rung] if rung < len(rungs) else 0.0
@@ -337,7 +379,101 @@ def prepare(folder: Path, spec: SearchSpec, run_ids: list[str], sweep_path: Path
         raise SubmitError(str(exc)) from None
     start_search(folder, spec, sweep_path)
     refuse_new_runs(folder, run_ids, sweep_path)
-    advance(folder, spec, known_runs(folder, run_ids))
+    step(spec)(folder, spec, known_runs(folder, run_ids))
+
+
+def step(spec: SearchSpec) -> Callable[[Path, SearchSpec, set[str] | None], list[str]]:
+    """The strategy's decision step: it decides what the finished runs allow, moves the
+    promoted runs on, and returns them (they wait to be run at their new rung)."""
+    return asha_step if spec.strategy == "asha" else advance
+
+
+def asha_step(folder: Path, spec: SearchSpec, known: set[str] | None = None) -> list[str]:
+    """Asynchronous successive halving: record the score of each run that has finished its
+    rung, promote each run now in the top keep of its rung's finished runs
+    (core.search.asha_promotions), and stop the rest once their rung can promote no more.
+    Decisions are written to search.json before any run is moved on (idempotent, as advance)."""
+    doc = read_search(folder)
+    if doc is None:
+        return []
+    asha = doc.setdefault("asha", {"scores": {}, "promotions": [], "stopped": {}})
+    for ev in asha["promotions"]:  # finish what a killed call left
+        _promote(folder, spec, str(ev["run"]), int(ev["rung"]), known)
+    ids = sorted(known) if known is not None else members(folder, doc, 0)
+    changed = _record_scores(folder, spec, asha, ids)
+    new: list[dict[str, Any]] = []
+    for k in range(len(spec.rungs)):
+        scores = asha["scores"].get(str(k), {})
+        done = {e["run"] for e in asha["promotions"] if e["rung"] == k} | {
+            e["run"] for e in new if e["rung"] == k}
+        complete = _rung_complete(asha, ids, k)
+        for r, why in asha_promotions(spec, k, scores, done, complete):
+            new.append({"run": r, "rung": k, "why": why, "at": now_iso()})
+        if complete:
+            for r in scores:
+                if r not in done and r not in {e["run"] for e in new} \
+                        and r not in asha["stopped"]:
+                    asha["stopped"][r] = _asha_stop_why(spec, k, scores, r)
+                    changed = True
+    if new or changed:
+        asha["promotions"] += new
+        atomic_write_json(folder / SEARCH_FILE, doc)
+    for ev in new:
+        _promote(folder, spec, ev["run"], ev["rung"], known)
+    for r in asha["stopped"]:
+        ckpt = RunDir(folder / r).checkpoints
+        if plain_run_id(r) and (known is None or r in known) and ckpt.is_dir() \
+                and not ckpt.is_symlink():
+            shutil.rmtree(ckpt, ignore_errors=True)  # it will not be promoted: no resume
+    return [ev["run"] for ev in new]
+
+
+def _record_scores(folder: Path, spec: SearchSpec, asha: dict[str, Any],
+                   ids: list[str]) -> bool:
+    """Each run's score at the rung it has settled at (results, or an error: no score)."""
+    states = {s.run_id: s for s in run_states(folder)}
+    changed = False
+    for r in ids:
+        b = budget_of(RunDir(folder / r))
+        if b is None or r in asha["scores"].get(str(b.rung), {}):
+            continue
+        if _settled(folder, r, b.rung, states.get(r)):
+            perf = _performance(RunDir(folder / r), b.rung)
+            asha["scores"].setdefault(str(b.rung), {})[r] = metric_of(spec, perf)
+            changed = True
+    return changed
+
+
+def _rung_complete(asha: dict[str, Any], ids: list[str], k: int) -> bool:
+    """Whether every run that will ever reach rung k has finished it."""
+    if k == 0:
+        return bool(ids) and set(ids) <= set(asha["scores"].get("0", {}))
+    promoted_in = {e["run"] for e in asha["promotions"] if e["rung"] == k - 1}
+    return _rung_complete(asha, ids, k - 1) and promoted_in <= set(
+        asha["scores"].get(str(k), {}))
+
+
+def _asha_stop_why(spec: SearchSpec, k: int, scores: dict[str, Any], r: str) -> str:
+    if k + 1 >= len(spec.rungs):
+        return "finished (top rung)"
+    if scores.get(r) is None:
+        return f"failed at rung {k} (no {spec.metric})"
+    order = rank(spec, scores)
+    return (f"stopped at rung {k}: rank {order.index(r) + 1} of {len(scores)} by "
+            f"{spec.metric} ({scores[r]:.4f})")
+
+
+def _promote(folder: Path, spec: SearchSpec, run_id: str, rung: int,
+             known: set[str] | None) -> None:
+    """Move one run on from rung to rung + 1 (idempotent)."""
+    if (known is not None and run_id not in known) or rung + 1 >= len(spec.rungs):
+        return
+    rd = _checked_run(folder, run_id, rung)
+    b = budget_of(rd)
+    if b is not None and b.rung > rung:
+        return
+    _archive(rd, rung)
+    write_budget(rd, spec, rung + 1)
 
 
 def rung_of(folder: Path, run_id: str) -> int:
@@ -350,7 +486,7 @@ def run_rungs_here(folder: Path, spec: SearchSpec, known: set[str],
     """For a backend whose runs end before its submit returns: decide each rung as it ends
     and run the promoted runs on (run: start these run ids at their new rung and wait)."""
     while True:
-        promoted = advance(folder, spec, known)
+        promoted = step(spec)(folder, spec, known)
         if not promoted:
             return
         on_event(f"search: rung {rung_of(folder, promoted[0])} with "

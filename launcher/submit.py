@@ -154,6 +154,8 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, ctx: SubmitContext,
     share_planned(todo, planned, sweep, ctx.folder)
     created = write_run_folders(todo, sweep, ctx.folder)
     backend = backend_for(ctx.env)
+    if sweep.search is not None:
+        ctx.more = _promotions(planned, sweep, sweep.search, ctx)
     if any(not p.attached for p in todo):
         try:
             backend.submit(tasks_of(todo, ctx.env), ctx)
@@ -183,6 +185,22 @@ def _go_on_searching(planned: list[PlannedRun], sweep: Sweep, spec: SearchSpec,
     active = [st.job_id for st in run_states(ctx.folder) if st.state in ACTIVE and st.job_id]
     submit_decider(ctx, active, SearchDecider(sweep, ctx.env, str(ctx.folder.parent)),
                    sweep.path)
+
+
+def _promotions(planned: list[PlannedRun], sweep: Sweep, spec: SearchSpec,
+                ctx: SubmitContext) -> Callable[[], list[PlannedRun]]:
+    """What a backend that keeps its workers asks each time a run ends: the runs the search
+    promotes now (their folders written anew), to run at once in the same workers."""
+    known = search.known_runs(ctx.folder, [p.run_id for p in planned])
+    decide = search.step(spec)
+
+    def more() -> list[PlannedRun]:
+        ids = set(decide(ctx.folder, spec, known))
+        todo = [p for p in planned if p.run_id in ids]
+        write_run_folders(todo, sweep, ctx.folder)
+        return todo
+
+    return more
 
 
 def _undo_folders(folder: Path, created: list[Path], new_sweep: bool) -> None:
