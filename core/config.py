@@ -19,9 +19,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from core.errors import UserError
+from core.errors import UserError, unknown_key
 from core.families import detect_family
 from core.gguf import GGUFError, is_gguf_name, read_header
+
+REFERENCE = "docs/reference.md"
+"""Where every key is listed (python -m launcher reference writes it)."""
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a medical entity extractor from clinical texts. Extract the entities from the text "
@@ -367,7 +370,7 @@ def build_config(values: Mapping[str, Any], where: str = "") -> RunConfig:
     for key, value in values.items():
         spec = SPECS.get(key)
         if spec is None:
-            errors.append(f"{prefix}unknown key {key!r}; valid keys: {', '.join(SPECS)}")
+            errors.append(f"{prefix}{unknown_key(key, SPECS, REFERENCE)}")
             continue
         try:
             typed[key] = coerce(spec, value)

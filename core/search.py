@@ -32,6 +32,7 @@ from fractions import Fraction
 from typing import Any
 
 from core.config import short
+from core.errors import unknown_key
 
 STRATEGIES = ("successive-halving", "asha")
 METRICS = ("dev_exact_f1", "dev_relaxed_f1", "dev_overlap_f1", "val_loss")
@@ -142,8 +143,7 @@ def parse_search(data: Any, where: str, errors: list[str]) -> SearchSpec | None:
         return None
     for k in data:
         if k not in SEARCH_KEYS:
-            errors.append(f"{where}: search: unknown key {k!r}; valid keys: "
-                          f"{', '.join(SEARCH_KEYS)}")
+            errors.append(f"{where}: search: {unknown_key(k, SEARCH_KEYS)}")
     strategy = _choice(data, "strategy", STRATEGIES, where, errors)
     metric = _choice(data, "metric", METRICS, where, errors)
     budget = _choice(data, "budget", BUDGET_KEYS, where, errors)

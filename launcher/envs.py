@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import unknown_key
 from launcher.yamlio import YamlError, load_yaml_mapping
 
 ENVS_DIR = Path(__file__).resolve().parent.parent / "envs"
@@ -200,7 +201,7 @@ def parse_env(data: dict[str, Any], where: str) -> EnvProfile:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in ENV_KEYS:
-            errors.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(ENV_KEYS))}")
+            errors.append(f"{where}: {unknown_key(key, sorted(ENV_KEYS), 'docs/reference.md')}")
             continue
         kwargs[key] = _parse_key(key, value, where, errors)
     if isinstance(kwargs.get("runs_dir"), str):

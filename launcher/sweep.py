@@ -21,9 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import SPECS, ConfigError, RunConfig, checked, coerce, config_hash, short
+from core.config import (
+    REFERENCE,
+    SPECS,
+    ConfigError,
+    RunConfig,
+    checked,
+    coerce,
+    config_hash,
+    short,
+)
 from core.data import DataError, load_dataset
 from core.demo_data import DEMO_EVAL, DEMO_TRAIN
+from core.errors import unknown_key
 from core.search import BUDGET_KEYS, SearchSpec, parse_search
 from launcher.yamlio import YamlError, load_yaml_mapping
 
@@ -118,7 +128,7 @@ def flatten_keys(base: Any, where: str, errors: list[str]) -> dict[str, Any]:
 def _typed(key: str, value: Any, where: str, errors: list[str]) -> Any:
     spec = SPECS.get(key)
     if spec is None:
-        errors.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(SPECS)}")
+        errors.append(f"{where}: {unknown_key(key, SPECS, REFERENCE)}")
         return None
     if spec.secret:
         errors.append(f"{where}: {key} must not be written in a sweep file; export HF_TOKEN in "
@@ -139,6 +149,9 @@ def _axis(values: Any, where: str, key: str, errors: list[str], *,
     if not values:
         errors.append(f"{where}: {key}: empty list; give at least one value or remove the key")
         return []
+    if key not in SPECS:  # said once, and its values are not compared
+        errors.append(f"{where}: {unknown_key(key, SPECS, REFERENCE)}")
+        return [None] * len(values)
     typed = [_typed(key, v, where, errors) for v in values]
     if unique and len({json.dumps(t, default=str) for t in typed}) != len(typed):
         errors.append(f"{where}: {key}: repeated values {short(values)}")

@@ -43,7 +43,7 @@ SWEEPS = {
     "sweep_data_in_grid_missing.yaml": "/nonexistent/dev.json does not exist",
     "sweep_data_in_base_folder.yaml": "data.train_dataset_file: /tmp is a folder",
     "sweep_unknown_top_key.yaml": "unknown key 'colour'; valid keys: name,",
-    "sweep_unknown_config_key.yaml": "unknown key 'peft.rnk'; valid keys:",
+    "sweep_unknown_config_key.yaml": "unknown key 'peft.rnk'; did you mean peft.rank?",
     "sweep_wrong_type.yaml": "peft.rank: expected an integer, got 'eight'",
     "sweep_empty_grid.yaml": "peft.rank: empty list",
     "sweep_unknown_env.yaml": "env 'nosuchcluster': no such profile",
