@@ -195,8 +195,11 @@ def _promotions(planned: list[PlannedRun], sweep: Sweep, spec: SearchSpec,
     decide = search.step(spec)
 
     def more() -> list[PlannedRun]:
-        ids = set(decide(ctx.folder, spec, known))
-        todo = [p for p in planned if p.run_id in ids]
+        ids = decide(ctx.folder, spec, known)
+        todo = [p for p in planned if p.run_id in set(ids)]
+        if ids:
+            ctx.on_event(f"search: rung {search.rung_of(ctx.folder, ids[0])} with "
+                         f"{len(ids)} run(s): {', '.join(ids)}")
         write_run_folders(todo, sweep, ctx.folder)
         return todo
 

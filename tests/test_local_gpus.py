@@ -128,11 +128,13 @@ def test_local_submit_places_runs_on_the_cards_nvidia_smi_lists(tmp_path):
     assert dry.returncode == 0, dry.stderr
     assert "this machine's GPUs: 0 (NVIDIA H200" in dry.stdout
     assert "  GPU 0: " in dry.stdout and "  GPU 1: " in dry.stdout
-    assert "then 1 more job(s)" in dry.stdout
+    assert "warm workers, 1 per card" in dry.stdout and "then 1 more run(s)" in dry.stdout
 
     r = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert r.stdout.count(" on GPU 0") + r.stdout.count(" on GPU 1") == 3, r.stdout
+    started = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("started ")]
+    assert len(started) == 3 and all(" on GPU 0" in ln or " on GPU 1" in ln for ln in started)
+    assert r.stdout.count("warm worker(s) on GPU") == 2, r.stdout
     spans: dict[str, list[tuple[datetime, datetime]]] = {}
     for run_dir in (tmp_path / "runs" / "ws").iterdir():
         if not (run_dir / "config.yaml").is_file():
@@ -164,7 +166,8 @@ def test_cpu_machine_dry_run_says_the_runs_train_on_the_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_small_local_runs_share_a_card_in_one_pack(tmp_path):
-    cmd, environ = _local_sweep(tmp_path, runs_per_gpu="auto")
+    """With warm workers off, a process per run: small runs go into one pack on one card."""
+    cmd, environ = _local_sweep(tmp_path, runs_per_gpu="auto", warm_workers=False)
     r = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.count(" on GPU 0") == 3 and " on GPU 1" not in r.stdout, r.stdout

@@ -79,7 +79,7 @@ def test_an_asha_search_runs_in_one_warm_worker_through_launcher_submit(tmp_path
     assert r.stdout.count("warm worker(s) on the CPU") == 1  # one worker for every item
     doc = json.loads((tmp_path / "runs" / "asha" / SEARCH_FILE).read_text())
     promoted = [e["run"] for e in doc["asha"]["promotions"]]
-    assert promoted and "(promoted)" in r.stdout
+    assert promoted and "search: rung 1 with 1 run(s)" in r.stdout
     assert len(doc["asha"]["scores"]["0"]) == 3
     assert set(doc["asha"]["scores"]["1"]) == set(promoted)
     assert len(doc["asha"]["stopped"]) == 3  # the rung-0 losers, then the top rung's

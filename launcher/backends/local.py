@@ -159,8 +159,10 @@ class LocalBackend:
         if not gpus:
             return [f"\nno GPU found (nvidia-smi, CUDA_VISIBLE_DEVICES, the profile's gpus: "
                     f"{env.gpus}): the runs train on this CPU, {env.max_parallel} at a time"]
-        started = initial_placement(tasks, gpus)
         cards = ", ".join(f"{g.index} ({g.name}, {g.vram_gb:g} GB)" for g in gpus)
+        if warm.usable(groups, env):
+            return warm.plan_lines(env, [p for t in tasks for p in t.runs], gpus, cards)
+        started = initial_placement(tasks, gpus)
         n_runs = sum(len(t.runs) for t in tasks)
         lines = [f"\nthis machine's GPUs: {cards}; {n_runs} run(s) in {len(tasks)} local "
                  f"job(s) (runs_per_gpu: {env.runs_per_gpu}), each on its own card(s):"]

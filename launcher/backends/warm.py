@@ -32,6 +32,7 @@ from launcher.backends.procs import (
     stop_local_jobs,
 )
 from launcher.envs import EnvProfile, pack_cap
+from launcher.gpus import LocalGpu
 from launcher.tasks import PlannedRun, Task, identities, write_job_records
 
 REQUEUES = 1
@@ -65,6 +66,22 @@ def slots_per_card(runs: list[PlannedRun], env: EnvProfile) -> int:
     biggest = max(p.need_gb for p in gpu_runs)
     fit = math.floor(card / biggest) if biggest > 0 else pack_cap(env)
     return max(1, min(pack_cap(env), fit, len(gpu_runs)))
+
+
+def plan_lines(env: EnvProfile, runs: list[PlannedRun], gpus: tuple[LocalGpu, ...],
+               cards: str) -> list[str]:
+    """What a dry run shows: the workers per card and the first run each takes."""
+    k = slots_per_card(runs, env)
+    lines = [f"\nthis machine's GPUs: {cards}; {len(runs)} run(s) in warm workers, {k} per "
+             f"card (runs_per_gpu: {env.runs_per_gpu}), each taking run after run:"]
+    for i, g in enumerate(gpus):
+        first = [p.run_id for p in runs[i * k:(i + 1) * k]]
+        if first:
+            lines.append(f"  GPU {g.index}: " + ", ".join(first))
+    left = len(runs) - min(len(runs), k * len(gpus))
+    if left:
+        lines.append(f"  then {left} more run(s), each on the next worker that comes free")
+    return lines
 
 
 def card_jobs(runs: list[PlannedRun], ctx: SubmitContext) -> list[CardJob]:
@@ -162,7 +179,6 @@ def _follow(queue: WorkQueue, cards: list[CardJob], planned: dict[str, PlannedRu
         if outcomes or drained:
             more = ctx.more()  # a search's runs promoted by what just ended
             for p in more:
-                ctx.on_event(f"queued {p.run_id} (promoted)")
                 _put(queue, p, ctx, planned)
             if drained and not more:
                 return
@@ -205,6 +221,8 @@ def _taken(item: WorkItem, worker: str, card: CardJob, planned: dict[str, Planne
                       pid=card.pid, pid_start=card.pid_start, worker=worker)
     where = f"on GPU {card.gpus[0]}" if card.gpus else "on the CPU"
     ctx.on_event(f"started {p.run_id} {where} (warm worker {worker})")
+    for f in p.followers:
+        ctx.on_event(f"queued {f.run_id}: evaluated with {p.run_id}'s model once it is trained")
 
 
 def _ended(name: str, outcome: str, planned: dict[str, PlannedRun],
