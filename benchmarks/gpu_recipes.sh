@@ -3,7 +3,7 @@
 # SWEEP --env workstation`), then `status` and `leaderboard`; and an evaluation A/B of two commits
 # of jobs.evaluate on one trained model. Run from a copy of the repository (the device tool
 # re-syncs its own tree each call) after benchmarks/gpu_bundle.sh has unpacked the bundle:
-#   bash benchmarks/gpu_recipes.sh start sweeps/recipes-context.yaml [MORE.yaml]  # setsid, returns
+#   bash benchmarks/gpu_recipes.sh start sweeps/experiments/recipes-context.yaml [MORE.yaml]  # setsid, returns
 #   bash benchmarks/gpu_recipes.sh wait SECONDS            # waits at most SECONDS; results -> $OUT
 #   OLD=/tmp/repo-old bash benchmarks/gpu_recipes.sh evalab MODEL_DIR DEV_JSON
 # Here, in the same step that fetches a wait's files (they come back outside the checkout and

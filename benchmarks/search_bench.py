@@ -41,13 +41,14 @@ def prepare(data: Path, out: Path, n_train: int, runs_per_gpu: int) -> None:
     records = json.loads((data / "bc5cdr" / "train.json").read_text())[:n_train]
     subset = out / f"bc5cdr-train-{n_train}.json"
     subset.write_text(json.dumps(records))
-    search = yaml.safe_load((ROOT / "sweeps" / "search-smollm2-bc5cdr.yaml").read_text())
+    search = yaml.safe_load(
+        (ROOT / "sweeps" / "experiments" / "search-smollm2-bc5cdr.yaml").read_text())
     search["env"] = str(env)
     search["data"] = {"train": str(subset), "eval": str(data / "bc5cdr" / "dev.json")}
     grid = {k: v for k, v in search.items() if k != "search"}
     grid["name"] = "grid-smollm2-bc5cdr"
     grid["base"] = {**search["base"], "train.num_epochs": search["search"]["rungs"][-1]}
-    gemma = yaml.safe_load((ROOT / "sweeps" / "recipes-gemma-bc5cdr.yaml").read_text())
+    gemma = yaml.safe_load((ROOT / "sweeps" / "experiments" / "recipes-gemma-bc5cdr.yaml").read_text())
     gemma["env"] = str(env)
     gemma["data"] = {"train": str(data / "bc5cdr" / "train.json"),
                      "eval": str(data / "bc5cdr" / "dev.json")}

@@ -208,10 +208,11 @@ def test_every_env_file_loads(path):
     assert env.name == path.stem
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(ROOT / "sweeps")))
 def test_every_sweep_file_loads_and_starts_with_its_command(path, tmp_path, monkeypatch):
     first = path.read_text().splitlines()[0]
-    assert first.startswith("# python -m launcher submit sweeps/" + path.name)
+    assert first.startswith("# python -m launcher submit " + str(path.relative_to(ROOT)))
     raw = load_yaml_mapping(path)
     if not raw["data"].get("demo"):
         # The sweep's own data paths (its `data` block and any dataset file a run varies), made
