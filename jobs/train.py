@@ -146,11 +146,30 @@ def effective_warmup(warmup_steps: int, total_steps: int) -> int:
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer_state.json reads back: one a crash or a full disk
+    left half-written is named in the log and passed over for the one before it."""
     if not ckpt_dir.is_dir():
         return None
-    cks = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-           and (p / "trainer_state.json").is_file()]
-    return max(cks, key=lambda p: int(p.name.split("-")[-1])) if cks else None
+    cks = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+                  and (p / "trainer_state.json").is_file()),
+                 key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ck in cks:
+        why = _unreadable_state(ck / "trainer_state.json")
+        if why is None:
+            return ck
+        from jobs.joblog import log
+
+        log(f"{ck / 'trainer_state.json'}: {why}; resuming from the checkpoint before it")
+    return None
+
+
+def _unreadable_state(path: Path) -> str | None:
+    """Why a checkpoint's trainer_state.json cannot be resumed from (None: it can)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"
+    return None if isinstance(doc, dict) and "global_step" in doc else "not a trainer state"
 
 
 def _optim(cfg: RunConfig, cuda: bool) -> str:

@@ -307,6 +307,8 @@ def advance(folder: Path, spec: SearchSpec, known: set[str] | None = None) -> li
         if not ids or not all(_settled(folder, r, rung, states.get(r)) for r in ids):
             break
         scores = {r: metric_of(spec, _performance(RunDir(folder / r), rung)) for r in ids}
+        if all(s is None for s in scores.values()):
+            break  # every run failed (a transient out-of-memory?): resubmit runs them again
         d = decide(spec, rung, scores)
         entry = {"rung": rung, "budget": spec.rungs[rung], "decided_at": now_iso(),
                  "scores": d.scores, "promoted": list(d.promoted), "stopped": d.stopped}

@@ -167,3 +167,15 @@ def test_the_fused_optimizer_trains_and_is_recorded(demo_data, tmp_path):
     summary = train(cfg, tmp_path / "model")
     assert summary["global_step"] == 2
     assert summary["optim"] == "adamw_torch_fused"
+
+
+def test_a_half_written_last_checkpoint_is_passed_over_for_the_one_before(tmp_path, capsys):
+    from jobs.train import _last_checkpoint
+
+    for step, state in ((5, '{"global_step": 5}'), (10, ""), (15, "{not json")):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-5"
+    err = capsys.readouterr().err
+    assert "checkpoint-15/trainer_state.json: unreadable" in err
+    assert "checkpoint-10/trainer_state.json: unreadable" in err

@@ -246,3 +246,16 @@ def test_a_link_planted_where_the_private_job_files_go_is_refused(tmp_path, monk
                    env={**job_env(), "MEDSWEEP_JOB_FILES": str(root)})
     one_line_error(r, str(job_files_dir(sweep_folder)), "not a folder of yours")
     assert list(theirs.iterdir()) == []
+
+
+def test_a_rung_whose_runs_all_failed_waits_for_a_resubmit(tmp_path):
+    """A transient failure of every run of a rung stops none of them: resubmit runs them."""
+    spec = SearchSpec((1, 3), keep=0.5, keep_text="1/2")
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    lsearch.start_search(folder, spec, tmp_path / "s.yaml")
+    for name in ("a", "b"):
+        _finished_rung(folder, name, 0, None)
+    assert lsearch.advance(folder, spec, {"a", "b"}) == []
+    assert json.loads((folder / SEARCH_FILE).read_text())["rungs"] == []
+    assert lsearch.stopped_runs(folder) == set()
