@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,32 +43,67 @@ def parse_smi(text: str) -> list[LocalGpu]:
     """
     gpus = []
     for line in text.splitlines():
+        if not line.strip():
+            continue
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 3 or not parts[0].isdigit():
-            continue
-        try:
-            mib = float(parts[2])
-        except ValueError:
-            continue
+        mib = _float(parts[2]) if len(parts) == 3 else None
+        if len(parts) != 3 or not _is_index(parts[0]) or mib is None or not 0 < mib < 1e8:
+            raise GpuError(f"nvidia-smi listed {line.strip()[:120]!r}, not a card with its "
+                           f"memory; {NO_CARD_FIX}")
         gpus.append(LocalGpu(int(parts[0]), parts[1], round(mib / 1024, 1)))  # GiB
+    if len({g.index for g in gpus}) != len(gpus):
+        raise GpuError(f"nvidia-smi listed a card twice; {NO_CARD_FIX}")
     return gpus
 
 
-def _query_smi() -> list[LocalGpu]:
+NO_CARD_FIX = ("fix the driver (nvidia-smi must list the cards), or set gpus: none in the env "
+               "profile to train on the CPU")
+SMI_TIMEOUT_S = 30
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is no size
+
+
+def _is_index(token: str) -> bool:
+    """An ASCII card index ("²" is a digit to str.isdigit, not to int)."""
+    return token.isascii() and token.isdigit() and len(token) <= 4
+
+
+def _query_smi() -> list[LocalGpu] | None:
+    """The cards nvidia-smi lists; None where there is no nvidia-smi (a CPU machine). On a
+    machine with one, a failure, a hang or no card is an error, not a silent CPU run."""
+    if shutil.which("nvidia-smi") is None:
+        return None
     try:
         r = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total",
                             "--format=csv,noheader,nounits"],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return parse_smi(r.stdout) if r.returncode == 0 else []
+                           capture_output=True, text=True, timeout=SMI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise GpuError(f"nvidia-smi did not answer in {SMI_TIMEOUT_S} s; {NO_CARD_FIX}") from None
+    except OSError as exc:
+        raise GpuError(f"nvidia-smi could not run ({exc.strerror}); {NO_CARD_FIX}") from None
+    if r.returncode != 0:
+        said = (r.stderr or r.stdout).strip().splitlines()
+        raise GpuError(f"nvidia-smi failed ({said[0][:160] if said else f'exit {r.returncode}'}"
+                       f"); {NO_CARD_FIX}")
+    gpus = parse_smi(r.stdout)
+    if not gpus:
+        raise GpuError(f"nvidia-smi lists no GPU; {NO_CARD_FIX}")
+    return gpus
 
 
 def _indices(value: str, what: str) -> list[int]:
     tokens = [t.strip() for t in value.split(",") if t.strip()]
-    if not all(t.isdigit() for t in tokens):
+    if not all(_is_index(t) for t in tokens):
         raise GpuError(f"{what}={value!r}: medsweep places local runs by GPU index; give "
                        "indices such as 0,1 (not UUIDs or MIG names)")
+    if len(set(tokens)) != len(tokens):
+        raise GpuError(f"{what}={value!r}: a card is named twice; name each once")
     return [int(t) for t in tokens]
 
 
@@ -82,11 +118,21 @@ def detect_gpus(env: EnvProfile, environ: Mapping[str, str] | None = None,
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return ()
-    found = list(_query_smi() if query is None else query)
+    queried = _query_smi() if query is None else list(query)
+    if queried is None:
+        return ()  # no nvidia-smi: a CPU machine
+    found = list(queried)
     by_index = {g.index: g for g in found}
     wanted = [g.index for g in found]
     if visible is not None:
-        wanted = [i for i in _indices(visible, "CUDA_VISIBLE_DEVICES") if i in by_index]
+        asked = _indices(visible, "CUDA_VISIBLE_DEVICES")
+        absent = [i for i in asked if i not in by_index]
+        if absent:
+            raise GpuError(f"CUDA_VISIBLE_DEVICES={visible} names card(s) "
+                           f"{', '.join(map(str, absent))}, which nvidia-smi does not list "
+                           f"(this machine's: {', '.join(map(str, by_index)) or 'none'}); "
+                           "name cards it lists")
+        wanted = asked
     if env.gpus != "auto":
         listed = _indices(env.gpus, f"{env.name}: gpus")
         missing = [i for i in listed if i not in wanted]

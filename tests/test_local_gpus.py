@@ -6,6 +6,7 @@ card is the GPU tier's (tests/test_gpu.py) and benchmarks/gpu_acceptance.sh."""
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -181,3 +182,52 @@ def test_small_local_runs_share_a_card_in_one_pack(tmp_path):
             assert train_doc["device"]["cuda_visible_devices"] == "0"
             assert (run_dir / "results" / "performance.json").is_file()
     assert len(packs) == 1 and len(next(iter(packs))) == 3
+
+
+def _fake_smi(tmp_path: Path, body: str) -> Path:
+    bindir = tmp_path / "smibin"
+    bindir.mkdir(exist_ok=True)
+    smi = bindir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n" + body + "\n")
+    smi.chmod(0o755)
+    return bindir
+
+
+@pytest.mark.parametrize("body,words", [
+    ('echo "Failed to initialize NVML: Driver/library version mismatch"; exit 9',
+     "nvidia-smi failed (Failed to initialize NVML"),
+    ("sleep 5", "did not answer"),
+    ('echo "0, NVIDIA H100, [N/A]"', "not a card with its memory"),
+    ('echo "0, NVIDIA H100, nan"', "not a card with its memory"),
+    ('echo "0, NVIDIA H100, 0"', "not a card with its memory"),
+    ('echo "0, NVIDIA H100, -81559"', "not a card with its memory"),
+    ('echo "², NVIDIA H100, 81559"', "not a card with its memory"),
+    ('printf "0, NVIDIA H100, 81559\\n0, NVIDIA H100, 81559\\n"', "a card twice"),
+    ("exit 0", "lists no GPU"),
+])
+def test_a_gpu_machine_whose_cards_cannot_be_read_stops_instead_of_training_on_the_cpu(
+        tmp_path, monkeypatch, body, words):
+    from launcher import gpus as lg
+    from launcher.envs import parse_env
+
+    monkeypatch.setattr(lg, "SMI_TIMEOUT_S", 1)
+    monkeypatch.setenv("PATH", f"{_fake_smi(tmp_path, body)}{os.pathsep}/usr/bin:/bin")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(lg.GpuError, match=re.escape(words)) as e:
+        lg.detect_gpus(parse_env({"name": "workstation"}, "ws"))
+    assert "gpus: none" in str(e.value) or "twice" in str(e.value)
+    assert lg.detect_gpus(parse_env({"name": "cpu", "gpus": "none"}, "cpu")) == ()
+
+
+@pytest.mark.parametrize("visible,words", [("4", "names card(s) 4"), ("0,0", "named twice")])
+def test_cuda_visible_devices_naming_absent_or_repeated_cards_is_refused(
+        tmp_path, visible, words):
+    two = _fake_smi(tmp_path, 'echo "0, NVIDIA H100, 81559"; echo "1, NVIDIA H100, 81559"')
+    environ = job_env(PATH=f"{two}{os.pathsep}{os.environ['PATH']}",
+                      CUDA_VISIBLE_DEVICES=visible)
+    r = subprocess.run([sys.executable, "-m", "launcher", "submit", "sweeps/demo.yaml",
+                        "--env", "workstation", "--runs-dir", str(tmp_path / "runs")],
+                       cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
+    assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "runs" / "demo").exists()
