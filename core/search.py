@@ -115,11 +115,22 @@ def _rungs(value: Any, where: str, errors: list[str]) -> tuple[float, ...]:
         errors.append(f"{where}: search.rungs: expected a list of at least two budgets in "
                       f"epochs, increasing (e.g. [1, 3, 9]), got {short(value)}")
         return (1.0, 3.0)
-    rungs = tuple(float(v) for v in value)
-    if rungs[0] <= 0 or any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)):
+    try:
+        rungs = tuple(float(v) for v in value)
+    except OverflowError:
+        rungs = (math.inf,)
+    if not all(math.isfinite(b) and b == int(b) and 1 <= b <= MAX_RUNG_EPOCHS for b in rungs):
+        # A rung stops at the end of the epoch that reaches it: 0.5 would train a whole one.
+        errors.append(f"{where}: search.rungs: each budget is a whole number of epochs from 1 "
+                      f"to {MAX_RUNG_EPOCHS}, got {short(value)}")
+        return (1.0, 3.0)
+    if any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)):
         errors.append(f"{where}: search.rungs: budgets must be positive and strictly "
                       f"increasing, got {short(value)}")
     return rungs
+
+
+MAX_RUNG_EPOCHS = 1000
 
 
 _DEFAULTS = {f.name: f.default for f in fields(SearchSpec) if f.default is not MISSING}

@@ -259,3 +259,13 @@ def test_a_rung_whose_runs_all_failed_waits_for_a_resubmit(tmp_path):
     assert lsearch.advance(folder, spec, {"a", "b"}) == []
     assert json.loads((folder / SEARCH_FILE).read_text())["rungs"] == []
     assert lsearch.stopped_runs(folder) == set()
+
+
+@pytest.mark.parametrize("rungs", [[0.5, 1], [1, float("inf")], [1, float("nan")],
+                                   [1, int("9" * 400)], [3, 1]])
+def test_rungs_that_cannot_be_trained_as_written_are_refused_at_submit(rungs):
+    from core.search import parse_search
+
+    errors: list[str] = []
+    parse_search({"rungs": rungs}, "s.yaml", errors)
+    assert len(errors) == 1 and "search.rungs" in errors[0], errors
