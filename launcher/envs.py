@@ -191,6 +191,10 @@ def _check_profile(env: EnvProfile, data: dict[str, Any], where: str,
         errors.append(f"{where}: max_parallel must be >= 1")
     if env.time_limit_min < 1:
         errors.append(f"{where}: time_limit_min must be >= 1")
+    elif not 0 <= env.signal_delay_s < env.time_limit_min * 60:
+        # The checkpoint warning must come after the start and before the end of the job.
+        errors.append(f"{where}: signal_delay_s must be from 0 to less than time_limit_min's "
+                      f"{env.time_limit_min * 60} s, got {env.signal_delay_s}")
     if not 0.1 <= env.vram_margin <= 1.0:
         errors.append(f"{where}: vram_margin must be between 0.1 and 1.0")
 

@@ -269,3 +269,12 @@ def test_rungs_that_cannot_be_trained_as_written_are_refused_at_submit(rungs):
     errors: list[str] = []
     parse_search({"rungs": rungs}, "s.yaml", errors)
     assert len(errors) == 1 and "search.rungs" in errors[0], errors
+
+
+@pytest.mark.parametrize("delay", [-5, 3600, 99999])
+def test_a_checkpoint_warning_outside_the_time_limit_is_refused(delay):
+    from launcher.envs import parse_env
+    from launcher.yamlio import YamlError
+
+    with pytest.raises(YamlError, match="signal_delay_s must be from 0"):
+        parse_env({"name": "x", "time_limit_min": 60, "signal_delay_s": delay}, "x.yaml")
