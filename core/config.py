@@ -23,6 +23,10 @@ from core.errors import UserError, unknown_key
 from core.families import detect_family
 from core.gguf import GGUFError, is_gguf_name, read_header
 
+MAX_CHECKPOINT_MIN = 7 * 24 * 60
+MAX_CONTEXT_SENTENCES = 1000
+"""More sentences than any document holds (a prompt of 30 million would take minutes to
+build and never fit)."""
 REFERENCE = "docs/reference.md"
 """Where every key is listed (python -m launcher reference writes it)."""
 
@@ -437,6 +441,9 @@ def _train_problems(t: TrainConfig) -> list[str]:
                  "checkpoint_every_min", "pad_to_multiple_of"):
         if getattr(t, name) < 0:
             p.append(f"{flag_of('train.' + name)} must be >= 0, got {getattr(t, name)}")
+    if not t.checkpoint_every_min <= MAX_CHECKPOINT_MIN:  # nan and 400 digits included
+        p.append(f"--train-checkpoint-every-min must be at most {MAX_CHECKPOINT_MIN} (a week; "
+                 f"0: never), got {short(t.checkpoint_every_min)}")
     if t.logging_steps <= 0:
         p.append(f"--train-logging-steps must be positive, got {t.logging_steps}")
     if t.max_steps == 0 or t.max_steps < -1:
@@ -455,8 +462,12 @@ def _eval_problems(cfg: RunConfig) -> list[str]:
         p.append(f"--eval-batch-size must be positive, got {e.batch_size}")
     for flag, n in (("--context-sentences", cfg.data.context_sentences),
                     ("--context-after", cfg.data.context_after)):
-        if n < 0:
-            p.append(f"{flag} must be >= 0, got {n}")
+        if not 0 <= n <= MAX_CONTEXT_SENTENCES:
+            p.append(f"{flag} must be from 0 to {MAX_CONTEXT_SENTENCES}, got {short(n)}")
+    if cfg.train.pad_to_multiple_of > m.max_seq_length:
+        p.append(f"--train-pad-to-multiple-of {cfg.train.pad_to_multiple_of} is above "
+                 f"--model-max-seq-length {m.max_seq_length}: every batch would be padded past "
+                 "its longest record; give at most the sequence length (0: no rounding)")
     if e.max_item_repeats < 0:
         p.append(f"--eval-max-item-repeats must be >= 0 (0: never), got {e.max_item_repeats}")
     if e.max_new_tokens < 0 or e.max_examples < 0:

@@ -169,7 +169,7 @@ def _unreadable_state(path: Path) -> str | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"
-    return None if isinstance(doc, dict) and "global_step" in doc else "not a trainer state"
+    return None if isinstance(doc, dict) else "not a trainer state"
 
 
 def _optim(cfg: RunConfig, cuda: bool) -> str:

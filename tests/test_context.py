@@ -103,7 +103,7 @@ def test_the_prompt_shows_the_context_before_the_seeds_instruction():
 def test_a_negative_count_is_refused():
     cfg = RunConfig().replace({"model.name_or_path": "scratch:llama-tiny",
                                "data.context_sentences": -1})
-    assert any("--context-sentences must be >= 0" in p for p in validate(cfg))
+    assert any("--context-sentences must be from 0 to 1000" in p for p in validate(cfg))
 
 
 def test_a_sweep_asking_for_context_without_ids_fails_at_submission(tmp_path):
@@ -256,4 +256,4 @@ def test_later_context_needs_the_ids_and_is_part_of_the_training(tmp_path):
         load_dataset(data, 0, 2)
     bad = RunConfig().replace({"model.name_or_path": "scratch:llama-tiny",
                                "data.context_after": -2})
-    assert any("--context-after must be >= 0" in p for p in validate(bad))
+    assert any("--context-after must be from 0 to 1000" in p for p in validate(bad))

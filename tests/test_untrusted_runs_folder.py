@@ -278,3 +278,16 @@ def test_a_checkpoint_warning_outside_the_time_limit_is_refused(delay):
 
     with pytest.raises(YamlError, match="signal_delay_s must be from 0"):
         parse_env({"name": "x", "time_limit_min": 60, "signal_delay_s": delay}, "x.yaml")
+
+
+@pytest.mark.parametrize("values,words", [
+    ({"train.pad_to_multiple_of": 4096, "model.max_seq_length": 512}, "is above"),
+    ({"train.checkpoint_every_min": float("1" + "0" * 300)}, "at most 10080"),
+    ({"train.checkpoint_every_min": float("nan")}, "finite"),
+    ({"data.context_after": 30000000}, "from 0 to 1000"),
+])
+def test_values_that_pass_types_but_cannot_be_run_are_refused(values, words):
+    from core.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=words):
+        build_config(values)
