@@ -2,7 +2,8 @@
 
 Models are random-initialised from real architectures' shapes (``scratch:<family>-1b``: the
 Llama-3.2-1B dimensions; the Gemma one uses the Gemma 3 text architecture at the same size),
-data are real BC5CDR sentences (MEDSWEEP_SHARED_DATA), tokenizers are built locally.
+data are real BC5CDR sentences (MEDSWEEP_SHARED_DATA, a folder of CORPUS/train.json and
+dev.json; without it, synthetic clinical sentences), tokenizers are built locally.
 MEDSWEEP_GPU_SIZE=tiny with MEDSWEEP_GPU_TESTS_ON_CPU=1 runs the same tests on a CPU, for
 checking the test code itself.
 """
@@ -48,11 +49,19 @@ def needs_gpu():
 
 
 @pytest.fixture(scope="module")
-def bc5(tmp_path_factory, shared_data):
-    """A 256-record training subset and 32 dev records of BC5CDR."""
+def bc5(tmp_path_factory):
+    """A 256-record training subset and 32 dev records of BC5CDR where the corpora are
+    (MEDSWEEP_SHARED_DATA), else as many synthetic clinical sentences (core.demo_data): the
+    tier runs in a user's clone too."""
+    from core.demo_data import write_demo_data
+
+    from .conftest import SHARED_DATA
+
     folder = tmp_path_factory.mktemp("bc5")
-    train = json.loads((shared_data / "bc5cdr" / "train.json").read_text())[:256]
-    dev = json.loads((shared_data / "bc5cdr" / "dev.json").read_text())[:32]
+    if not (SHARED_DATA / "bc5cdr" / "train.json").is_file():
+        return write_demo_data(folder, n_train=256, n_dev=32)
+    train = json.loads((SHARED_DATA / "bc5cdr" / "train.json").read_text())[:256]
+    dev = json.loads((SHARED_DATA / "bc5cdr" / "dev.json").read_text())[:32]
     atomic_write_json(folder / "train.json", train)
     atomic_write_json(folder / "dev.json", dev)
     return folder / "train.json", folder / "dev.json"
