@@ -328,8 +328,6 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
                                  else v)
             w.writerow(cells)
         return buf.getvalue()
-    from tabulate import tabulate
-
     tails = {c: path_tails([r[c] for r in board.rows if isinstance(r.get(c), str)])
              for c in cols if c.endswith("_dataset_file") or c == "eval_file"}
 
@@ -348,5 +346,25 @@ def render(board: Board, cols: list[str], fmt: str) -> str:
 
     headers = [c.split(".", 1)[1] if c.startswith(CONFIG_SECTIONS)
                else c.replace(".ci95", " 95% CI").replace(".sd", " sd") for c in cols]
-    return tabulate([[cell(r.get(c), c) for c in cols] for r in board.rows], headers=headers,
-                    tablefmt="github", disable_numparse=True)
+    return github_table([[cell(r.get(c), c) for c in cols] for r in board.rows], headers)
+
+
+def github_table(rows: list[list[Any]], headers: list[str]) -> str:
+    """A GitHub (pipe) table of text cells, left-aligned: what tabulate's "github" format
+    writes with numbers left as text, at a fraction of its time on 10,000 rows.
+
+    >>> print(github_table([["a", 1.5], ["bb", ""]], ["x", "y"]))
+    | x   | y   |
+    |-----|-----|
+    | a   | 1.5 |
+    | bb  |     |
+    """
+    text = [[str(c).strip() for c in r] for r in rows]
+    # tabulate's minimum padding: a header gets two spaces more than its text.
+    widths = [max([len(h) + 2, *(len(r[i]) for r in text)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in text)])

@@ -69,3 +69,20 @@ def test_runs_on_different_eval_files_are_ranked_within_each_file(tmp_path, caps
     merged = json.loads(capsys.readouterr().out)["rows"]
     assert [(r["eval_file"].split("/")[-2], r["seeds"]) for r in merged] == [
         ("bc5cdr", 2), ("maccrobat", 2)]
+
+
+def test_the_fast_github_table_writes_what_tabulate_would():
+    import random
+
+    from tabulate import tabulate
+
+    from launcher.leaderboard import github_table
+
+    rng = random.Random(1)
+    for _ in range(300):
+        n = rng.randint(1, 6)
+        headers = ["".join(rng.choice("abc._") for _ in range(rng.randint(1, 9))) for _ in range(n)]
+        rows = [["".join(rng.choice("xyz0.1|- ") for _ in range(rng.randint(0, 12)))
+                 for _ in range(n)] for _ in range(rng.randint(0, 5))]
+        assert github_table(rows, headers) == tabulate(rows, headers=headers, tablefmt="github",
+                                                       disable_numparse=True)
