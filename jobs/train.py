@@ -668,12 +668,18 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
         args = _sft_config(cfg, checkpoint_dir, bs, ga, warmup=warmup, cuda=cuda, bf16=bf16,
                            validate=enc.eval_ds is not None)
         trainer_class = _trainer_class(SFTTrainer, answer_only)
-        return trainer_class(model=model, args=args,
-                             train_dataset=enc.train_ds, eval_dataset=enc.eval_ds,
-                             processing_class=tokenizer,
-                             callbacks=[trainer_callback(writer), first,
-                                        policy.callback(), clock.callback(),
-                                        *train_callbacks(), *callbacks])
+        trainer = trainer_class(model=model, args=args,
+                                train_dataset=enc.train_ds, eval_dataset=enc.eval_ds,
+                                processing_class=tokenizer,
+                                callbacks=[trainer_callback(writer), first,
+                                           policy.callback(), clock.callback(),
+                                           *train_callbacks(), *callbacks])
+        # Without a terminal the trainer prints each log as a dict: the job's own progress
+        # line already says it, once.
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        return trainer
 
     t1 = time.time()
     with stop_on_signals(policy):

@@ -48,6 +48,8 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     # Unsloth patches only what is imported after it; building the scratch model imports
     # transformers, so the job must import Unsloth before that.
     assert "Unsloth should be imported before" not in r.stderr
+    # One progress line per logged step: not the trainer's dict as well.
+    assert "{'loss'" not in r.stdout + r.stderr and "train 8/8" in r.stderr
     summary = json.loads((out / TRAIN_SUMMARY).read_text())
     assert summary["global_step"] == 8 and summary["skipped_too_long"] == 0
     # model.compile auto: a small Gemma 3 trains eager (no flex attention), others compiled.
@@ -57,6 +59,7 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     st = summary["startup"]
     assert all(st[k] > 0 for k in ("import_s", "model_load_s", "tokenize_s",
                                    "trainer_to_first_step_s")), st
+    assert st["worker_item"] == 0  # a process of its own, not a warm worker's item
     assert st["process_to_first_step_s"] >= (st["import_s"] + st["model_load_s"]
                                              + st["trainer_to_first_step_s"]), st
     assert (out / "adapter_config.json").is_file() and (out / "tokenizer.json").is_file()
