@@ -56,14 +56,15 @@ def test_a_failing_item_is_its_own_and_the_worker_takes_the_next(tmp_path):
     assert r.stderr.count("the worker goes on") == 2
 
 
-def _sweep_file(tmp_path: Path, name: str, strategy: str | None, steps: int = 0) -> Path:
+def _sweep_file(tmp_path: Path, name: str, strategy: str | None, steps: int = 0,
+                lrs: tuple[float, ...] = (0.003, 0.001, 0.0003)) -> Path:
     doc = {"name": name, "env": "local", "data": {"demo": True},
            "base": {"model.name_or_path": "scratch:llama-tiny", "model.load_in_4bit": False,
                     "model.max_seq_length": 256, "eval.max_new_tokens": 16,
                     "train.per_device_batch_size": 8, **(
                         {"train.max_steps": steps, "train.checkpoint_every_min": 0.02}
                         if steps else {})},
-           "grid": {"train.learning_rate": [0.003, 0.001, 0.0003]}}
+           "grid": {"train.learning_rate": list(lrs)}}
     if strategy:
         doc["search"] = {"strategy": strategy, "rungs": [1, 2], "keep": "1/3"}
     path = tmp_path / f"{name}.yaml"
@@ -105,7 +106,7 @@ def _worker_pids(folder: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_a_worker_killed_in_the_middle_of_a_run_is_replaced_and_the_run_resumes(tmp_path):
-    sweep = _sweep_file(tmp_path, "kill", None, steps=120)
+    sweep = _sweep_file(tmp_path, "kill", None, steps=120, lrs=(0.003, 0.001))
     p = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-dir",
                           str(tmp_path / "runs")], cwd=ROOT, env=job_env(), text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -125,7 +126,7 @@ def test_a_worker_killed_in_the_middle_of_a_run_is_replaced_and_the_run_resumes(
     assert p.returncode == 0, err[-3000:]
     assert f"{victim}: its worker died; queued again (it resumes)" in out
     st = run_module("launcher", "status", "kill", "--runs-dir", str(tmp_path / "runs"))
-    assert st.stdout.count("| COMPLETED |") == 3, st.stdout
+    assert st.stdout.count("| COMPLETED |") == 2, st.stdout
     log = (tmp_path / "runs" / "kill" / victim / "adapter" / "medsweep_train.json")
     assert json.loads(log.read_text()).get("resumed_from") not in (None, ""), log.read_text()
 
