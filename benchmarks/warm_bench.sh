@@ -29,12 +29,18 @@ doc = {"name": f"wb-{name}", "env": str(w / f"env-{name}.yaml"),
                 "eval.batch_size": 1024},
        "grid": {"train.learning_rate": [2.0e-5, 5.0e-5, 1.0e-4, 2.0e-4, 5.0e-4, 1.0e-3]}}
 if name in ("asha", "sh"):
+    del doc["base"]["train.num_epochs"]  # the search's budget: its top rung
     doc["search"] = {"strategy": "asha" if name == "asha" else "successive-halving",
                      "rungs": [1, 2, 4], "keep": "1/3"}
 (w / f"{name}.yaml").write_text(yaml.safe_dump(doc))
 PY
 }
 case "${1:-}" in
+after)  # after)  NAME NAMES: once rc-NAME exists, run NAMES one after another (setsid)
+    setsid bash -c "while [ ! -f $W/rc-$2 ]; do sleep 2; done; for n in $3; do \
+        bash benchmarks/warm_bench.sh run \$n > $W/run-\$n.out 2>&1; done; touch $W/chain-done" \
+        < /dev/null > /dev/null 2>&1 &
+    echo "after $2: $3" ;;
 chain)
     setsid bash -c "for n in ${2:-grid asha grid-cold}; do bash benchmarks/warm_bench.sh run \$n \
         > $W/run-\$n.out 2>&1; done; touch $W/chain-done" < /dev/null > /dev/null 2>&1 &
