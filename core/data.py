@@ -186,7 +186,7 @@ def load_dataset(path: str | Path, context_sentences: int = 0,
     return ds
 
 
-_ID = re.compile(r"(.+):[A-Za-z]+(\d+)")
+_ID = re.compile(r"(.+):[A-Za-z]+([0-9]{1,9})")
 """A record's place in its document: "<doc>:s<k>" (sentence k; MACCROBAT: "<doc>:l<k>")."""
 
 
@@ -212,7 +212,9 @@ def load_ids(dataset: Path, n_records: int) -> list[tuple[str, int]]:
     for i, ident in enumerate(data):
         m = _ID.fullmatch(ident) if isinstance(ident, str) else None
         if m is None:
-            raise DataError(f"{path}: id {i} is {ident!r}, not \"<doc>:s<k>\"; {fix}")
+            shown = ident if not isinstance(ident, str) or len(ident) <= 80 else ident[:80] + "..."
+            raise DataError(f"{path}: id {i} is {shown!r}, not \"<doc>:s<k>\" (k at most 9 "
+                            f"digits); {fix}")
         out.append((m.group(1), int(m.group(2))))
     return out
 

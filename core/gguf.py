@@ -16,6 +16,7 @@ import importlib.util
 import math
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -96,13 +97,20 @@ def pypi_files(name: str) -> list[Path]:
     return [_site_file(f, pm) for f in pm.files]
 
 
-def gguf_cache_root() -> Path:
+def gguf_cache_root(environ: Mapping[str, str] | None = None) -> Path:
     """Where dequantized folders (and joined chunks) live: MEDSWEEP_GGUF_CACHE, else
-    HF_HOME/medsweep-gguf, else ~/.cache/medsweep/gguf. Put it on shared storage on a cluster."""
-    if os.environ.get("MEDSWEEP_GGUF_CACHE"):
-        return Path(os.environ["MEDSWEEP_GGUF_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "medsweep-gguf"
+    HF_HOME/medsweep-gguf, else ~/.cache/medsweep/gguf. Put it on shared storage on a cluster.
+    environ: the jobs' environment (an env profile's env_vars over this one's), where it is
+    not this process's.
+
+    >>> str(gguf_cache_root({"HF_HOME": "/scratch/hf"}))
+    '/scratch/hf/medsweep-gguf'
+    """
+    env = os.environ if environ is None else environ
+    if env.get("MEDSWEEP_GGUF_CACHE"):
+        return Path(env["MEDSWEEP_GGUF_CACHE"]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "medsweep-gguf"
     return Path.home() / ".cache" / "medsweep" / "gguf"
 
 

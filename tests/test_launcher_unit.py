@@ -564,3 +564,21 @@ def test_every_key_names_its_values_in_run_ids_its_own_way():
             names.setdefault(_slug_value(key, probe), []).append(key)
         clashes = {n: ks for n, ks in names.items() if len(ks) > 1}
         assert not clashes, clashes
+
+
+def test_prefetch_names_the_gguf_cache_the_jobs_will_use(tmp_path, data_files, capsys,
+                                                          monkeypatch):
+    """The jobs dequantize into their HF_HOME (the profile's env_vars), not the caller's."""
+    from launcher.cli import main
+
+    _, train, dev = data_files
+    monkeypatch.delenv("MEDSWEEP_GGUF_CACHE", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
+    env = yaml.safe_load((ROOT / "envs" / "slurm.yaml").read_text())
+    env["env_vars"]["HF_HOME"] = str(tmp_path / "hf")
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(env))
+    doc = sweep_doc(train, dev, env=str(tmp_path / "e.yaml"),
+                    grid={"model.name_or_path": ["pypi:smollm2-135m-instruct"]})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["prefetch", str(tmp_path / "s.yaml")]) == 0  # dev.sh installs the model
+    assert f"{tmp_path / 'hf' / 'medsweep-gguf'}" in capsys.readouterr().out

@@ -246,6 +246,7 @@ def test_a_link_planted_where_the_private_job_files_go_is_refused(tmp_path, monk
                    env={**job_env(), "MEDSWEEP_JOB_FILES": str(root)})
     one_line_error(r, str(job_files_dir(sweep_folder)), "not a folder of yours")
     assert list(theirs.iterdir()) == []
+    assert not sweep_folder.exists()  # nothing half-done: no sweep.yaml, no config.yaml
 
 
 def test_a_rung_whose_runs_all_failed_waits_for_a_resubmit(tmp_path):
@@ -291,3 +292,26 @@ def test_values_that_pass_types_but_cannot_be_run_are_refused(values, words):
 
     with pytest.raises(ConfigError, match=words):
         build_config(values)
+
+
+def test_an_id_position_of_thousands_of_digits_is_one_line(tmp_path):
+    from core.data import DataError, load_ids
+
+    (tmp_path / "train.json").write_text("[]")
+    (tmp_path / "train.ids.json").write_text(json.dumps(["doc:s" + "9" * 5000]))
+    with pytest.raises(DataError, match="k at most 9 digits") as e:
+        load_ids(tmp_path / "train.json", 1)
+    assert len(str(e.value)) < 600
+
+
+def test_leaderboard_problem_lines_show_folder_names_escaped(tmp_path, capsys):
+    from launcher.cli import main
+
+    folder = tmp_path / "runs" / "lab"
+    bad = folder / "run\x1b]52;c;aGk=\x07-1"
+    (bad / "results").mkdir(parents=True)
+    (bad / "results" / "performance.json").write_text("{broken")
+    (folder / "sweep.yaml").write_text("name: lab\n")
+    main(["leaderboard", "lab", "--runs-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert "unreadable:" in out and "\x1b" not in out and "\\x1b" in out

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.fileio import atomic_write_text
+from core.textnorm import terminal_safe
 from launcher.commands.common import add_sweep_arg, sweep_folders
 from launcher.leaderboard import (
     METRIC_NAMES,
@@ -72,10 +73,11 @@ def print_board(folders: list[Path], *, sort: str, fmt: str, with_pr: bool,
     if fmt != "json":
         if board.pending:
             print(f"\n{board.pending} run(s) without results yet")
+        # They name folders of a (possibly shared) runs folder: no terminal escapes.
         for prob in board.problems:
-            print(f"unreadable: {prob}")
+            print(f"unreadable: {terminal_safe(prob)}")
         for warn in board.warnings:
-            print(f"warning: {warn}")
+            print(f"warning: {terminal_safe(warn)}")
     if plot is not None:
         from launcher.plots import plot_f1
 

@@ -28,9 +28,11 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     env = load_env(args.env or sweep.env)
+    jobs_env = {**os.environ, **env.env_vars}  # what the jobs will see
     for m in gguf_models(sweep):
         # Found at validation; the job dequantizes it once into MEDSWEEP_GGUF_CACHE.
-        print(f"local GGUF  {m} (dequantized by the first job into {gguf_cache_root()})")
+        print(f"local GGUF  {m} (dequantized by the first job into "
+              f"{gguf_cache_root(jobs_env)})")
     cache = cache_dir(env)
     todo = [m for m in hub_models(sweep) if not is_cached(m, cache)]
     for m in hub_models(sweep):
