@@ -191,7 +191,9 @@ class _Reader:
             raise GGUFError(f"{self.where}: implausible string length {n} in the GGUF header")
         return self.take(n).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, keep: bool, depth: int = 0) -> Any:
+    def value(self, vtype: int, keep: bool, depth: int = 0, keep_long: bool = True) -> Any:
+        """The next value; an array not kept (or, unless keep_long, longer than
+        KEEP_SMALL_ARRAYS) is read past and given as its length, never built as a list."""
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype])
         if vtype == _STRING:
@@ -203,14 +205,18 @@ class _Reader:
             itype, n = self.unpack("<I"), self.unpack("<Q")
             if n > 1 << 26:
                 raise GGUFError(f"{self.where}: implausible array length {n} in the header")
+            keep = keep and (keep_long or n <= KEEP_SMALL_ARRAYS)
             if itype in _SCALARS and not keep:
                 self.take(struct.calcsize(_SCALARS[itype]) * n)
                 return n
             if itype in _SCALARS:
                 fmt = _SCALARS[itype]
                 return list(struct.unpack(f"<{n}{fmt[1:]}", self.take(struct.calcsize(fmt) * n)))
-            items = [self.value(itype, keep, depth + 1) for _ in range(n)]
-            return items if keep else n
+            if not keep:
+                for _ in range(n):
+                    self.value(itype, False, depth + 1)
+                return n
+            return [self.value(itype, keep, depth + 1) for _ in range(n)]
         raise GGUFError(f"{self.where}: unknown GGUF value type {vtype}; not a GGUF file "
                         "this reader knows (versions 2 and 3)")
 
@@ -243,9 +249,10 @@ def _read_header(name: str, _mtime_ns: int, _size: int, vocab: bool,
         meta: dict[str, Any] = {}
         for _ in range(n_kv):
             key = r.string()
-            meta[key] = _small(r.value(r.unpack("<I"), keep=(key in _KEEP_ARRAYS and vocab)
-                                       or not key.startswith("tokenizer.ggml.")),
-                               key in _KEEP_ARRAYS and vocab)
+            long_ok = key in _KEEP_ARRAYS and vocab
+            meta[key] = _small(r.value(r.unpack("<I"), keep=long_ok
+                                       or not key.startswith("tokenizer.ggml."),
+                                       keep_long=long_ok), long_ok)
         tensors: dict[str, tuple[int, ...]] = {}
         last_offset = -1
         for _ in range(n_tensors):
