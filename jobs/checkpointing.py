@@ -19,11 +19,13 @@ gets it once).
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 RESUMABLE_EXIT = 75
@@ -155,3 +157,30 @@ def stop_on_signals(policy: CheckpointPolicy,
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer_state.json reads back: one a crash or a full disk
+    left half-written is named in the log and passed over for the one before it."""
+    if not ckpt_dir.is_dir():
+        return None
+    cks = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+                  and (p / "trainer_state.json").is_file()),
+                 key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ck in cks:
+        why = unreadable_state(ck / "trainer_state.json")
+        if why is None:
+            return ck
+        from jobs.joblog import log
+
+        log(f"{ck / 'trainer_state.json'}: {why}; resuming from the checkpoint before it")
+    return None
+
+
+def unreadable_state(path: Path) -> str | None:
+    """Why a checkpoint's trainer_state.json cannot be resumed from (None: it can)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"
+    return None if isinstance(doc, dict) else "not a trainer state"

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 from core.cliargs import add_config_flags, config_from_args, keys_of
 from core.config import RunConfig
@@ -25,9 +25,18 @@ from core.fileio import atomic_write_json, file_sha256, folder_problem, read_jso
 from core.identity import training_part
 from core.prompts import prompt_literal, prompt_messages, target_json
 from core.results import environment_info, now_iso
-from core.rundir import CHECKPOINTS, MICRO_BATCH_FILE, TRAIN_STARTED, TRAIN_SUMMARY
-from jobs.checkpointing import RESUMABLE_EXIT, CheckpointPolicy, StoppedToResume, stop_on_signals
-from jobs.mps import MPS_STATUS_ENV, PACK_RUNS_ENV
+from core.rundir import CHECKPOINTS, TRAIN_STARTED, TRAIN_SUMMARY
+from jobs.answer_head import _trainer_class, head_scale, resolved_answer_only
+from jobs.checkpointing import (
+    RESUMABLE_EXIT,
+    CheckpointPolicy,
+    StoppedToResume,
+    last_checkpoint,
+    stop_on_signals,
+)
+from jobs.errors import TrainError
+from jobs.microbatch import _Fit, _fit_with_oom_retry, _micro_batch
+from jobs.mps import MPS_STATUS_ENV
 from jobs.steptime import StepClock
 
 TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
@@ -35,10 +44,6 @@ TRAIN_KEYS = keys_of("model", "peft", "train") + ["data.train_dataset_file",
                                                    "data.unique_entities",
                                                    "data.context_sentences",
                                                    "data.context_after"]
-
-
-class TrainError(UserError):
-    """A training run that cannot proceed; the message says what to change."""
 
 
 @dataclass
@@ -145,33 +150,6 @@ def effective_warmup(warmup_steps: int, total_steps: int) -> int:
     return min(warmup_steps, total_steps // 10)
 
 
-def _last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint whose trainer_state.json reads back: one a crash or a full disk
-    left half-written is named in the log and passed over for the one before it."""
-    if not ckpt_dir.is_dir():
-        return None
-    cks = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-                  and (p / "trainer_state.json").is_file()),
-                 key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for ck in cks:
-        why = _unreadable_state(ck / "trainer_state.json")
-        if why is None:
-            return ck
-        from jobs.joblog import log
-
-        log(f"{ck / 'trainer_state.json'}: {why}; resuming from the checkpoint before it")
-    return None
-
-
-def _unreadable_state(path: Path) -> str | None:
-    """Why a checkpoint's trainer_state.json cannot be resumed from (None: it can)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"
-    return None if isinstance(doc, dict) else "not a trainer state"
-
-
 def _optim(cfg: RunConfig, cuda: bool) -> str:
     if cfg.train.optim != "auto":
         return cfg.train.optim
@@ -218,113 +196,6 @@ def _padding_free(cfg: RunConfig) -> bool:
         return True
     except ImportError:
         return False
-
-
-class _NoTokenizerSave:
-    """Stands in for the tokenizer while a checkpoint is written."""
-
-    def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-HEAD_SCALES = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
-"""Config keys of families whose head scales its logits: the answer-only head does not."""
-
-
-def head_scale(model: Any) -> str | None:
-    """The config key by which this model's head scales its logits (HEAD_SCALES), or None."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    text = base.config.get_text_config()
-    return next((k for k in HEAD_SCALES if getattr(text, k, None) not in (None, 1, 1.0)), None)
-
-
-def resolved_answer_only(setting: str, cuda: bool, compiled: bool,
-                         scaled_by: str | None) -> bool:
-    """train.answer_only_logits for this run. auto: on where Unsloth's trainer would compute
-    the full logits (eager on a GPU; compiled, its loss is chunked, and the CPU backend has its
-    own) and the head does not scale them; true: on (a scaling head is refused in training).
-
-    >>> [resolved_answer_only("auto", True, False, None), resolved_answer_only("auto", True, True,
-    ...  None), resolved_answer_only("auto", False, False, None),
-    ...  resolved_answer_only("auto", True, False, "logit_scale"),
-    ...  resolved_answer_only("true", False, True, None), resolved_answer_only("false", True,
-    ...  False, None)]
-    [True, False, False, False, True, False]
-    """
-    if setting == "auto":
-        return cuda and not compiled and scaled_by is None
-    return setting == "true"
-
-
-def answer_head_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
-    """The training loss with the LM head applied only where it is needed: the backbone's
-    hidden states at the positions whose next token is a label (the answer) go through the
-    head, so the (rows, length, vocabulary) logits of the prompt never exist. The negative
-    log-likelihood summed over the answer tokens, divided by num_items_in_batch (the answer
-    tokens of the whole optimizer step) or, without it, by this batch's own count: the model's
-    own loss from the full logits, in value and gradient. Final-logit soft-capping (Gemma 2)
-    is applied as the model does."""
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    text = base.config.get_text_config()
-    scaled = head_scale(model)
-    if scaled:
-        raise TrainError(f"train.answer_only_logits true: {type(base).__name__} scales its "
-                         f"logits ({scaled}), which the answer-only head does not do; set "
-                         "--train-answer-only-logits false")
-    labels = inputs["labels"]
-    rest = {k: v for k, v in inputs.items() if k != "labels"}
-    hidden = base.base_model(**rest, use_cache=False).last_hidden_state[:, :-1]
-    head = base.get_output_embeddings()
-    target = labels[:, 1:].to(head.weight.device)
-    mask = target != -100
-    logits = head(hidden.to(head.weight.device)[mask]).float()
-    cap = getattr(text, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    loss = torch.nn.functional.cross_entropy(logits, target[mask], reduction="sum")
-    count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-    return loss / count
-
-
-def _trainer_class(base: Any, answer_only: bool = False) -> Any:
-    """The (Unsloth-patched) SFTTrainer with a resume-deterministic length-grouped sampler,
-    and with answer_only the loss of answer_head_loss in place of the model's own (Unsloth's
-    trainer computes that from the full logits when the model is eager)."""
-    from jobs.sampling import EpochLengthGroupedSampler
-
-    class MedsweepTrainer(base):  # type: ignore[misc, valid-type]
-        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
-            if not answer_only or "labels" not in inputs:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
-            if not getattr(self, "model_accepts_loss_kwargs", True):
-                num_items_in_batch = None  # the Trainer divides by the accumulation itself
-            loss = answer_head_loss(model, inputs, num_items_in_batch)
-            return (loss, {"loss": loss}) if return_outputs else loss
-
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            # Resuming never reads the tokenizer; the final folder gets it once (a 262k
-            # vocabulary took 17% of a Gemma 3 270M run when written with every checkpoint).
-            tokenizer: Any = getattr(self, "processing_class")  # noqa: B009
-            self.processing_class = _NoTokenizerSave()
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self.processing_class = tokenizer
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            if self.args.train_sampling_strategy != "group_by_length":
-                return super()._get_train_sampler(train_dataset)
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            return EpochLengthGroupedSampler(
-                [len(x) for x in ds["input_ids"]],
-                self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                self.args.data_seed if self.args.data_seed is not None else self.args.seed)
-
-    return MedsweepTrainer
 
 
 def train(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None = None,
@@ -431,7 +302,7 @@ def train_model(cfg: RunConfig, output_dir: Path, *, checkpoint_dir: Path | None
         # Nothing half-done: a folder this call created and left without a checkpoint to
         # resume from goes away again.
         # (A stop signal in the last step ends here too, with the model saved: kept.)
-        if (fresh and _last_checkpoint(checkpoint_dir) is None
+        if (fresh and last_checkpoint(checkpoint_dir) is None
                 and not (output_dir / TRAIN_SUMMARY).is_file()):
             import shutil
 
@@ -657,7 +528,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
                           checkpointing=loaded.checkpointing != "false",
                           chunked_head=loaded.switches.compiled, answer_only=answer_only)
     # Where this call started from (a requeued job resumes; the summary says from where).
-    resumed_from = _last_checkpoint(checkpoint_dir)
+    resumed_from = last_checkpoint(checkpoint_dir)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     policy = checkpoint_policy(cfg, budget_epochs)
@@ -766,163 +637,6 @@ def _train_summary(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], loaded
         "answer_only_logits": answer_only,
         "environment": environment_info(),
     }
-
-
-@dataclass
-class _Fit:
-    out: Any
-    trainer: Any
-    bs: int
-    ga: int
-    oom_retries: list[dict[str, Any]]
-
-
-def halved_batch(bs: int, ga: int) -> tuple[int, int]:
-    """The micro-batch after an out-of-memory error: half the rows, the same examples per
-    optimizer step (or one more, when bs x ga is odd).
-
-    >>> halved_batch(64, 1), halved_batch(5, 3)
-    ((32, 2), (2, 8))
-    """
-    new_bs = bs // 2
-    return new_bs, -(-bs * ga // new_bs)
-
-
-def _at_budget_already(trainer: Any, resume: Path | None, policy: CheckpointPolicy) -> Any:
-    """Where the checkpoint to resume from already reached the budget (the job stopped after
-    it and before saving the model), load it and train nothing: the trainer would otherwise
-    run the next epoch before its epoch-end check. Returns the TrainOutput, or None."""
-    if resume is None or policy.stop_at_epoch is None:
-        return None
-    from transformers.trainer_callback import TrainerState
-    from transformers.trainer_utils import TrainOutput
-
-    state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
-    if not policy.at_budget(state.epoch):
-        return None
-    trainer._load_from_checkpoint(str(resume))
-    trainer.state = state
-    policy.budget_reached = True
-    losses = [h["loss"] for h in state.log_history if "loss" in h]
-    return TrainOutput(state.global_step, losses[-1] if losses else 0.0, {})
-
-
-def _fit_with_oom_retry(make_trainer: Callable[[int, int], Any], model: Any, bs: int, ga: int,
-                        checkpoint_dir: Path, writer: Any, progress_path: Path | None,
-                        cuda: bool, policy: CheckpointPolicy | None = None) -> _Fit:
-    """trainer.train(), resumed from the last checkpoint where there is one; an out-of-memory
-    error halves the micro-batch (halved_batch) and trains again from that checkpoint, or from
-    the initial weights where none was written yet. Batch 1 out of memory is a TrainError."""
-    import gc
-
-    import torch
-
-    from jobs import modeling
-
-    # Trainable weights as they start, to undo partial steps after an out-of-memory error
-    # that strikes before the first checkpoint.
-    initial = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
-               if p.requires_grad}
-    oom_retries: list[dict[str, Any]] = []
-    while True:
-        trainer = make_trainer(bs, ga)
-        resume = _last_checkpoint(checkpoint_dir)
-        if resume is not None:
-            modeling.log(f"resuming from {resume.name}")
-            hist = read_json(progress_path) if progress_path and progress_path.is_file() else {}
-            writer.history = [h for h in hist.get("history", [])
-                              if h.get("step", 0) <= int(resume.name.split("-")[-1])]
-        else:
-            writer.history = []
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in initial:
-                        p.copy_(initial[n].to(p.device))
-        try:
-            out = _at_budget_already(trainer, resume, policy) if policy else None
-            if out is None:
-                out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-            return _Fit(out, trainer, bs, ga, oom_retries)
-        except torch.OutOfMemoryError as exc:
-            step = int(trainer.state.global_step)
-            del trainer
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
-            if bs == 1:
-                raise TrainError(
-                    f"out of GPU memory at per-device batch 1 (step {step}): load in 4-bit "
-                    "(--model-load-in-4bit true), lower --model-max-seq-length, or plan a "
-                    "bigger GPU") from exc
-            new_bs, new_ga = halved_batch(bs, ga)
-            oom_retries.append({"step": step, "from": f"{bs}x{ga}", "to": f"{new_bs}x{new_ga}",
-                                "error": str(exc).splitlines()[0][:200]})
-            modeling.log(f"out of memory at step {step} with batch {bs} x GA {ga}; retrying "
-                         f"with {new_bs} x {new_ga}")
-            bs, ga = new_bs, new_ga
-            _save_micro_batch(checkpoint_dir, bs, ga, {"after_oom_at_step": step})
-
-
-def _micro_batch(cfg: RunConfig, model: Any, examples: list[Any], checkpoint_dir: Path,
-                 cuda: bool, free_bytes: int | None = None,
-                 checkpointing: bool = True, chunked_head: bool = True,
-                 answer_only: bool = False) -> tuple[int, int]:
-    """The (per-device batch, accumulation) this run trains with; see core.batching.
-    free_bytes: the GPU memory free now (read from the device when None); answer_only: the
-    head is applied at the answers' tokens only (resolved_answer_only)."""
-    from jobs import modeling
-
-    bs, ga = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
-    saved = checkpoint_dir / MICRO_BATCH_FILE
-    if saved.is_file() and _last_checkpoint(checkpoint_dir) is not None:
-        # A resumed run keeps the split its checkpoints were made with (the length-grouped
-        # order depends on it), whatever memory this card has free.
-        doc = read_json(saved)
-        return int(doc["per_device_batch_size"]), int(doc["gradient_accumulation_steps"])
-    if cuda and cfg.train.grow_micro_batch and ga > 1 and examples:
-        from core.batching import fits_free_memory, grow_micro_batch
-        from core.vram import ModelShape
-
-        # Multimodal configs (Gemma 3 4B+) keep the language model's shape in text_config.
-        c = getattr(model.config, "text_config", None) or model.config
-        shape = ModelShape(0.0, c.hidden_size, c.num_hidden_layers, c.intermediate_size,
-                           c.vocab_size)
-        free = free_share(modeling.free_gpu_bytes() if free_bytes is None else free_bytes)
-        longest = max(len(e.input_ids) for e in examples)
-        answers = (max(sum(1 for x in e.labels if x != -100) for e in examples)
-                   if answer_only and not chunked_head else 0)
-        new_bs, new_ga = grow_micro_batch(bs, ga, fits_free_memory(
-            shape, longest, free, checkpointing, chunked_head, answer_tokens=answers))
-        if (new_bs, new_ga) != (bs, ga):
-            modeling.log(f"micro-batch {bs} x GA {ga} -> {new_bs} x GA {new_ga} (same "
-                         f"{bs * ga} examples per optimizer step; longest record {longest} "
-                         f"tokens, {free / 2**30:.1f} GiB free; --train-grow-micro-batch false "
-                         "keeps it as given)")
-        bs, ga = new_bs, new_ga
-    _save_micro_batch(checkpoint_dir, bs, ga, {})
-    return bs, ga
-
-
-def free_share(free: int, environ: Mapping[str, str] = os.environ) -> int:
-    """This run's share of the free GPU memory: all of it alone, 1/N of it in a pack of N
-    runs starting side by side on one card (jobs.pack sets the count).
-
-    >>> free_share(120, {}), free_share(120, {"MEDSWEEP_PACK_RUNS": "12"})
-    (120, 10)
-    >>> free_share(120, {"MEDSWEEP_PACK_RUNS": "x"})
-    120
-    """
-    try:
-        runs = int(environ.get(PACK_RUNS_ENV, "1"))
-    except ValueError:
-        runs = 1
-    return free // max(1, runs)
-
-
-def _save_micro_batch(checkpoint_dir: Path, bs: int, ga: int, extra: dict[str, Any]) -> None:
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(checkpoint_dir / MICRO_BATCH_FILE,
-                      {"per_device_batch_size": bs, "gradient_accumulation_steps": ga, **extra})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,7 @@ def _batch():
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_the_answer_only_loss_and_gradient_equal_the_full_logits_ones(family):
-    from jobs.train import answer_head_loss
+    from jobs.answer_head import answer_head_loss
 
     full, part = _tiny(family), _tiny(family)
     batch = _batch()
@@ -46,7 +46,7 @@ def test_the_answer_only_loss_and_gradient_equal_the_full_logits_ones(family):
 
 
 def test_the_answer_only_loss_divides_by_the_step_s_answer_tokens():
-    from jobs.train import answer_head_loss
+    from jobs.answer_head import answer_head_loss
 
     model, batch = _tiny(), _batch()
     answer_tokens = int((batch["labels"][:, 1:] != -100).sum())
@@ -62,7 +62,7 @@ def test_the_answer_only_loss_divides_by_the_step_s_answer_tokens():
 def test_a_lora_model_goes_through_its_adapters():
     from peft import LoraConfig, get_peft_model
 
-    from jobs.train import answer_head_loss
+    from jobs.answer_head import answer_head_loss
 
     model = get_peft_model(_tiny(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                lora_dropout=0.0))
@@ -78,7 +78,7 @@ def test_a_lora_model_goes_through_its_adapters():
 
 
 def test_a_head_that_scales_its_logits_is_refused_in_one_line():
-    from jobs.train import TrainError, answer_head_loss
+    from jobs.answer_head import TrainError, answer_head_loss
 
     model = _tiny()
     model.config.logit_scale = 0.5
@@ -92,7 +92,7 @@ def test_auto_leaves_a_head_that_scales_its_logits_to_the_model():
     """auto (the default) turns the answer-only head on for an eager model on a GPU alone, and
     never for a head that scales its logits, which true refuses instead."""
     from core.config import RunConfig
-    from jobs.train import head_scale, resolved_answer_only
+    from jobs.answer_head import head_scale, resolved_answer_only
 
     model = _tiny()
     assert RunConfig().train.answer_only_logits == "auto" and head_scale(model) is None

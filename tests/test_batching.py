@@ -1,4 +1,4 @@
-"""The micro-batch the job trains with (core.batching, jobs.train._micro_batch)."""
+"""The micro-batch the job trains with (core.batching, jobs.microbatch._micro_batch)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_short_records_grow_on_an_h100_but_not_on_a_small_card():
 
 
 def test_cpu_keeps_the_batch_as_given(tmp_path):
-    from jobs.train import MICRO_BATCH_FILE, _micro_batch
+    from jobs.microbatch import MICRO_BATCH_FILE, _micro_batch
 
     cfg = build_config({"model.name_or_path": "scratch:llama-tiny",
                         "data.train_dataset_file": "x.json"})
@@ -57,7 +57,7 @@ def test_cpu_keeps_the_batch_as_given(tmp_path):
 
 
 def test_resume_keeps_the_split_of_its_checkpoints(tmp_path):
-    from jobs.train import MICRO_BATCH_FILE, _micro_batch
+    from jobs.microbatch import MICRO_BATCH_FILE, _micro_batch
 
     ck = tmp_path / "ck"
     (ck / "checkpoint-2").mkdir(parents=True)
@@ -84,7 +84,7 @@ def _model_with(config):
 def test_job_reads_the_shape_from_the_model_config_and_logs_the_change(tmp_path, capsys):
     from transformers import Gemma3Config, Gemma3TextConfig, LlamaConfig
 
-    from jobs.train import MICRO_BATCH_FILE, _micro_batch
+    from jobs.microbatch import MICRO_BATCH_FILE, _micro_batch
 
     cfg = build_config({"model.name_or_path": "x", "data.train_dataset_file": "x.json"})
     examples = [_Example(120), _Example(342)]

@@ -170,7 +170,7 @@ def test_the_fused_optimizer_trains_and_is_recorded(demo_data, tmp_path):
 
 
 def test_a_half_written_last_checkpoint_is_passed_over_for_the_one_before(tmp_path, capsys):
-    from jobs.train import _last_checkpoint
+    from jobs.checkpointing import last_checkpoint as _last_checkpoint
 
     for step, state in ((5, '{"global_step": 5}'), (10, ""), (15, "{not json")):
         (tmp_path / f"checkpoint-{step}").mkdir()

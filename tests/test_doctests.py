@@ -9,7 +9,8 @@ MODULES = ["core.config", "core.vram", "core.metrics", "core.families", "core.ba
            "core.gguf", "core.rundir", "core.grounding", "core.textnorm", "jobs.train", "jobs.mps",
            "jobs.pack", "jobs.checkpointing", "jobs.steptime", "launcher.gpus", "launcher.envs",
            "launcher.leaderboard", "jobs.modeling", "core.search", "launcher.commands.submit", "jobs.evaluate",
-           "launcher.plan", "launcher.sharing", "jobs.unsloth_import", "core.workqueue", "core.errors"]
+           "launcher.plan", "launcher.sharing", "jobs.unsloth_import", "core.workqueue", "core.errors", "jobs.microbatch",
+           "jobs.answer_head"]
 
 
 @pytest.mark.parametrize("name", MODULES)
