@@ -363,7 +363,7 @@ def _generation_kwargs(cfg: RunConfig, family: Any, tokenizer: Any) -> dict[str,
     return gen_kwargs
 
 
-def _load_for_eval(cfg: RunConfig, model_dir: Path) -> tuple[Any, Any, float]:
+def _load_for_eval(cfg: RunConfig, model_dir: Path, family: Any) -> tuple[Any, Any, float]:
     """The model in inference mode, its tokenizer (left padding) and the seconds it took."""
     from jobs import modeling
 
@@ -371,7 +371,9 @@ def _load_for_eval(cfg: RunConfig, model_dir: Path) -> tuple[Any, Any, float]:
         raise EvalError(f"--model-dir {model_dir}: not a folder; give the --output-dir of "
                         "jobs.train")
     t0 = time.time()
-    model, tokenizer = modeling.load_model(str(model_dir), cfg, for_training=False)
+    switches = modeling.resolve_switches(cfg)
+    facts = modeling.ModelFacts(family, 0.0, switches, "unsloth")  # the trained folder's family
+    model, tokenizer = modeling.load_model(str(model_dir), cfg, for_training=False, facts=facts)
     from unsloth import FastLanguageModel
 
     FastLanguageModel.for_inference(model)
@@ -430,9 +432,9 @@ def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,
         modeling.log(f"warning: {w}")
     records = ds.records[:cfg.eval.max_examples] if cfg.eval.max_examples else ds.records
     model_dir = Path(model_dir)
-    model, tokenizer, load_s = _load_for_eval(cfg, model_dir)
+    family = detect_family(str(model_dir), cfg.model.family)  # once, for the load and decoding
+    model, tokenizer, load_s = _load_for_eval(cfg, model_dir, family)
     pr = _encode_prompts(tokenizer, records, cfg)
-    family = detect_family(str(model_dir), cfg.model.family)
     gen_kwargs = _generation_kwargs(cfg, family, tokenizer)
     import torch
 

@@ -80,18 +80,38 @@ class Switches:
         return env
 
 
-def resolve_switches(cfg: RunConfig) -> Switches:
-    """model.compile and model.flex_attention for this model (its family and size)."""
-    from core.vram import run_compiles, shape_of
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a job needs to know about its model, worked out once and passed down."""
+
+    family: Family
+    params_b: float
+    """Parameters in billions (0.0 where the size cannot be read)."""
+    switches: Switches
+    checkpointing: str
+    """Gradient checkpointing: unsloth, true or false (core.vram.checkpointing_mode)."""
+
+
+def model_facts(cfg: RunConfig) -> ModelFacts:
+    """The model's family, size, Unsloth switches and gradient checkpointing, each decided
+    once from the run's model keys (one read of its header or config)."""
+    from core.vram import checkpointing_mode, run_compiles, shape_of
 
     try:
         shape = shape_of(cfg.model.name_or_path)[0]
     except Exception:  # noqa: BLE001 - an unreadable header: size unknown, Unsloth's default
         shape = None
     m = cfg.model
-    compiled = run_compiles(m.name_or_path, m.family, m.compile,
-                            shape.params_b if shape is not None else 0.0)
-    return Switches(compiled, m.flex_attention and compiled)
+    params = shape.params_b if shape is not None else 0.0
+    compiled = run_compiles(m.name_or_path, m.family, m.compile, params)
+    return ModelFacts(detect_family(m.name_or_path, m.family), params,
+                      Switches(compiled, m.flex_attention and compiled),
+                      checkpointing_mode(cfg.train.gradient_checkpointing, params))
+
+
+def resolve_switches(cfg: RunConfig) -> Switches:
+    """model.compile and model.flex_attention for this model (its family and size)."""
+    return model_facts(cfg).switches
 
 
 def import_unsloth(switches: Switches | None = None) -> None:
@@ -141,10 +161,12 @@ def unsloth_checkpointing(mode: str) -> bool | str:
 
 
 def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool,
-               checkpointing: str = "unsloth", switches: Switches | None = None
-               ) -> tuple[Any, Any]:
-    family = detect_family(name_or_path, cfg.model.family)
-    import_unsloth(switches or resolve_switches(cfg))
+               facts: ModelFacts | None = None) -> tuple[Any, Any]:
+    """The model and tokenizer through Unsloth. facts: the run's (model_facts), where the
+    caller has them; a model folder of its own (evaluation, export) is looked at here."""
+    family = facts.family if facts else detect_family(name_or_path, cfg.model.family)
+    checkpointing = facts.checkpointing if facts else "unsloth"
+    import_unsloth(facts.switches if facts else resolve_switches(cfg))
     from unsloth import FastLanguageModel, FastModel
 
     name_or_path = resolve_model(name_or_path)
@@ -166,16 +188,15 @@ def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool,
     return model, ensure_chat_template(tokenizer, family)
 
 
-def apply_lora(model: Any, cfg: RunConfig, checkpointing: str = "unsloth") -> Any:
+def apply_lora(model: Any, cfg: RunConfig, facts: ModelFacts) -> Any:
     from unsloth import FastLanguageModel, FastModel
 
     p = cfg.peft
     common = dict(r=p.rank, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
                   bias="lora_only" if p.lora_bias else "none",
-                  use_gradient_checkpointing=unsloth_checkpointing(checkpointing),
+                  use_gradient_checkpointing=unsloth_checkpointing(facts.checkpointing),
                   random_state=cfg.train.seed)
-    family = detect_family(cfg.model.name_or_path, cfg.model.family)
-    if p.ft_vision_layers and family.vision:
+    if p.ft_vision_layers and facts.family.vision:
         return FastModel.get_peft_model(
             model, finetune_vision_layers=p.ft_vision_layers,
             finetune_language_layers=p.ft_language_layers,

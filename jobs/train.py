@@ -390,41 +390,32 @@ class _Loaded:
     model_name: str
     import_s: float
     load_s: float
-    checkpointing: str
-    """Gradient checkpointing: unsloth, true or false (core.vram.checkpointing_mode)."""
-    switches: Any
-    """jobs.modeling.Switches: compiled or eager, flex attention."""
+    facts: Any
+    """jobs.modeling.ModelFacts: family, size, switches, gradient checkpointing."""
 
+    @property
+    def checkpointing(self) -> str:
+        return str(self.facts.checkpointing)
 
-def resolved_checkpointing(cfg: RunConfig) -> str:
-    """train.gradient_checkpointing with auto decided by the model's size (as planned)."""
-    from core.vram import checkpointing_mode, shape_of
-
-    try:
-        shape, _source = shape_of(cfg.model.name_or_path)
-    except Exception:  # noqa: BLE001 - an unreadable header: Unsloth's default
-        shape = None
-    return checkpointing_mode(cfg.train.gradient_checkpointing,
-                              shape.params_b if shape is not None else 0.0)
+    @property
+    def switches(self) -> Any:
+        return self.facts.switches
 
 
 def _load_for_training(cfg: RunConfig, ds: Dataset, output_dir: Path) -> _Loaded:
     from jobs import modeling
 
-    checkpointing = resolved_checkpointing(cfg)
-    switches = modeling.resolve_switches(cfg)
+    facts = modeling.model_facts(cfg)  # once: every step below reads these
     t0 = time.time()
-    modeling.import_unsloth(switches)
+    modeling.import_unsloth(facts.switches)
     import_s = time.time() - t0
     model_name = cfg.model.name_or_path
     if modeling.is_scratch(model_name):
         corpus = [r.text for r in ds.records] + [target_json(r) for r in ds.records] + [
             cfg.model.system_prompt]
         model_name = modeling.resolve_scratch(cfg, corpus, output_dir / "scratch_base")
-    model, tokenizer = modeling.load_model(model_name, cfg, for_training=True,
-                                           checkpointing=checkpointing, switches=switches)
-    return _Loaded(model, tokenizer, model_name, import_s, time.time() - t0, checkpointing,
-                   switches)
+    model, tokenizer = modeling.load_model(model_name, cfg, for_training=True, facts=facts)
+    return _Loaded(model, tokenizer, model_name, import_s, time.time() - t0, facts)
 
 
 @dataclass
@@ -515,7 +506,7 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
     if not cfg.model.full_finetuning:
         from jobs import modeling
 
-        model = modeling.apply_lora(model, cfg, loaded.checkpointing)
+        model = modeling.apply_lora(model, cfg, loaded.facts)
     tokenizer.padding_side = "right"
     total_steps = planned_steps(cfg, len(enc.examples))
     warmup = _warmup_for(cfg, total_steps)

@@ -78,3 +78,20 @@ def test_prompt_messages_quote_the_system_prompt_whole():
     msgs = prompt_messages(Record("x y", ()), "You are a   careful extractor.")
     assert msgs[0] == {"role": "system", "content": "You are a   careful extractor."}
     assert msgs[1]["content"] == INSTRUCTION.format(text="x y")
+
+
+def test_model_facts_are_worked_out_once_from_the_model_keys(monkeypatch):
+    from core import families
+    from core.config import build_config
+    from jobs import modeling
+
+    calls = []
+    real = modeling.detect_family
+    monkeypatch.setattr(modeling, "detect_family", lambda *a: calls.append(a) or real(*a))
+    cfg = build_config({"model.name_or_path": "scratch:gemma-tiny",
+                        "model.load_in_4bit": False})
+    facts = modeling.model_facts(cfg)
+    assert len(calls) == 1 and facts.family.name == real("scratch:gemma-tiny", "auto").name
+    assert facts.checkpointing in ("unsloth", "true", "false")
+    assert facts.switches == modeling.resolve_switches(cfg)
+    assert isinstance(facts.family, families.Family)
