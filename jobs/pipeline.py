@@ -21,7 +21,16 @@ from core.config import config_from_dict
 from core.fileio import atomic_write_json, read_json
 from core.identity import submitted_hashes, text_sha256
 from core.results import has_results, now_iso
-from core.rundir import ADAPTER, PERFORMANCE, TRAIN_SUMMARY, WRITTEN_IN_RUN, RunDir, refuse_links
+from core.rundir import (
+    ADAPTER,
+    ERROR_FILE,
+    PERFORMANCE,
+    TRAIN_SUMMARY,
+    WRITTEN_IN_RUN,
+    RunDir,
+    planted_links,
+    refuse_links,
+)
 from core.search import Budget, budget_from_doc
 from jobs.checkpointing import StoppedToResume
 
@@ -134,7 +143,7 @@ def run_pipeline(run_dir: str | Path, identities: Identities | None = None) -> d
                        budget=budget.as_dict() if budget else None, trained_in=trained_in)
     except BaseException as exc:
         if not isinstance(exc, (KeyboardInterrupt, SystemExit, StoppedToResume)):
-            atomic_write_json(rd.error, {
+            _write_error_file(rd, {
                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                 "at": now_iso(), "traceback": traceback.format_exc()[-4000:]})
             _fail_followers(rd, exc, identities)
@@ -183,6 +192,18 @@ def evaluate_followers(rd: RunDir, identities: Identities | None = None) -> None
                          "why; the other runs sharing this model go on")
 
 
+def _write_error_file(rd: RunDir, doc: dict[str, Any]) -> None:
+    """error.json, never through a link planted in the (shared) runs folder: a run folder
+    swapped for a link, or an error.json that is one, gets nothing written (the job's log says
+    why it failed)."""
+    if planted_links(rd.path, (ERROR_FILE,)):
+        from jobs.joblog import log
+
+        log(f"{rd.path}: a symbolic link in the runs folder; its error.json is not written")
+        return
+    atomic_write_json(rd.error, doc)
+
+
 def _fail_followers(rd: RunDir, exc: BaseException,
                     identities: Identities | None = None) -> None:
     """The followers of a run that failed: not evaluated, each told why in its error.json."""
@@ -193,7 +214,7 @@ def _fail_followers(rd: RunDir, exc: BaseException,
     why = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     for other in followers:
         if not has_results(other.performance) and not other.error.exists():
-            atomic_write_json(other.error, {
+            _write_error_file(other, {
                 "error": f"not evaluated: {rd.run_id}, whose model it shares, failed ({why})",
                 "at": now_iso()})
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from core.fileio import atomic_write_json, read_json
 from core.results import now_iso
-from core.rundir import RunDir
+from core.rundir import ERROR_FILE, RunDir, planted_links
 
 CANCELLED_ERROR = "cancelled by `launcher cancel`"
 
@@ -41,4 +41,7 @@ def moved_elsewhere(rd: RunDir, job_id: str | None) -> bool:
 
 
 def write_error(rd: RunDir, message: str, **extra: Any) -> None:
+    """The run's error.json, never through a link planted in the runs folder."""
+    if planted_links(rd.path, (ERROR_FILE,)):
+        return
     atomic_write_json(rd.error, {"error": message, "at": now_iso(), **extra})

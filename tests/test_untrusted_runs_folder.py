@@ -315,3 +315,15 @@ def test_leaderboard_problem_lines_show_folder_names_escaped(tmp_path, capsys):
     main(["leaderboard", "lab", "--runs-dir", str(tmp_path / "runs")])
     out = capsys.readouterr().out
     assert "unreadable:" in out and "\x1b" not in out and "\\x1b" in out
+
+
+def test_a_follower_folder_swapped_for_a_link_gets_no_error_json_through_it(tmp_path):
+    from jobs.pipeline import _fail_followers
+
+    rd, ids = _written_run(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (rd.path.parent / "f-00000000").symlink_to(elsewhere)
+    atomic_write_json(rd.followers, {"runs": ["f-00000000"]})
+    _fail_followers(rd, RuntimeError("boom"), {**ids, "f-00000000": "0" * 64})
+    assert list(elsewhere.iterdir()) == []
