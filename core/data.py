@@ -7,6 +7,7 @@ Problems that may be legitimate (paraphrased entity text) are warnings with a co
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,3 +242,20 @@ def with_context(records: list[Record], ids: list[tuple[str, int]], n: int,
     return [Record(rec.text, rec.entities, texts(doc, range(max(0, k - n), k)),
                    texts(doc, range(k + 1, k + 1 + after)))
             for rec, (doc, k) in zip(records, ids, strict=True)]
+
+
+_READ: dict[tuple[str, int, int, int, int], Dataset] = {}
+
+
+def read_once(path: str | Path, context_sentences: int = 0, context_after: int = 0) -> Dataset:
+    """load_dataset, read once per file version in this process (a submit validates a file
+    and then plans from its longest record: one read, not two). The file's size and
+    modification time are part of the key, so an edited file is read again."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size, context_sentences,
+           context_after)
+    if key not in _READ:
+        if len(_READ) > 32:
+            _READ.clear()
+        _READ[key] = load_dataset(path, context_sentences, context_after)
+    return _READ[key]

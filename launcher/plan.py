@@ -11,11 +11,10 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig, lora_target_modules
-from core.data import DataError, load_dataset
+from core.data import DataError, read_once
 from core.errors import UserError
 from core.gguf import GGUFError
 from core.vram import Estimate, checkpointing_mode, estimate, shape_of
@@ -55,12 +54,9 @@ def _longest_record_chars(path: str, context_sentences: int = 0, context_after: 
     """Characters of the longest training example's context, text and answer (read once per
     file and context window)."""
     try:
-        if context_sentences or context_after:
-            recs = load_dataset(path, context_sentences, context_after).records
-            return max(len(r.context) + len(r.context_after) + len(r.text)
-                       + len(json.dumps([e.to_dict() for e in r.entities])) for r in recs)
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return max(len(r["text"]) + len(json.dumps(r["entities"])) for r in data)
+        recs = read_once(path, context_sentences, context_after).records
+        return max(len(r.context) + len(r.context_after) + len(r.text)
+                   + len(json.dumps([e.to_dict() for e in r.entities])) for r in recs)
     except (OSError, ValueError, KeyError, TypeError, DataError):
         return 2048 * 3
 

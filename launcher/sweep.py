@@ -31,7 +31,7 @@ from core.config import (
     config_hash,
     short,
 )
-from core.data import DataError, load_dataset
+from core.data import DataError, read_once
 from core.demo_data import DEMO_EVAL, DEMO_TRAIN
 from core.errors import unknown_key
 from core.search import BUDGET_KEYS, SearchSpec, parse_search
@@ -257,7 +257,7 @@ def _expand(fixed: dict[str, Any], axes: list[list[dict[str, Any]]], demo: bool,
     # otherwise be found by the job, after the submission and the queue wait.
     for data_file, (key, before, after) in data_files.items():
         try:
-            load_dataset(data_file, before, after)
+            read_once(data_file, before, after)
         except DataError as exc:
             combo_errors[f"{where}: {key}: {exc}"] = None
     if combo_errors:

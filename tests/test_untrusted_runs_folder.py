@@ -327,3 +327,19 @@ def test_a_follower_folder_swapped_for_a_link_gets_no_error_json_through_it(tmp_
     atomic_write_json(rd.followers, {"runs": ["f-00000000"]})
     _fail_followers(rd, RuntimeError("boom"), {**ids, "f-00000000": "0" * 64})
     assert list(elsewhere.iterdir()) == []
+
+
+def test_submit_reads_the_train_file_once(tmp_path, monkeypatch, capsys):
+    import core.data
+    from core.demo_data import write_demo_data
+    from launcher.cli import main
+
+    train, dev = write_demo_data(tmp_path / "d", n_train=8, n_dev=2)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "name": "t", "env": "slurm", "data": {"train": str(train), "eval": str(dev)},
+        "base": {"model.name_or_path": "scratch:llama-tiny", "model.load_in_4bit": False}}))
+    reads: list[str] = []
+    real = core.data.load_dataset
+    monkeypatch.setattr(core.data, "load_dataset", lambda p, *a: reads.append(str(p)) or real(p, *a))
+    assert main(["submit", str(tmp_path / "s.yaml"), "--dry-run"]) == 0
+    assert reads.count(str(train)) == 1, reads
