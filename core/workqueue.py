@@ -133,6 +133,22 @@ class WorkQueue:
                 out[Path(doc["run_dir"]).name] = str(doc.get("outcome"))
         return out
 
+    def own(self, pid: int) -> None:
+        """Record the launcher process that feeds this queue: idle workers end once it is gone
+        (a launcher killed before it could close the queue leaves no worker waiting)."""
+        atomic_write_json(self.root / "owner.json", {"pid": pid, "start": _start_of(pid)})
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether the launcher that owns this queue has ended (False where none is recorded)."""
+        try:
+            doc = read_json(self.root / "owner.json")
+        except ValueError:
+            return False
+        if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
+            return False
+        return _start_of(doc["pid"]) != doc.get("start") or _start_of(doc["pid"]) is None
+
     def close(self) -> None:
         """No more items will come: idle workers end."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -148,3 +164,13 @@ def _item(path: Path) -> WorkItem:
     return WorkItem(str(doc["run_dir"]), {str(k): str(v) for k, v in
                                           dict(doc["identities"]).items()},
                     int(doc["seq"]), float(doc.get("queued_at", 0.0)))
+
+
+def _start_of(pid: int) -> str | None:
+    """A process's start time (/proc/PID/stat field 22), None where it does not exist."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else None

@@ -53,7 +53,7 @@ def serve(queue: WorkQueue, name: str, poll_s: float = POLL_S) -> dict[str, Any]
     while True:
         item = queue.claim(name)
         if item is None:
-            if queue.closed:
+            if queue.closed or queue.orphaned:
                 return outcomes
             time.sleep(poll_s)
             continue
@@ -218,7 +218,8 @@ def _supervise(queue: WorkQueue, names: list[str], env: dict[str, str]) -> dict[
                 codes[name] = code
                 for item in queue.running(name):  # it died in the middle of an item
                     queue.finish(name, item, "interrupted")
-                if code != 0 and not queue.closed and restarts[name] < RESTARTS:
+                if code != 0 and not queue.closed and not queue.orphaned \
+                        and restarts[name] < RESTARTS:
                     restarts[name] += 1
                     log(f"worker {name} ended with {code}; starting it again")
                     procs[name] = _start_worker(queue, name, env)

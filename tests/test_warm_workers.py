@@ -169,3 +169,17 @@ def test_strategy_asha_is_accepted_and_a_typo_lists_both(tmp_path):
     assert parse_search({"strategy": "asha", "rungs": [1, 2]}, "s.yaml", errors).strategy == "asha"
     parse_search({"strategy": "ashaa", "rungs": [1, 2]}, "s.yaml", errors)
     assert errors and "successive-halving, asha" in errors[0]
+
+
+def test_an_idle_worker_ends_when_the_launcher_that_fed_it_is_gone(tmp_path):
+    """A launcher killed before it closed its queue leaves no worker waiting for ever."""
+    q = WorkQueue(tmp_path / "q")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    q.own(os.getpid())
+    assert not q.orphaned
+    q.own(gone.pid)
+    assert q.orphaned
+    r = subprocess.run([sys.executable, "-m", "jobs.worker", str(q.root), "w0"], cwd=ROOT,
+                       env=job_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and q.outcomes() == {}

@@ -96,6 +96,7 @@ def serve(groups: list[list[Task]], ctx: SubmitContext) -> None:
     nothing more comes (ctx.more: a search's promotions)."""
     runs = [q for g in groups for t in g for q in t.runs]
     queue = WorkQueue(ctx.jobs_dir / "work" / f"{int(time.time() * 1000)}-{os.getpid()}")
+    queue.own(os.getpid())
     planned: dict[str, PlannedRun] = {}
     for p in runs:
         _put(queue, p, ctx, planned)
