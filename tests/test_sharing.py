@@ -164,7 +164,7 @@ def test_on_slurm_followers_ride_in_the_trainers_job_and_fail_alone(slurm_cluste
     assert states[trainer.run_id].state == "COMPLETED", states[trainer.run_id].error
     assert states[fine.run_id].state == "COMPLETED", states[fine.run_id].error
     assert states[broken.run_id].state == "FAILED"
-    assert "does not match its run id" in states[broken.run_id].error
+    assert "not the config submit wrote" in states[broken.run_id].error
     assert not any(f.adapter.exists() for f in followers)
     done = json.loads(fine.performance.read_text())
     assert done["trained_in"] == trainer.run_id

@@ -115,9 +115,11 @@ def test_a_worker_killed_in_the_middle_of_a_run_is_replaced_and_the_run_resumes(
     ckpt = None
     while ckpt is None and time.time() < deadline:
         time.sleep(0.5)
-        ckpt = next((tmp_path / "runs" / "kill").glob("*/checkpoints/checkpoint-*"), None)
+        # A whole checkpoint (its trainer state written last), so the resume has one to take.
+        ckpt = next((tmp_path / "runs" / "kill").glob(
+            "*/checkpoints/checkpoint-*/trainer_state.json"), None)
     assert ckpt is not None, "no checkpoint was written"
-    victim = ckpt.parent.parent.name
+    victim = ckpt.parent.parent.parent.name
     pids = _worker_pids(jobs)
     assert pids
     for pid in pids:
