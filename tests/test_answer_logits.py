@@ -107,7 +107,7 @@ def test_auto_leaves_a_head_that_scales_its_logits_to_the_model():
 def test_a_run_with_answer_only_logits_follows_the_same_losses(demo_data, tmp_path, monkeypatch):
     """Through jobs.train on a scratch model: every micro-batch's loss comes from the
     answer-only head, and the losses match a run without it."""
-    import jobs.train as jt
+    import jobs.answer_head as jt
     from core.config import config_from_dict
 
     train_file, dev_file = demo_data
@@ -129,7 +129,9 @@ def test_a_run_with_answer_only_logits_follows_the_same_losses(demo_data, tmp_pa
             "train": {"num_epochs": 1, "per_device_batch_size": 4,
                       "gradient_accumulation_steps": 2, "checkpoint_every_min": 0,
                       "answer_only_logits": answer_only}}, name)
-        return jt.train(cfg, tmp_path / name)
+        from jobs.train import train
+
+        return train(cfg, tmp_path / name)
 
     plain = run(False, "plain")
     assert not calls
