@@ -147,7 +147,8 @@ class WorkQueue:
             return False
         if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
             return False
-        return _start_of(doc["pid"]) != doc.get("start") or _start_of(doc["pid"]) is None
+        now = _start_of(doc["pid"])
+        return now is None or now != doc.get("start")
 
     def close(self) -> None:
         """No more items will come: idle workers end."""

@@ -272,14 +272,7 @@ def apply_decision(folder: Path, spec: SearchSpec, entry: dict[str, Any],
     (known) are acted on; a name search.json alone gives is not."""
     rung = int(entry["rung"])
     for run_id in entry["promoted"]:
-        if known is not None and run_id not in known:
-            continue
-        rd = _checked_run(folder, run_id, rung)
-        b = budget_of(rd)
-        if b is not None and b.rung > rung:
-            continue
-        _archive(rd, rung)
-        write_budget(rd, spec, rung + 1)
+        _promote(folder, spec, run_id, rung, known)
     for run_id in entry["stopped"]:
         if known is not None and run_id not in known:
             continue
