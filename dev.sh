@@ -40,6 +40,18 @@ setup() {
     echo "$want" > "$stamp"
 }
 
+browser() {
+    # The report's browser test opens pages in headless Chromium (Debian's package).
+    command -v chromium >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium (apt-get) for the report's browser test"
+        apt-get update -qq >/dev/null && \
+            apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "note: no chromium here: the report's browser test will fail" >&2
+    fi
+}
+
 cmd=${1:-test}
 shift || true
 case "$cmd" in
@@ -50,6 +62,7 @@ case "$cmd" in
         exec "$VENV/bin/python" -m launcher submit "$@" ;;
     test)
         setup
+        browser
         "$VENV/bin/ruff" check .
         "$VENV/bin/mypy"
         export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -270,6 +270,22 @@ def record_counts(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Enti
     return out
 
 
+def record_errors(gold: Sequence[Entity], pred: Sequence[Entity], text: str | None,
+                  metric: str = "exact", unique: bool = True
+                  ) -> tuple[list[Entity], list[Entity]]:
+    """(missed gold entities, spurious predictions) of one record under a metric: the same
+    matching the scores count.
+
+    >>> g = [Entity("Disease", "flu"), Entity("Disease", "gout")]
+    >>> record_errors(g, [Entity("Disease", "flu"), Entity("Drug", "x")], "flu and gout")
+    ([Entity(label='Disease', text='gout')], [Entity(label='Drug', text='x')])
+    """
+    g, p, pairs = _match_record(gold, pred, text, metric, unique)
+    hit_g, hit_p = {i for i, _ in pairs}, {j for _, j in pairs}
+    return ([e for i, e in enumerate(g) if i not in hit_g],
+            [e for j, e in enumerate(p) if j not in hit_p])
+
+
 def paired_bootstrap(a: Sequence[tuple[int, int, int]], b: Sequence[tuple[int, int, int]],
                      stat: str = "f1", reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED,
                      level: float = CI_LEVEL) -> dict[str, float | list[float] | int]:

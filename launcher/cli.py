@@ -16,6 +16,7 @@ from launcher.commands import (
     plot_loss,
     prefetch,
     reference,
+    report,
     resubmit,
     status,
     submit,
@@ -23,7 +24,8 @@ from launcher.commands import (
 
 COMMANDS = {"submit": submit, "status": status, "leaderboard": leaderboard, "cancel": cancel,
             "resubmit": resubmit, "compare": compare, "prefetch": prefetch,
-            "plot-loss": plot_loss, "reference": reference}
+            "plot-loss": plot_loss, "reference": reference,
+            "report": report}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,32 @@ def run_module(module: str, *args: str, env: dict[str, str] | None = None,
                cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           env=env or job_env(), cwd=cwd or ROOT, timeout=timeout)
+
+
+@dataclass
+class FinishedDemo:
+    """The bundled demo sweep run once as a user runs it (`python -m launcher submit` in an
+    empty folder): the folder and what the command printed."""
+
+    cwd: Path
+    stdout: str
+
+    @property
+    def sweep(self) -> Path:
+        return self.cwd / "runs" / "demo"
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory: pytest.TempPathFactory) -> FinishedDemo:
+    """One demo sweep shared by the slow tests that need a finished one (the README's
+    commands, the report in a browser): about two minutes on a 2-core machine, paid once."""
+    cwd = tmp_path_factory.mktemp("demo-sweep")
+    env = job_env()
+    env["PYTHONPATH"] = str(ROOT) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    demo = subprocess.run([sys.executable, "-m", "launcher", "submit"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    return FinishedDemo(cwd, demo.stdout)
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,16 @@ def search_line(folder: Path, states: list[RunState] | None = None) -> str | Non
                    "results or an error waits for `resubmit`)")
 
 
+def report_line(folder: Path) -> str:
+    """Where the sweep's HTML report is, or how to write it."""
+    from launcher.report import REPORT_FILE
+
+    page = folder / REPORT_FILE
+    if page.is_file() and not page.is_symlink():
+        return terminal_safe(f"report: {page} (refresh: python -m launcher report {folder})")
+    return terminal_safe(f"report: none yet; write it with: python -m launcher report {folder}")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.watch is not None and not (args.watch > 0 and args.watch < 86400):
         raise UserError(f"status --watch {args.watch:g}: give a refresh interval in seconds "
@@ -121,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
                 out.append(terminal_safe(line))
             out.append(table)
             out.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+            out.append(report_line(folder))
             any_failed |= any(s in RETRYABLE for s in counts)
             active |= any(s not in RETRYABLE and s not in ("COMPLETED", "NOT_SUBMITTED")
                           for s in counts)

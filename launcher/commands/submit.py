@@ -78,10 +78,24 @@ def run(args: argparse.Namespace) -> int:
         from launcher.commands import leaderboard
 
         print(f"finished in {time.time() - t0:.0f} s")
-        return leaderboard.print_board([folder], sort="exact.f1", fmt="github", with_pr=False,
-                                       write=True)
+        rc = leaderboard.print_board([folder], sort="exact.f1", fmt="github", with_pr=False,
+                                     write=True)
+        _write_report(folder)
+        return rc
     print(f"follow with: python -m launcher status {sweep.name}")
     return 0
+
+
+def _write_report(folder: Path) -> None:
+    """The sweep's HTML report, at the end of a sweep that ran here."""
+    from launcher.report import write_report
+
+    try:
+        print(f"report: {write_report(folder)}")
+    except OSError as exc:
+        # A lab-mate's (read-only) runs folder, or a full disk: the leaderboard above stands.
+        print(f"note: no report written into {folder} ({exc.strerror}); write one elsewhere "
+              f"with: python -m launcher report {folder} --output FILE", file=sys.stderr)
 
 
 FEW_STEPS = 50
