@@ -12,6 +12,7 @@ from core.errors import UserError
 from launcher.commands import (
     cancel,
     compare,
+    ensemble,
     leaderboard,
     plot_loss,
     prefetch,
@@ -23,7 +24,7 @@ from launcher.commands import (
 )
 
 COMMANDS = {"submit": submit, "status": status, "leaderboard": leaderboard, "cancel": cancel,
-            "resubmit": resubmit, "compare": compare, "prefetch": prefetch,
+            "resubmit": resubmit, "compare": compare, "ensemble": ensemble, "prefetch": prefetch,
             "plot-loss": plot_loss, "reference": reference,
             "report": report}
 

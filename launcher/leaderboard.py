@@ -150,6 +150,10 @@ def _row(folder: Path, rd: RunDir, doc: dict[str, Any], varied_keys: list[str],
         row["rung"] = _get(doc, "budget.rung")
         row["epochs"] = _get(doc, "budget.epochs")
         row["search"] = rungs[rd.run_id].outcome
+    members = _get(doc, "ensemble.members")
+    if isinstance(members, list):
+        # An ensemble's row (launcher ensemble): who voted.
+        row["members"] = ", ".join(str(m) for m in members)
     row[EVAL_KEY] = str(_get(doc, "data.eval_sha256"))
     row["eval_file"] = _get(doc, "data.eval_file")
     return row
@@ -281,6 +285,8 @@ def table_columns(board: Board, with_pr: bool, sort: str = "exact.f1") -> list[s
             c in cols for c in ("exact.f1.ci95", "vs_best")), "mention.exact.f1")
     if any("search" in r for r in board.rows):
         cols += ["rung", "epochs", "search"]
+    if any("members" in r for r in board.rows):
+        cols.append("members")
     shared = any(r.get("trained_in") for r in board.rows)
     return cols + ["parse_fail", *(["trained_in"] if shared else []), "train_s",
                    *(["gpus"] if split else []), "peak_vram_gb", "s_per_ex"]

@@ -28,7 +28,7 @@ def true_pred_file(arg: str, runs_dir: Path) -> Path:
                     "whose evaluation has finished")
 
 
-def _unique_setting(tp_file: Path) -> bool:
+def unique_setting(tp_file: Path) -> bool:
     """The run's own eval.unique_entities (from its performance.json), default on."""
     try:
         doc = read_json(tp_file.parent / PERFORMANCE)
@@ -42,7 +42,7 @@ def load_counts(tp_file: Path, metric: str) -> tuple[Any, list[tuple[int, int, i
     """(what a fair comparison needs to be equal: texts, gold and the counting; the per-record
     counts) of one run under one metric."""
     gold, pred, texts = read_true_pred(tp_file)
-    unique = _unique_setting(tp_file)
+    unique = unique_setting(tp_file)
     counts = record_counts(gold, pred, texts, metric, unique)
     gold_key = [sorted((e.label, e.text) for e in rec) for rec in gold]
     return {"texts": texts, "gold": gold_key, "unique": unique}, counts

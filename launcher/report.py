@@ -165,7 +165,8 @@ def leaderboard_table(board: Board, states: list[RunState]) -> dict[str, Any]:
 def _points(board: Board, key: str) -> list[sc.Point]:
     """A point per run (with its 95% interval), or per configuration over its seeds (the mean
     with ± one standard deviation), as the leaderboard's --over-seeds aggregates them."""
-    if SEED_KEY in board.varied_keys:
+    board = Board(rows=configurations(board.rows), varied_keys=board.varied_keys)
+    if SEED_KEY in board.varied_keys and key != SEED_KEY:
         rows = over_seeds(board, METRIC).rows
         return [sc.Point(r.get(key), r[METRIC],
                          r[METRIC] - (r.get(f"{METRIC}.sd") or 0.0),
@@ -188,13 +189,19 @@ def _tip(r: dict[str, Any], keys: list[str], head: str) -> str:
     return f"{head}: {METRIC} {r[METRIC]:.3f} ({vals})"
 
 
+def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of trained runs (an ensemble's row is a vote, not a configuration)."""
+    return [r for r in rows if "members" not in r]
+
+
 def varied(board: Board) -> list[str]:
     return [k for k in board.varied_keys if k != SEED_KEY]
 
 
 def metric_charts(board: Board) -> list[tuple[str, Markup]]:
     out = []
-    for key in varied(board):
+    # Where only the seed varies, the chart is the spread over seeds.
+    for key in varied(board) or [k for k in board.varied_keys if k == SEED_KEY]:
         pts = [p for p in _points(board, key)]
         if pts:
             out.append((header(key), sc.metric_chart(pts, header(key), METRIC)))
@@ -206,6 +213,7 @@ def parallel(board: Board) -> Markup | None:
     keys = varied(board)
     if len(keys) < 3:
         return None
+    board = Board(rows=configurations(board.rows), varied_keys=board.varied_keys)
     rows = (over_seeds(board, METRIC).rows if SEED_KEY in board.varied_keys else board.rows)
     rows = [r for r in rows if isinstance(r.get(METRIC), (int, float))]
     if not rows:

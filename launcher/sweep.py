@@ -7,6 +7,7 @@
     grid: {model.name_or_path: [...], peft.rank: [8, 16]}  # Cartesian product
     paired: [{peft.rank: [8, 16], peft.lora_alpha: [16, 32]}]  # values that vary together
     seeds: [1, 2, 3]                # train.seed, crossed with everything else
+    ensemble: {top: 3}              # when the sweep ends here, its 3 best runs vote
 
 Every problem is reported at once, each naming the file and the key.
 """
@@ -33,12 +34,13 @@ from core.config import (
 )
 from core.data import DataError, read_once
 from core.demo_data import DEMO_EVAL, DEMO_TRAIN
+from core.ensemble import EnsembleSpec, parse_ensemble
 from core.errors import unknown_key
 from core.search import BUDGET_KEYS, SearchSpec, parse_search
 from launcher.yamlio import YamlError, load_yaml_mapping
 
 SWEEP_KEYS = ("name", "description", "env", "data", "base", "grid", "paired", "seeds",
-              "max_runs", "search")
+              "max_runs", "search", "ensemble")
 MAX_RUNS = 10_000
 """Default cap on the runs one sweep may expand to (the sweep's max_runs raises it)."""
 DATA_KEYS = ("train", "eval", "validation", "demo")
@@ -73,6 +75,8 @@ class Sweep:
     raw: dict[str, Any] = field(default_factory=dict)
     search: SearchSpec | None = None
     """The adaptive search (core.search), None for the full grid."""
+    ensemble: EnsembleSpec | None = None
+    """The vote built when the sweep ends here (core.ensemble), None for none."""
 
 
 _SPLIT_NAMES = {"train", "dev", "test", "eval", "valid", "validation", "val"}
@@ -414,6 +418,7 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
         errors.append(f"{where}: {k} is set in more than one of base, grid, paired, seeds; "
                       "set it in one place")
     search = _check_search(data, where, fixed, varied_keys, errors)
+    ensemble = parse_ensemble(data.get("ensemble"), where, errors)
     if "model.name_or_path" not in fixed and "model.name_or_path" not in varied_keys:
         errors.append(f"{where}: model.name_or_path: set it in base or grid")
     _check_size(data, where, axes, errors)
@@ -423,7 +428,8 @@ def parse_sweep(data: dict[str, Any], path: Path, base_dir: Path | None = None) 
                    [[_absolute_paths(part, base_dir) for part in axis] for axis in axes],
                    demo, where)
     return Sweep(name=str(name), path=path, env=str(env), runs=_named(runs, varied_keys),
-                 varied_keys=varied_keys, demo_data=demo, raw=data, search=search)
+                 varied_keys=varied_keys, demo_data=demo, raw=data, search=search,
+                 ensemble=ensemble)
 
 
 def load_sweep(path: str | Path) -> Sweep:

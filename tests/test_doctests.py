@@ -10,7 +10,7 @@ MODULES = ["core.config", "core.vram", "core.metrics", "core.families", "core.ba
            "jobs.pack", "jobs.checkpointing", "jobs.steptime", "launcher.gpus", "launcher.envs",
            "launcher.leaderboard", "jobs.modeling", "core.search", "launcher.commands.submit", "jobs.evaluate",
            "launcher.plan", "launcher.sharing", "jobs.unsloth_import", "core.workqueue", "core.errors", "jobs.microbatch",
-           "jobs.answer_head", "launcher.svgchart", "launcher.ensemble"]
+           "jobs.answer_head", "launcher.svgchart", "launcher.ensemble", "core.ensemble"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -37,7 +37,10 @@ def test_every_readme_command_runs_as_written_after_the_demo(finished_demo):
     env = job_env()
     env["PYTHONPATH"] = str(ROOT) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cwd = finished_demo.cwd
-    # The demo ends by saying where its report is (bash dev.sh demo shows the same lines).
+    # The demo's three best runs vote (its `ensemble:` key), and it ends by saying where its
+    # report is (bash dev.sh demo shows the same lines).
+    assert "ensemble ensemble-top3-v2-" in finished_demo.stdout
+    assert (finished_demo.stdout.count("ensemble - best member = ") == 1)
     assert finished_demo.stdout.rstrip().splitlines()[-1] == (
         f"report: {finished_demo.sweep / 'report.html'}")
     for cmd in readme_commands():

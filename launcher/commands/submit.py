@@ -78,12 +78,28 @@ def run(args: argparse.Namespace) -> int:
         from launcher.commands import leaderboard
 
         print(f"finished in {time.time() - t0:.0f} s")
+        if sweep.ensemble is not None:
+            _make_ensemble(folder, sweep.ensemble)
         rc = leaderboard.print_board([folder], sort="exact.f1", fmt="github", with_pr=False,
                                      write=True)
         _write_report(folder)
         return rc
     print(f"follow with: python -m launcher status {sweep.name}")
     return 0
+
+
+def _make_ensemble(folder: Path, spec: Any) -> None:
+    """The sweep's `ensemble:` vote, once its runs have ended here."""
+    from core.data import DataError
+    from launcher.commands.ensemble import show
+    from launcher.ensemble import make_ensemble
+
+    try:
+        print("\n".join(show(make_ensemble(folder, top=spec.top, runs=None,
+                                           min_votes=spec.min_votes))))
+    except DataError as exc:
+        # Too few runs finished (failures): the runs and their leaderboard stand.
+        print(f"note: no ensemble built: {exc}", file=sys.stderr)
 
 
 def _write_report(folder: Path) -> None:
