@@ -9,12 +9,18 @@ sweep's ``ensemble:`` section.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Sequence
 
-from core.data import Entity
+from core.data import DataError, Entity
 from core.errors import unknown_key
-from core.metrics import dedupe
+from core.fileio import atomic_write_json, read_json
+from core.metrics import BOOTSTRAP_REPS, dedupe, hallucination_rate, score
+from core.results import now_iso, performance_doc, read_true_pred, true_pred_doc, unique_setting
+from core.rundir import PERFORMANCE, TRUE_PRED
 from core.textnorm import normalise
+
+SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -96,3 +102,114 @@ def parse_ensemble(data: Any, where: str, errors: list[str]) -> EnsembleSpec | N
         errors.append(f"{where}: ensemble.min_votes: {votes!r} is not a whole number from 1 "
                       "to ensemble.top (or null for a majority)")
     return None if len(errors) > n else EnsembleSpec(top=top, min_votes=votes)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member's saved answers."""
+
+    run_id: str
+    file: Path
+    gold: list[list[Entity]]
+    pred: list[list[Entity]]
+    texts: list[str] | None
+    unique: bool
+
+
+def read_member(run_id: str, file: Path) -> Member:
+    gold, pred, texts = read_true_pred(file)
+    return Member(run_id, file, gold, pred, texts, unique_setting(file))
+
+
+def check_members(members: list[Member]) -> None:
+    """DataError unless every member answered the same records of the same file, scored
+    against the same gold answers and counted the same way."""
+    if len(members) < 2:
+        raise DataError(f"an ensemble needs at least 2 members (got {len(members)}); pass more "
+                        "runs with --runs, or a larger --top")
+    first = members[0]
+    for m in members[1:]:
+        if len(m.gold) != len(first.gold) or m.texts != first.texts:
+            raise DataError(f"{m.file} and {first.file} hold different records "
+                            f"({len(m.gold)} vs {len(first.gold)}); ensemble members must be "
+                            "evaluated on the same eval file")
+        if _gold_key(m) != _gold_key(first):
+            raise DataError(f"{m.file} and {first.file} were scored against different gold "
+                            "answers for the same texts; ensemble members must be evaluated "
+                            "on the same eval file")
+        if m.unique != first.unique:
+            raise DataError(f"{m.file} and {first.file} were counted differently "
+                            f"(eval.unique_entities {m.unique} vs {first.unique}); evaluate "
+                            "them the same way")
+
+
+def _gold_key(m: Member) -> list[list[tuple[str, str]]]:
+    return [sorted((e.label, e.text) for e in rec) for rec in m.gold]
+
+
+def write_vote(results_dir: Path, members: list[Member], min_votes: int,
+               info: dict[str, Any]) -> dict[str, Any]:
+    """Vote, score and write results_dir/true_pred_entities.json and performance.json (with
+    info as its `ensemble` block; atomic writes); returns the performance document."""
+    check_members(members)
+    if not 1 <= min_votes <= len(members):
+        raise DataError(f"--min-votes {min_votes}: give a number from 1 to the {len(members)} "
+                        "members (a majority is the default)")
+    first = members[0]
+    voted = [vote([m.pred[k] for m in members], min_votes) for k in range(len(first.gold))]
+    scores = score(first.gold, voted, first.texts, unique=first.unique, ci_reps=BOOTSTRAP_REPS)
+    info = {"schema": SCHEMA, "members": [m.run_id for m in members], "min_votes": min_votes,
+            "member_files": [str(m.file) for m in members], **info}
+    doc = _performance(first, members, scores, info)
+    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(
+        first.gold, voted, first.texts or [], ["" for _ in voted]))
+    atomic_write_json(results_dir / PERFORMANCE, doc)
+    return doc
+
+
+def _performance(first: Member, members: list[Member], scores: dict[str, Any],
+                 info: dict[str, Any]) -> dict[str, Any]:
+    """The ensemble's performance.json: the members' shared config facts, its own scores."""
+    base = _member_doc(first)
+    # No every-mention score: a vote answers each (label, text) once per record, so counting
+    # every mention would only measure that.
+    extra: dict[str, Any] = {"ensemble": info, "data": base.get("data"),
+                             "mention_level": None, "budget": None, "trained_in": None,
+                             "created_at": now_iso()}
+    return performance_doc(scores, num_examples=len(first.gold), avg_inference_time=0.0,
+                           parse={"failure_rate": None},
+                           hallucination_rate=(hallucination_rate(
+                               [vote([m.pred[k] for m in members], 1) for k in
+                                range(len(first.gold))], first.texts)
+                               if first.texts else None),
+                           config=shared_config([_member_doc(m).get("config") or {}
+                                                 for m in members]), extra=extra)
+
+
+def shared_config(configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The settings every member shares (a key the members differ in is left out, so the
+    leaderboard shows no member's value as the ensemble's).
+
+    >>> shared_config([{"train": {"seed": 1, "lr": 2}}, {"train": {"seed": 2, "lr": 2}}])
+    {'train': {'lr': 2}}
+    """
+    first, out = configs[0], {}
+    for key, value in first.items():
+        others = [c.get(key) for c in configs[1:]]
+        if isinstance(value, dict) and all(isinstance(o, dict) for o in others):
+            inner = shared_config([value, *others])  # type: ignore[list-item]
+            if inner:
+                out[key] = inner
+        elif all(o == value for o in others):
+            out[key] = value
+    return out
+
+
+def _member_doc(m: Member) -> dict[str, Any]:
+    try:
+        doc = read_json(m.file.parent / PERFORMANCE)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+

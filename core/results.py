@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from core.data import DataError, Entity
 from core.fileio import read_json
+from core.rundir import PERFORMANCE
 
 SCHEMA_VERSION = 2
 """2: per-label scores moved from metrics.<label> to labels.<label> (see per_label)."""
@@ -185,3 +186,13 @@ def has_results(performance: Path) -> bool:
         return not check_performance(read_json(performance))
     except ValueError:
         return False
+
+
+def unique_setting(tp_file: Path) -> bool:
+    """The run's own eval.unique_entities (from its performance.json), default on."""
+    try:
+        doc = read_json(tp_file.parent / PERFORMANCE)
+        value = doc["config"]["eval"]["unique_entities"]
+        return value if isinstance(value, bool) else True
+    except (ValueError, KeyError, TypeError):
+        return True

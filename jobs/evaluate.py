@@ -590,7 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "Flags not given default to the values the model was trained with, else "
                     "to the seed's defaults.")
     p.add_argument("--results-dir", required=True, help="Where the result files go.")
-    p.add_argument("--model-dir", required=True, help="The --output-dir of jobs.train.")
+    p.add_argument("--model-dir", required=True, action="append",
+                   help="The --output-dir of jobs.train. Give it several times for an "
+                   "ensemble: each model generates once (grounded on its own), then per record "
+                   "an entity is kept when --min-votes of them answered it; each model's "
+                   "results go to RESULTS_DIR/members/.")
+    p.add_argument("--min-votes", type=int, default=None, metavar="N",
+                   help="With several --model-dir: the votes an entity needs (default: a "
+                   "majority of the models).")
     add_config_flags(p, EVAL_KEYS, required=("data.eval_dataset_file",))
     return p
 
@@ -621,15 +628,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = folder_problem(args.results_dir, "--results-dir")
         if bad:
             raise UserError(bad)
-        base = saved_config(Path(args.model_dir))
-        cfg = config_from_args(args, base)
-        doc = evaluate(cfg, Path(args.model_dir), Path(args.results_dir))
+        dirs = [Path(d) for d in args.model_dir]
+        if len(dirs) > 1:
+            doc = evaluate_ensemble(args, dirs, Path(args.results_dir))
+            print("\n".join(ensemble_lines(doc)))
+            return 0
+        if args.min_votes is not None:
+            raise UserError("--min-votes: give several --model-dir to let models vote")
+        cfg = config_from_args(args, saved_config(dirs[0]))
+        doc = evaluate(cfg, dirs[0], Path(args.results_dir))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in summary_lines(doc):
         print(line)
     return 0
+
+
+def evaluate_ensemble(args: argparse.Namespace, dirs: list[Path],
+                      results_dir: Path) -> dict[str, Any]:
+    """Evaluate each model once (its own saved config under the flags given) into
+    results_dir/members/<k>-<name>, then vote their grounded answers into results_dir."""
+    from core.ensemble import majority, read_member, write_vote
+
+    k = len(dirs)
+    votes = majority(k) if args.min_votes is None else args.min_votes
+    if not 1 <= votes <= k:
+        raise UserError(f"--min-votes {votes}: give a number from 1 to the {k} models")
+    if len({d.resolve() for d in dirs}) != k:
+        raise UserError("--model-dir: the same model is given twice; each model votes once")
+    members = []
+    for i, d in enumerate(dirs, 1):
+        cfg = config_from_args(args, saved_config(d))
+        member_dir = results_dir / "members" / f"{i}-{d.name}"
+        evaluate(cfg, d, member_dir)
+        members.append(read_member(f"{i}-{d.name}", member_dir / TRUE_PRED))
+    return write_vote(results_dir, members, votes,
+                      {"chosen_by": "model-dirs", "model_dirs": [str(d) for d in dirs]})
+
+
+def ensemble_lines(doc: dict[str, Any]) -> list[str]:
+    info = doc["ensemble"]
+    lines = [f"ensemble of {len(info['members'])} models, at least {info['min_votes']} "
+             "vote(s) each entity:"]
+    for m, prf in doc["metrics"]["total"].items():
+        lines.append(f"{m:8s} P={prf['p']:.3f} R={prf['r']:.3f} F1={prf['f1']:.3f}")
+    lines.append(f"each model's own results: {', '.join(info['member_files'])}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from core.data import DataError
-from core.fileio import read_json
 from core.metrics import paired_bootstrap, record_counts
-from core.results import read_true_pred
-from core.rundir import PERFORMANCE, RESULTS, TRUE_PRED
+from core.results import read_true_pred, unique_setting
+from core.rundir import RESULTS, TRUE_PRED
 
 
 def true_pred_file(arg: str, runs_dir: Path) -> Path:
@@ -26,16 +25,6 @@ def true_pred_file(arg: str, runs_dir: Path) -> Path:
             tried.append(str(cand))
     raise DataError(f"{arg}: no {TRUE_PRED} found (looked at {', '.join(tried)}); pass a run "
                     "whose evaluation has finished")
-
-
-def unique_setting(tp_file: Path) -> bool:
-    """The run's own eval.unique_entities (from its performance.json), default on."""
-    try:
-        doc = read_json(tp_file.parent / PERFORMANCE)
-        value = doc["config"]["eval"]["unique_entities"]
-        return value if isinstance(value, bool) else True
-    except (ValueError, KeyError, TypeError):
-        return True
 
 
 def load_counts(tp_file: Path, metric: str) -> tuple[Any, list[tuple[int, int, int]]]:

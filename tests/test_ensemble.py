@@ -57,7 +57,9 @@ def _members(folder: Path) -> None:
 
 
 def _voted(path: Path) -> list[list[tuple[str, str]]]:
-    doc = json.loads((path / "results" / TRUE_PRED).read_text())
+    """The voted answers in a run folder (results/) or a results folder."""
+    file = path / "results" / TRUE_PRED if (path / "results").is_dir() else path / TRUE_PRED
+    doc = json.loads(file.read_text())
     return [[(e["label"], e["text"]) for e in rec] for rec in doc["pred_ents"]]
 
 
@@ -163,3 +165,39 @@ def test_the_sweep_key_is_checked_with_every_problem_at_once(tmp_path):
                                     "ensemble": {"top": 0}}))
     with pytest.raises(YamlError, match="ensemble.top: 0"):
         load_sweep(path)
+
+
+@pytest.mark.slow
+def test_several_model_dirs_vote_as_the_sweeps_ensemble_of_the_same_runs(finished_demo,
+                                                                        tmp_path):
+    """jobs.evaluate with the demo's three best models, each generating once, votes the same
+    answers as the demo's `ensemble: {top: 3}` cast on those runs' saved answers."""
+    import subprocess
+    import sys
+
+    from .conftest import job_env
+
+    sweep = finished_demo.sweep
+    ens = _only_ensemble(sweep)
+    perf = json.loads((ens / "results" / "performance.json").read_text())
+    members = perf["ensemble"]["members"]
+    argv = [sys.executable, "-m", "jobs.evaluate", "--eval-dataset-file",
+            str(sweep / "demo-data" / "dev.json"), "--results-dir", str(tmp_path / "ens")]
+    for run_id in members:
+        argv += ["--model-dir", str(sweep / run_id / "adapter")]
+    r = subprocess.run(argv, env=job_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ensemble of 3 models, at least 2 vote(s) each entity:" in r.stdout
+    # Each model generated once, into its own results; the same answers as in the sweep.
+    for i, run_id in enumerate(members, 1):
+        own = json.loads((sweep / run_id / "results" / TRUE_PRED).read_text())
+        again = json.loads((tmp_path / "ens" / "members" / f"{i}-adapter" / TRUE_PRED)
+                           .read_text())
+        assert again["pred_ents"] == own["pred_ents"], run_id
+    assert _voted(tmp_path / "ens") == _voted(ens)
+    mine = json.loads((tmp_path / "ens" / "performance.json").read_text())
+    assert mine["metrics"]["total"] == perf["metrics"]["total"]
+    bad = subprocess.run([*argv[:5], "--model-dir", str(sweep / members[0] / "adapter"),
+                          "--min-votes", "2"], env=job_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "give several --model-dir" in bad.stderr
