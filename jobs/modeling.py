@@ -133,10 +133,33 @@ def import_unsloth(switches: Switches | None = None) -> None:
     # kernels package (only the CPU 4-bit matmul speed depends on it). Errors still show.
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    import contextlib
+    import io
+
     from jobs.unsloth_import import sft_trainer_only
 
-    with sft_trainer_only():  # Unsloth rewrites TRL's SFT trainer, not all fifteen (start-up)
+    said = io.StringIO()
+    with sft_trainer_only(), contextlib.redirect_stdout(said):
+        # Unsloth rewrites TRL's SFT trainer, not all fifteen (start-up).
         import unsloth  # noqa: F401
+    print(cpu_notice(said.getvalue()), end="")
+
+
+def cpu_notice(text: str) -> str:
+    r"""What Unsloth's import printed, its CPU notice ("no GPU found, training on CPU", printed
+    by evaluation and export jobs too) said once in medsweep's words.
+
+    >>> cpu_notice("Unsloth 1.0: no GPU found, training on CPU (x86_64). Slow.\nother\n")
+    '[medsweep] no GPU: this job runs on the CPU (Unsloth 1.0, much slower than a GPU)\nother\n'
+    """
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("Unsloth ") and "no GPU found" in line:
+            version = line.split(":", 1)[0]
+            line = (f"[medsweep] no GPU: this job runs on the CPU ({version}, much slower than "
+                    "a GPU)\n")
+        out.append(line)
+    return "".join(out)
 
 
 def resolve_model(name_or_path: str) -> str:

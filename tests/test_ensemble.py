@@ -197,7 +197,7 @@ def test_several_model_dirs_vote_as_the_sweeps_ensemble_of_the_same_runs(finishe
     assert _voted(tmp_path / "ens") == _voted(ens)
     mine = json.loads((tmp_path / "ens" / "performance.json").read_text())
     assert mine["metrics"]["total"] == perf["metrics"]["total"]
-    bad = subprocess.run([*argv[:5], "--model-dir", str(sweep / members[0] / "adapter"),
+    bad = subprocess.run([*argv[:7], "--model-dir", str(sweep / members[0] / "adapter"),
                           "--min-votes", "2"], env=job_env(), capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "give several --model-dir" in bad.stderr
