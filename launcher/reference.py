@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from core.config import SPECS
+from core.ensemble import EnsembleSpec
 from core.search import METRICS, SEARCH_KEYS
 from launcher.envs import EnvProfile, Partition
 from launcher.sweep import DATA_KEYS, SWEEP_KEYS
@@ -36,7 +37,10 @@ def render() -> str:
     lines += ["", "## Sweep file top-level keys", "",
               f"`{'`, `'.join(SWEEP_KEYS)}`; `data` takes `{'`, `'.join(DATA_KEYS)}`; "
               f"`search` takes `{'`, `'.join(SEARCH_KEYS)}` (metric: "
-              f"{', '.join(METRICS)}; README, \"Adaptive sweeps\").", "",
+              f"{', '.join(METRICS)}; docs/sweeps.md, \"Adaptive sweeps\"); `ensemble` takes "
+              + "; ".join(f"`{f.name}` ({f.metadata['help']})"
+                          for f in dataclasses.fields(EnsembleSpec))
+              + " (docs/sweeps.md, \"Ensembles\").", "",
               "## Env profile keys (envs/*.yaml)", "", "| key | default | meaning |",
               "|---|---|---|"]
     for f in dataclasses.fields(EnvProfile):
