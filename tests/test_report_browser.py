@@ -36,6 +36,7 @@ def chromium() -> str:
 def browse(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # --no-sandbox: CI runs the suite as root, where Chromium's sandbox refuses to start.
     return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                           "--disable-dev-shm-usage",
                            "--hide-scrollbars", "--enable-logging=stderr", "--v=0", *args,
                            page.as_uri()], capture_output=True, text=True, timeout=120)
 
