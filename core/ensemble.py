@@ -15,7 +15,14 @@ from typing import Any, Sequence
 from core.data import DataError, Entity
 from core.errors import unknown_key
 from core.fileio import atomic_write_json, read_json
-from core.metrics import BOOTSTRAP_REPS, dedupe, hallucination_rate, score
+from core.metrics import (
+    BOOTSTRAP_REPS,
+    dedupe,
+    hallucination_rate,
+    paired_bootstrap,
+    record_counts,
+    score,
+)
 from core.results import now_iso, performance_doc, read_true_pred, true_pred_doc, unique_setting
 from core.rundir import PERFORMANCE, TRUE_PRED
 from core.textnorm import normalise
@@ -148,9 +155,11 @@ def _gold_key(m: Member) -> list[list[tuple[str, str]]]:
 
 
 def write_vote(results_dir: Path, members: list[Member], min_votes: int,
-               info: dict[str, Any]) -> dict[str, Any]:
+               info: dict[str, Any], *, pair_with_first: bool = False) -> dict[str, Any]:
     """Vote, score and write results_dir/true_pred_entities.json and performance.json (with
-    info as its `ensemble` block; atomic writes); returns the performance document."""
+    info as its `ensemble` block; atomic writes, the folder made only once the members and
+    votes are checked); pair_with_first: also the paired bootstrap of the vote against the
+    first member (`compare`'s numbers, as `vs_best_member`). Returns the performance doc."""
     check_members(members)
     if not 1 <= min_votes <= len(members):
         raise DataError(f"--min-votes {min_votes}: give a number from 1 to the {len(members)} "
@@ -160,30 +169,39 @@ def write_vote(results_dir: Path, members: list[Member], min_votes: int,
     scores = score(first.gold, voted, first.texts, unique=first.unique, ci_reps=BOOTSTRAP_REPS)
     info = {"schema": SCHEMA, "members": [m.run_id for m in members], "min_votes": min_votes,
             "member_files": [str(m.file) for m in members], **info}
-    doc = _performance(first, members, scores, info)
-    atomic_write_json(results_dir / TRUE_PRED, true_pred_doc(
-        first.gold, voted, first.texts or [], ["" for _ in voted]))
+    if pair_with_first:
+        info["vs_best_member"] = _paired_with_first(voted, first)
+    doc = _performance(members, voted, scores, info)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results_dir / TRUE_PRED,
+                      true_pred_doc(first.gold, voted, first.texts or [], None))
     atomic_write_json(results_dir / PERFORMANCE, doc)
     return doc
 
 
-def _performance(first: Member, members: list[Member], scores: dict[str, Any],
+def _paired_with_first(voted: list[list[Entity]], first: Member) -> dict[str, Any]:
+    """What `compare ENSEMBLE FIRST` reports (exact F1): both on the same records and gold."""
+    a = record_counts(first.gold, voted, first.texts, "exact", first.unique)
+    b = record_counts(first.gold, first.pred, first.texts, "exact", first.unique)
+    return {"run": first.run_id, "metric": "exact.f1", **paired_bootstrap(a, b, stat="f1")}
+
+
+def _performance(members: list[Member], voted: list[list[Entity]], scores: dict[str, Any],
                  info: dict[str, Any]) -> dict[str, Any]:
     """The ensemble's performance.json: the members' shared config facts, its own scores."""
-    base = _member_doc(first)
+    docs = [_member_doc(m) for m in members]
+    first = members[0]
     # No every-mention score: a vote answers each (label, text) once per record, so counting
     # every mention would only measure that.
-    extra: dict[str, Any] = {"ensemble": info, "data": base.get("data"),
+    extra: dict[str, Any] = {"ensemble": info, "data": docs[0].get("data"),
                              "mention_level": None, "budget": None, "trained_in": None,
                              "created_at": now_iso()}
     return performance_doc(scores, num_examples=len(first.gold), avg_inference_time=0.0,
                            parse={"failure_rate": None},
-                           hallucination_rate=(hallucination_rate(
-                               [vote([m.pred[k] for m in members], 1) for k in
-                                range(len(first.gold))], first.texts)
-                               if first.texts else None),
-                           config=shared_config([_member_doc(m).get("config") or {}
-                                                 for m in members]), extra=extra)
+                           hallucination_rate=(hallucination_rate(voted, first.texts)
+                                               if first.texts else None),
+                           config=shared_config([d.get("config") or {} for d in docs]),
+                           extra=extra)
 
 
 def shared_config(configs: list[dict[str, Any]]) -> dict[str, Any]:

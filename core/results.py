@@ -90,16 +90,20 @@ def check_performance(doc: Any) -> list[str]:
 
 
 def true_pred_doc(gold: Sequence[Sequence[Entity]], pred: Sequence[Sequence[Entity]],
-                  texts: Sequence[str], raw: Sequence[str],
+                  texts: Sequence[str], raw: Sequence[str] | None,
                   too_long: Sequence[int] = ()) -> dict[str, Any]:
-    return {
+    """A true_pred_entities.json; raw None where no model answered in words (an ensemble's
+    vote): the file then has no raw_outputs, as the seed tool's had none."""
+    doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "true_ents": [[e.to_dict() for e in g] for g in gold],
         "pred_ents": [[e.to_dict() for e in p] for p in pred],
         "texts": list(texts),
-        "raw_outputs": list(raw),
         "too_long": list(too_long),
     }
+    if raw is not None:
+        doc["raw_outputs"] = list(raw)
+    return doc
 
 
 def read_raw_outputs(path: Path, n: int) -> tuple[list[str], list[int]] | None:

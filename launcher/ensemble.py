@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data import DataError
-from core.ensemble import Member, check_members, majority, read_member, write_vote
-from core.fileio import atomic_write_json, read_json
+from core.ensemble import Member, majority, read_member, write_vote
 from core.rundir import PERFORMANCE, RESULTS, TRUE_PRED, RunDir, refuse_links
 
 PREFIX = "ensemble-"
@@ -34,18 +33,17 @@ def ensemble_id(run_ids: list[str], min_votes: int, how: str) -> str:
     return f"{PREFIX}{how}-v{min_votes}-{digest}"
 
 
-def build(folder: Path, members: list[Member], min_votes: int, how: str) -> Path:
-    """Vote into the ensemble's own run folder of the sweep (never through a link); returns
-    the folder."""
-    check_members(members)
+def build(folder: Path, members: list[Member], min_votes: int,
+          how: str) -> tuple[Path, dict[str, Any]]:
+    """Vote into the ensemble's own run folder of the sweep (never through a link), paired
+    with its first (best) member; returns the folder and its performance document."""
     rd = RunDir(folder / ensemble_id([m.run_id for m in members], min_votes, how))
     try:
         refuse_links(rd.path, (RESULTS, f"{RESULTS}/{PERFORMANCE}", f"{RESULTS}/{TRUE_PRED}"))
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    rd.results.mkdir(parents=True, exist_ok=True)
-    write_vote(rd.results, members, min_votes, {"chosen_by": how})
-    return rd.path
+    return rd.path, write_vote(rd.results, members, min_votes, {"chosen_by": how},
+                               pair_with_first=True)
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class EnsembleResult:
     ci: list[float]
     best_member: str
     vs_best: dict[str, Any]
-    """The paired bootstrap of ensemble - best member (launcher.paired.compare_files)."""
+    """The paired bootstrap of ensemble - best member (what `compare` computes)."""
 
 
 def choose(folder: Path, top: int | None, runs: list[str] | None,
@@ -96,17 +94,9 @@ def make_ensemble(folder: Path, *, top: int | None, runs: list[str] | None,
                   min_votes: int | None, sort: str = "exact.f1") -> EnsembleResult:
     """Choose the members, vote, write the ensemble's run folder and pair it with its best
     member."""
-    from launcher.paired import compare_files
-
     ids, how = choose(folder, top, runs, sort)
     members = [read_member(r, RunDir(folder / r).results / TRUE_PRED) for r in ids]
     votes = majority(len(members)) if min_votes is None else min_votes
-    path = build(folder, members, votes, how)
-    tp = RunDir(path).results / TRUE_PRED
-    vs = compare_files(tp, members[0].file, "exact", "f1")
-    perf = read_json(RunDir(path).performance)
-    perf["ensemble"]["vs_best_member"] = {"run": ids[0], **vs}
-    atomic_write_json(RunDir(path).performance, perf)
-    total = perf["metrics"]["total"]["exact"]
-    return EnsembleResult(path.name, path, ids, votes, total["f1"],
-                          perf["ci95"]["exact"]["f1"], ids[0], vs)
+    path, perf = build(folder, members, votes, how)
+    return EnsembleResult(path.name, path, ids, votes, perf["metrics"]["total"]["exact"]["f1"],
+                          perf["ci95"]["exact"]["f1"], ids[0], perf["ensemble"]["vs_best_member"])

@@ -44,6 +44,8 @@ class Board:
     warnings: list[str] = field(default_factory=list)
     pending: int = 0
     over_seeds: bool = False
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each ranked row's performance.json, by its run_dir (read once, for the report)."""
 
 
 def varied_keys_of(run_dirs: list[Path]) -> list[str]:
@@ -76,6 +78,7 @@ def collect(sweep_folders: list[Path]) -> Board:
             doc = _performance_of(RunDir(d), board)
             if doc is not None:
                 board.rows.append(_row(folder, RunDir(d), doc, board.varied_keys, rungs))
+                board.docs[str(d)] = doc
     groups = eval_groups(board.rows)
     if len(groups) > 1:
         # Scores on different eval files are not comparable: say so above all else.

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from core.fileio import atomic_write_text, read_json
 from core.metrics import record_errors
 from core.parsing import FAILED, parse_output
-from core.results import read_true_pred
+from core.results import read_raw_outputs, read_true_pred
 from core.rundir import (
     PERFORMANCE,
     PROGRESS_FILE,
@@ -33,6 +33,7 @@ from core.rundir import (
     clean_progress,
     planted_links,
 )
+from core.search import metric_of, spec_from_dict
 from launcher import svgchart as sc
 from launcher.leaderboard import (
     CONFIG_SECTIONS,
@@ -81,21 +82,12 @@ def header(col: str) -> str:
 
 def _readable(run_dir: Path, board: Board) -> bool:
     """Whether a run's files can be read without following a link planted in the runs folder."""
-    rd = RunDir(run_dir)
-    names = (RESULTS, f"{RESULTS}/{PERFORMANCE}", f"{RESULTS}/{TRUE_PRED}", PROGRESS_FILE)
-    links = [p for p in (rd.path, *(rd.path / n for n in names)) if p.is_symlink()]
+    links = planted_links(run_dir, (RESULTS, f"{RESULTS}/{PERFORMANCE}",
+                                    f"{RESULTS}/{TRUE_PRED}", PROGRESS_FILE))
     if links:
         board.problems.append(f"{links[0]} is a symbolic link; the report shows nothing read "
                               "through a link in a runs folder (it may be shared)")
     return not links
-
-
-def _doc(run_dir: str) -> dict[str, Any]:
-    try:
-        doc = read_json(RunDir(Path(run_dir)).performance)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def gather(folder: Path) -> dict[str, Any]:
@@ -103,7 +95,7 @@ def gather(folder: Path) -> dict[str, Any]:
     board = collect([folder])
     board.rows = sort_rows([r for r in board.rows if _readable(Path(r["run_dir"]), board)],
                            METRIC)
-    docs = {r["run_id"]: _doc(r["run_dir"]) for r in board.rows}
+    docs = {r["run_id"]: board.docs[r["run_dir"]] for r in board.rows}
     states = run_states(folder)
     against_best(board, METRIC)
     counts: dict[str, int] = {}
@@ -148,13 +140,14 @@ def leaderboard_table(board: Board, states: list[RunState]) -> dict[str, Any]:
     error line."""
     cols = table_columns(board, False, METRIC)
     by_id = {s.run_id: s for s in states}
+    ranked = {r["run_id"] for r in board.rows}
     rows = []
     for r in board.rows:
         st = by_id.get(r["run_id"])
         rows.append([cell(r.get(c), c) for c in cols]
                     + [cell(st.state if st else "COMPLETED", "state"), ("", None)])
     for s in states:
-        if not any(r["run_id"] == s.run_id for r in board.rows):
+        if s.run_id not in ranked:
             rows.append([cell(s.run_id, "run_id")]
                         + [cell(s.varied.get(c), c) if c in s.varied else ("", None)
                            for c in cols[1:]]
@@ -266,12 +259,6 @@ def loss_curves(board: Board, docs: dict[str, dict[str, Any]]) -> dict[str, Any]
             "cut": max(0, len(board.rows) - LOSS_RUNS)}
 
 
-def _rung_score(perf: Any, metric: str) -> float | None:
-    from core.search import SearchSpec, metric_of
-
-    return metric_of(SearchSpec((1.0,), metric=metric), perf)
-
-
 def rungs_picture(folder: Path) -> dict[str, Any] | None:
     """For a search: each run's rungs with its score at each, and what became of it."""
     try:
@@ -280,9 +267,10 @@ def rungs_picture(folder: Path) -> dict[str, Any] | None:
         return None
     if doc is None:
         return None
-    spec = doc.get("spec") or {}
-    budgets = [float(b) for b in spec.get("rungs") or []]
-    metric = str(spec.get("metric") or "dev_exact_f1")
+    try:
+        spec = spec_from_dict(doc.get("spec") or {})
+    except ValueError:
+        return None
     rows = []
     for run_id, rr in run_rungs(folder).items():
         rd = RunDir(folder / run_id)
@@ -291,15 +279,15 @@ def rungs_picture(folder: Path) -> dict[str, Any] | None:
         scores = {}
         for k in range(rr.rung + 1):
             perf = _rung_perf(rd, k)
-            s = _rung_score(perf, metric) if perf is not None else None
+            s = metric_of(spec, perf) if perf is not None else None
             if s is not None:
                 scores[k] = s
         rows.append(sc.RungRow(run_id, rr.rung, rr.outcome, scores))
-    if not rows or not budgets:
+    if not rows:
         return None
     rows.sort(key=lambda r: (-r.reached, -(r.scores.get(r.reached) or -1e9), r.run_id))
-    return {"svg": sc.rungs_chart(rows, budgets), "strategy": spec.get("strategy"),
-            "metric": metric, "keep": spec.get("keep"), "budgets": budgets}
+    return {"svg": sc.rungs_chart(rows, list(spec.rungs)), "strategy": spec.strategy,
+            "metric": spec.metric, "keep": spec.keep_text}
 
 
 def _rung_perf(rd: RunDir, k: int) -> Any:
@@ -359,9 +347,10 @@ def worst_errors(best: dict[str, Any]) -> dict[str, Any] | None:
     tp = RunDir(Path(best["run_dir"])).results / TRUE_PRED
     try:
         gold, pred, texts = read_true_pred(tp)
-        raw = read_json(tp).get("raw_outputs") or []
-    except (ValueError, OSError, AttributeError):
+        got = read_raw_outputs(tp, len(gold))
+    except (ValueError, OSError):
         return None
+    raw = got[0] if got else []  # none: an ensemble's vote, or the seed tool's file
     worst: list[tuple[int, dict[str, Any]]] = []
     for k, (g, p) in enumerate(zip(gold, pred, strict=True)):
         missed, spurious = record_errors(g, p, texts[k] if texts else None)
@@ -377,7 +366,7 @@ def worst_errors(best: dict[str, Any]) -> dict[str, Any] | None:
               and parse_output(out).status == FAILED]
     return {"run_id": best["run_id"], "records": [w for _, w in worst[:ERROR_RECORDS]],
             "with_errors": len(worst), "total": len(gold), "parse_failed": failed[:ERROR_RECORDS],
-            "parse_failed_total": len(failed)}
+            "parse_failed_total": len(failed) if got else None}
 
 
 def cost_table(board: Board, docs: dict[str, dict[str, Any]]) -> list[dict[str, str]]:

@@ -191,24 +191,23 @@ def metric_chart(points: list[Point], key: str, metric: str) -> Markup:
     """The metric against one varied key: a point per run with its interval as a bar; a log
     axis for learning rates; categories (models, prompts) spread evenly."""
     numeric = all(isinstance(p.x, (int, float)) and not isinstance(p.x, bool) for p in points)
-    xs: dict[Any, float]
+    # Each point's place on the x axis, in the points' order (a value may be a list, e.g.
+    # LoRA target modules: no dict keyed by values).
     if numeric:
-        vals = [float(p.x) for p in points]
-        log = wants_log(key, vals)
-        x = Scale(*padded(min(vals), max(vals), log), LEFT, W - RIGHT, log)
-        xs = {p.x: float(p.x) for p in points}
+        xs = [float(p.x) for p in points]
+        log = wants_log(key, xs)
+        x = Scale(*padded(min(xs), max(xs), log), LEFT, W - RIGHT, log)
         labels = None
     else:
         cats = sorted({short(p.x) for p in points})
         x = Scale(-0.5, len(cats) - 0.5, LEFT, W - RIGHT)
-        xs = {p.x: float(cats.index(short(p.x))) for p in points}
+        xs = [float(cats.index(short(p.x))) for p in points]
         labels = [(float(i), c if len(c) <= 18 else c[:17] + "…") for i, c in enumerate(cats)]
     y = _y_scale([p.lo if p.lo is not None else p.y for p in points],
                  [p.hi if p.hi is not None else p.y for p in points], True)
     parts = frame(x, y, key, metric, labels)
     seen: dict[float, int] = {}
-    for p in points:
-        k = xs[p.x]
+    for p, k in zip(points, xs, strict=True):
         j = seen[k] = seen.get(k, -1) + 1
         px = x(k) + j * 5  # several runs at one value step aside
         g = [el("title", None, p.tip)]
