@@ -19,11 +19,15 @@ folder.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.fileio import atomic_write_json, read_json
 
@@ -40,6 +44,9 @@ class WorkItem:
     seq: int = 0
     """Queue order (set by put)."""
     queued_at: float = field(default=0.0, compare=False)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
+    """{run id: its job.json} for a worker pool that writes the records itself when a worker
+    takes the item (a Slurm pool: launcher.backends.pool); empty where the launcher does."""
 
     @property
     def run_id(self) -> str:
@@ -69,7 +76,8 @@ class WorkQueue:
         """Queue an item (after every item queued before it)."""
         seq = 1 + max((int(p.name.split("-", 1)[0]) for p in self._all() if
                        p.name.split("-", 1)[0].isdigit()), default=0)
-        item = WorkItem(item.run_dir, dict(item.identities), seq, time.time())
+        item = WorkItem(item.run_dir, dict(item.identities), seq, time.time(),
+                        dict(item.records))
         atomic_write_json(self._queue / item.name, {"schema": ITEM_SCHEMA, **asdict(item)})
         return item
 
@@ -150,6 +158,39 @@ class WorkQueue:
         now = _start_of(doc["pid"])
         return now is None or now != doc.get("start")
 
+    def stop(self, worker: str) -> None:
+        """This worker ends once it is idle (a pool's task whose work is over)."""
+        (self.root / "stop").mkdir(parents=True, exist_ok=True)
+        (self.root / "stop" / worker).touch()
+
+    def stopping(self, worker: str) -> bool:
+        return (self.root / "stop" / worker).exists()
+
+    def unstop(self, worker: str) -> None:
+        (self.root / "stop" / worker).unlink(missing_ok=True)
+
+    def pending(self, run_id: str) -> bool:
+        """Whether an item of this run is queued or in a worker's hands."""
+        return any(i.run_id == run_id for i in (*self.queued(), *self.running()))
+
+    def ended(self) -> list[dict[str, Any]]:
+        """Every finished item's record, in queue order (outcome and worker included)."""
+        done = self._done
+        return [read_json(p) for p in sorted(done.iterdir()) if p.suffix == ".json"] \
+            if done.is_dir() else []
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The queue's own lock: the workers' claims need none (renames), but a pool's
+        coordinators, one per Slurm task, take it to requeue an item only once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def close(self) -> None:
         """No more items will come: idle workers end."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -162,9 +203,11 @@ class WorkQueue:
 
 def _item(path: Path) -> WorkItem:
     doc = json.loads(path.read_text(encoding="utf-8"))
+    records = doc.get("records")
     return WorkItem(str(doc["run_dir"]), {str(k): str(v) for k, v in
                                           dict(doc["identities"]).items()},
-                    int(doc["seq"]), float(doc.get("queued_at", 0.0)))
+                    int(doc["seq"]), float(doc.get("queued_at", 0.0)),
+                    dict(records) if isinstance(records, dict) else {})
 
 
 def _start_of(pid: int) -> str | None:

@@ -6,6 +6,8 @@ so the recovery code runs exactly as it would on a GPU. Inactive unless the vari
 
 MEDSWEEP_FAULT_OOM_TRAIN_BATCH_ABOVE=N   training micro-batches larger than N run out of memory
 MEDSWEEP_FAULT_OOM_EVAL_BATCH_ABOVE=N    generation batches larger than N run out of memory
+MEDSWEEP_FAULT_OOM_TRAIN_LENGTH_ABOVE=N  training with max_seq_length above N runs out of memory
+                                         at every batch (one run of a sweep fails, not all)
 """
 
 from __future__ import annotations
@@ -29,16 +31,21 @@ def check_eval_batch(size: int) -> None:
 
 def train_callbacks() -> list[Any]:
     limit = _limit("MEDSWEEP_FAULT_OOM_TRAIN_BATCH_ABOVE")
-    if limit is None:
+    length = _limit("MEDSWEEP_FAULT_OOM_TRAIN_LENGTH_ABOVE")
+    if limit is None and length is None:
         return []
     import torch
     from transformers import TrainerCallback
 
     class _OOM(TrainerCallback):  # type: ignore[misc]
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if args.per_device_train_batch_size > limit and state.global_step >= 1:
+            if limit is not None and args.per_device_train_batch_size > limit \
+                    and state.global_step >= 1:
                 raise torch.OutOfMemoryError(
                     f"CUDA out of memory (injected: batch {args.per_device_train_batch_size} "
                     f"> {limit})")
+            if length is not None and (args.max_length or 0) > length:
+                raise torch.OutOfMemoryError(
+                    f"CUDA out of memory (injected: length {args.max_length} > {length})")
 
     return [_OOM()]

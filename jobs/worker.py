@@ -24,8 +24,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core.rundir import RunDir
 from core.workqueue import WorkItem, WorkQueue
@@ -53,7 +55,7 @@ def serve(queue: WorkQueue, name: str, poll_s: float = POLL_S) -> dict[str, Any]
     while True:
         item = queue.claim(name)
         if item is None:
-            if queue.closed or queue.orphaned:
+            if queue.closed or queue.orphaned or queue.stopping(name):
                 return outcomes
             time.sleep(poll_s)
             continue
@@ -180,16 +182,22 @@ class CardJob:
         self.mps = mps
 
     def __call__(self) -> dict[str, Any]:
-        from jobs.mps import MPS_STATUS_ENV, PACK_RUNS_ENV, MpsDaemon, client_devices
-        from jobs.pack import thread_env
-
         queue = WorkQueue(Path(self.queue_root))
-        k = len(self.names)
-        with MpsDaemon(self.mps and k > 1) as mps:
-            env = {**mps.env, **thread_env(k), MPS_STATUS_ENV: mps.status,
-                   PACK_RUNS_ENV: str(k),
-                   **client_devices(mps.status, os.environ.get("CUDA_VISIBLE_DEVICES"))}
-            return _supervise(queue, self.names, env)
+        with card_env(len(self.names), self.mps) as env:
+            return supervise(queue, self.names, env)
+
+
+@contextmanager
+def card_env(k: int, mps: bool = True) -> Iterator[dict[str, str]]:
+    """The environment of k workers sharing this job's card: an MPS daemon where k > 1, the
+    threads split between them, and each one's share of the card."""
+    from jobs.mps import MPS_STATUS_ENV, PACK_RUNS_ENV, MpsDaemon, client_devices
+    from jobs.pack import thread_env
+
+    with MpsDaemon(mps and k > 1) as daemon:
+        yield {**daemon.env, **thread_env(k), MPS_STATUS_ENV: daemon.status,
+               PACK_RUNS_ENV: str(k),
+               **client_devices(daemon.status, os.environ.get("CUDA_VISIBLE_DEVICES"))}
 
 
 def _start_worker(queue: WorkQueue, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -203,8 +211,15 @@ def _start_worker(queue: WorkQueue, name: str, env: dict[str, str]) -> subproces
                                  "PYTHONPATH": path, PARENT_ENV: str(os.getpid())})
 
 
-def _supervise(queue: WorkQueue, names: list[str], env: dict[str, str]) -> dict[str, Any]:
-    procs = {n: _start_worker(queue, n, env) for n in names}
+def supervise(queue: WorkQueue, names: list[str], env: dict[str, str],
+              tick: Callable[[], bool] | None = None,
+              procs: dict[str, subprocess.Popen[bytes]] | None = None) -> dict[str, Any]:
+    """Start a worker per name and wait for them all to end; a worker that dies with work
+    left is started again (at most RESTARTS times). tick, where given, is called about once a
+    second (a pool's coordinator): once it says the work is over, the workers end when idle.
+    procs: the live workers, kept where a caller's signal handler can reach them."""
+    procs = {} if procs is None else procs
+    procs.update({n: _start_worker(queue, n, env) for n in names})
     restarts = dict.fromkeys(names, 0)
     codes: dict[str, int] = {}
     try:
@@ -219,10 +234,13 @@ def _supervise(queue: WorkQueue, names: list[str], env: dict[str, str]) -> dict[
                 for item in queue.running(name):  # it died in the middle of an item
                     queue.finish(name, item, "interrupted")
                 if code != 0 and not queue.closed and not queue.orphaned \
-                        and restarts[name] < RESTARTS:
+                        and not queue.stopping(name) and restarts[name] < RESTARTS:
                     restarts[name] += 1
                     log(f"worker {name} ended with {code}; starting it again")
                     procs[name] = _start_worker(queue, name, env)
+            if tick is not None and tick():
+                for name in names:
+                    queue.stop(name)
     except BaseException:
         from jobs.pack import _stop
 
@@ -243,13 +261,20 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m jobs.worker QUEUE_FOLDER WORKER_NAME", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the card's job stops it with SIGINT
+    # Slurm's time-limit warning reaches every process of the job: while training it makes
+    # the run checkpoint and stop (jobs.checkpointing); an idle worker lets its job handle it.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     parent = os.environ.get(PARENT_ENV)
     if parent:
         _die_with_parent(int(parent))
+    from jobs.checkpointing import RESUMABLE_EXIT, StoppedToResume
+
     try:
         serve(WorkQueue(Path(args[0])), args[1])
     except KeyboardInterrupt:
         return 130
+    except StoppedToResume:
+        return RESUMABLE_EXIT  # checkpointed at the job's time limit: the run resumes
     return 0
 
 

@@ -70,9 +70,11 @@ class EnvProfile:
         "help": "slurm and local: a pack of runs shares its GPU through a CUDA MPS daemon it starts "
                 "(kernels of its runs run at once, not time-sliced); false: time-sliced."})
     warm_workers: bool = field(default=True, metadata={
-        "help": "local: run the sweep's runs in warm workers (one per card slot, or "
-                "max_parallel on the CPU) that import torch and Unsloth once and take run "
-                "after run from a queue; false: a process of its own per run or pack."})
+        "help": "Run the sweep's one-card runs in warm workers that import torch and Unsloth "
+                "once and take run after run from a queue: local, one per card slot (or "
+                "max_parallel on the CPU); slurm, a pool of at most max_parallel array tasks, "
+                "each a card with its workers. false: a process (local) or job (slurm) of its "
+                "own per run or pack."})
 
     @property
     def runs_here(self) -> bool:

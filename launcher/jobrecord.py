@@ -39,7 +39,10 @@ class JobRecord:
     stderr: str = ""
     rung: int | None = None
     worker: str | None = None
-    """The warm worker (launcher.backends.warm) the run was given to, if one."""
+    """The warm worker (launcher.backends.warm, .pool) the run was given to, if one."""
+    pool: bool = False
+    """Queued in a Slurm worker pool (launcher.backends.pool): job_id is the pool's array
+    until a worker takes the run, then the array task that took it."""
     model: str = ""
     varied: dict[str, Any] = field(default_factory=dict)
     submitted_at: str = ""
@@ -47,8 +50,8 @@ class JobRecord:
     @property
     def shares_job(self) -> bool:
         """Whether other runs live in this run's job (a pack, the job of its model's run, or
-        a warm worker's job, which takes run after run)."""
-        return bool(self.pack) or bool(self.trained_in) or bool(self.worker)
+        a warm worker's job or pool, which takes run after run)."""
+        return bool(self.pack) or bool(self.trained_in) or bool(self.worker) or self.pool
 
     @property
     def job_mates(self) -> tuple[str, ...]:
@@ -71,6 +74,7 @@ class JobRecord:
                    pid=_int(doc.get("pid")), pid_start=_text(doc.get("pid_start")),
                    stdout=str(doc.get("stdout") or ""), stderr=str(doc.get("stderr") or ""),
                    rung=_int(doc.get("rung")), worker=_text(doc.get("worker")),
+                   pool=doc.get("pool") is True,
                    model=str(doc.get("model") or ""),
                    varied=varied if isinstance(varied, dict) else {},
                    submitted_at=str(doc.get("submitted_at") or ""))

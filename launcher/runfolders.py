@@ -3,15 +3,19 @@ submitted and each run's config, sharing and budget files."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from core.demo_data import DEMO_FILES, demo_path, write_demo_data
-from core.fileio import atomic_write_json, atomic_write_text, atomic_write_yaml
+from core.fileio import atomic_write_json, atomic_write_text, atomic_write_yaml, open_no_follow
 from core.identity import text_sha256
-from core.rundir import DEMO_DATA, SWEEP_FILE, RunDir
+from core.rundir import DEMO_DATA, SUBMIT_LOCK, SWEEP_FILE, RunDir
 from core.search import Budget
 from launcher.errors import SubmitError
 from launcher.sweep import Sweep
@@ -99,3 +103,19 @@ def write_run_folders(todo: list[PlannedRun], sweep: Sweep, folder: Path) -> lis
     return created
 
 
+@contextmanager
+def sweep_lock(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = open_no_follow(folder / SUBMIT_LOCK)
+    except OSError as exc:
+        hint = ("it is a symbolic link: remove it" if (folder / SUBMIT_LOCK).is_symlink()
+                else "the sweep folder must be yours and writable")
+        raise SubmitError(f"{folder / SUBMIT_LOCK}: cannot open the sweep's lock file "
+                          f"({exc.strerror}); {hint}") from None
+    with os.fdopen(fd, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -10,15 +10,10 @@ job.json files removed: a submit is all or nothing.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from core.fileio import open_no_follow
 from core.identity import folder_hashes, training_key
 from core.rundir import (
     DEMO_DATA,
@@ -38,52 +33,19 @@ from launcher.envs import EnvProfile
 from launcher.errors import SubmitError
 from launcher.gpus import LocalGpu, detect_gpus, with_local_gpus
 from launcher.hubcache import cache_dir, missing_models, offline
-from launcher.plan import PlanError, plan_run
-from launcher.runfolders import refuse_other_data, write_run_folders
+from launcher.promote import SweepPromoter, promote_now
+from launcher.runfolders import refuse_other_data, sweep_lock, write_run_folders
 from launcher.sharing import has_trained_model, share_training
 from launcher.state import ACTIVE, RETRYABLE, run_states
 from launcher.sweep import Sweep
-from launcher.tasks import PlannedRun, tasks_of
-from launcher.yamlio import YamlError
+from launcher.tasks import PlannedRun, plan_sweep, tasks_of
 
 __all__ = ["PlannedRun", "SubmitError", "plan_sweep", "share_planned", "submit_sweep",
-           "sweep_dir"]
+           "sweep_dir", "sweep_lock"]
 
 
 def sweep_dir(sweep: Sweep, env: EnvProfile, runs_dir: str | None = None) -> Path:
     return Path(runs_dir or env.runs_dir).resolve() / sweep.name
-
-
-def plan_sweep(sweep: Sweep, env: EnvProfile) -> list[PlannedRun]:
-    planned, errors = [], []
-    for run in sweep.runs:
-        try:
-            res, est = plan_run(run.config, env)
-        except PlanError as exc:
-            errors.append(f"{sweep.path}: run {run.run_id}: {exc}")
-            continue
-        planned.append(PlannedRun(run, res, est.total_gb))
-    if errors:
-        raise YamlError("\n".join(errors))
-    return planned
-
-
-@contextmanager
-def sweep_lock(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = open_no_follow(folder / SUBMIT_LOCK)
-    except OSError as exc:
-        hint = ("it is a symbolic link: remove it" if (folder / SUBMIT_LOCK).is_symlink()
-                else "the sweep folder must be yours and writable")
-        raise SubmitError(f"{folder / SUBMIT_LOCK}: cannot open the sweep's lock file "
-                          f"({exc.strerror}); {hint}") from None
-    with os.fdopen(fd, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _mark_actions(planned: list[PlannedRun], folder: Path, only_retryable: bool) -> None:
@@ -156,6 +118,7 @@ def _submit_locked(planned: list[PlannedRun], sweep: Sweep, ctx: SubmitContext,
     backend = backend_for(ctx.env)
     if sweep.search is not None:
         ctx.more = _promotions(planned, sweep, sweep.search, ctx)
+        ctx.promoter = SweepPromoter(sweep, ctx.env, str(ctx.folder.parent))
     if any(not p.attached for p in todo):
         try:
             backend.submit(tasks_of(todo, ctx.env), ctx)
@@ -192,15 +155,12 @@ def _promotions(planned: list[PlannedRun], sweep: Sweep, spec: SearchSpec,
     """What a backend that keeps its workers asks each time a run ends: the runs the search
     promotes now (their folders written anew), to run at once in the same workers."""
     known = search.known_runs(ctx.folder, [p.run_id for p in planned])
-    decide = search.step(spec)
 
     def more() -> list[PlannedRun]:
-        ids = decide(ctx.folder, spec, known)
-        todo = [p for p in planned if p.run_id in set(ids)]
-        if ids:
-            ctx.on_event(f"search: rung {search.rung_of(ctx.folder, ids[0])} with "
-                         f"{len(ids)} run(s): {', '.join(ids)}")
-        write_run_folders(todo, sweep, ctx.folder)
+        todo = promote_now(planned, sweep, spec, ctx.folder, known)
+        if todo:
+            ctx.on_event(f"search: rung {search.rung_of(ctx.folder, todo[0].run_id)} with "
+                         f"{len(todo)} run(s): {', '.join(p.run_id for p in todo)}")
         return todo
 
     return more

@@ -16,8 +16,9 @@ from core.results import now_iso
 from core.rundir import RunDir
 from core.search import budget_from_doc
 from launcher.envs import EnvProfile, pack_cap
-from launcher.plan import Resources, pack_runs
-from launcher.sweep import Run
+from launcher.plan import PlanError, Resources, pack_runs, plan_run
+from launcher.sweep import Run, Sweep
+from launcher.yamlio import YamlError
 
 
 @dataclass
@@ -61,6 +62,21 @@ class Task:
     def with_followers(self) -> list[PlannedRun]:
         """The runs of the job: each with the runs it evaluates with its model after it."""
         return [q for p in self.runs for q in (p, *p.followers)]
+
+
+def plan_sweep(sweep: Sweep, env: EnvProfile) -> list[PlannedRun]:
+    """Each run of the sweep with its resources and memory estimate (every problem at once)."""
+    planned, errors = [], []
+    for run in sweep.runs:
+        try:
+            res, est = plan_run(run.config, env)
+        except PlanError as exc:
+            errors.append(f"{sweep.path}: run {run.run_id}: {exc}")
+            continue
+        planned.append(PlannedRun(run, res, est.total_gb))
+    if errors:
+        raise YamlError("\n".join(errors))
+    return planned
 
 
 def resource_groups(planned: list[PlannedRun]) -> list[list[PlannedRun]]:
@@ -130,12 +146,13 @@ def job_doc(p: PlannedRun, env: EnvProfile, job_id: str, backend: str, params: d
             "stdout": stdout, "stderr": stderr, **extra}
 
 
-def write_job_records(task: Task, folder: Path, env: EnvProfile, backend: str, job_id: str,
-                      params: dict[str, Any], logs: tuple[str, str], **extra: Any) -> list[Path]:
-    """job.json of every run of a started task and of each one's followers; the files
-    written. A packed run's own process logs into its folder; the task's log (the pack's
-    supervisor) is named beside it."""
-    written = []
+def job_docs(task: Task, folder: Path, env: EnvProfile, backend: str, job_id: str,
+             params: dict[str, Any], logs: tuple[str, str],
+             **extra: Any) -> dict[Path, dict[str, Any]]:
+    """{job.json path: its document} of every run of a task and of each one's followers. A
+    packed run's own process logs into its folder; the task's log (the pack's supervisor) is
+    named beside it."""
+    docs: dict[Path, dict[str, Any]] = {}
     for p in task.runs:
         rd = RunDir(folder / p.run_id)
         own_logs, more = logs, {**_rung(rd), **extra}
@@ -143,11 +160,18 @@ def write_job_records(task: Task, folder: Path, env: EnvProfile, backend: str, j
             more["pack"] = {"runs": [q.run_id for q in task.runs],
                             "stdout": logs[0], "stderr": logs[1]}
             own_logs = (str(rd.run_log), str(rd.run_log))
-        atomic_write_json(rd.job, job_doc(p, env, job_id, backend, params, *own_logs, **more))
-        written.append(rd.job)
+        docs[rd.job] = job_doc(p, env, job_id, backend, params, *own_logs, **more)
         for f in p.followers:
-            fd = RunDir(folder / f.run_id)
-            atomic_write_json(fd.job, job_doc(f, env, job_id, backend, params, *own_logs,
-                                              **{**more, "trained_in": p.run_id}))
-            written.append(fd.job)
-    return written
+            docs[RunDir(folder / f.run_id).job] = job_doc(
+                f, env, job_id, backend, params, *own_logs, **{**more, "trained_in": p.run_id})
+    return docs
+
+
+def write_job_records(task: Task, folder: Path, env: EnvProfile, backend: str, job_id: str,
+                      params: dict[str, Any], logs: tuple[str, str], **extra: Any) -> list[Path]:
+    """job.json of every run of a started task and of each one's followers (job_docs); the
+    files written."""
+    docs = job_docs(task, folder, env, backend, job_id, params, logs, **extra)
+    for path, doc in docs.items():
+        atomic_write_json(path, doc)
+    return list(docs)

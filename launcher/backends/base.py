@@ -30,6 +30,9 @@ class SubmitContext:
     more: Callable[[], list[PlannedRun]] = lambda: []
     """Runs to start as soon as they are known (an adaptive sweep's promotions), asked each
     time a run ends, for a backend whose runs end before its submit returns."""
+    promoter: Callable[[], list[PlannedRun]] | None = None
+    """The same for a backend whose runs outlive its submit (a Slurm worker pool): picklable,
+    it runs inside the pool's jobs, under the sweep's lock (launcher.submit.SweepPromoter)."""
 
     @property
     def jobs_dir(self) -> Path:

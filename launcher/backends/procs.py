@@ -154,6 +154,8 @@ def stderr_into(log: Path) -> Iterator[None]:
 
 
 def drop_placeholder(folder: Path) -> None:
+    """submitit creates its folder pattern (%j) as a folder of its own; the jobs write into
+    folders named by their ids, so the empty pattern folder goes."""
     try:
         (job_files_dir(folder) / "%j").rmdir()
     except OSError:

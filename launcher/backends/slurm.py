@@ -10,10 +10,12 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+import launcher.backends.pool as pool
 from core.fileio import atomic_write_json, read_json
 from core.results import now_iso
-from core.rundir import RunDir, job_files_dir
+from core.rundir import RunDir
 from launcher.backends.base import JobState, SubmitContext, jobs_dir
+from launcher.backends.procs import drop_placeholder
 from launcher.envs import EnvProfile
 from launcher.errors import SubmitError
 from launcher.gpus import LocalGpu
@@ -76,15 +78,6 @@ def sbatch_flags(params: dict[str, Any]) -> str:
     return " ".join(out)
 
 
-def drop_placeholder(folder: Path) -> None:
-    """submitit creates its folder pattern (%j) as a folder of its own; the jobs write into
-    folders named by their ids, so the empty pattern folder goes."""
-    try:
-        (job_files_dir(folder) / "%j").rmdir()
-    except OSError:
-        pass
-
-
 class SlurmBackend:
     name = NAME
     waits_for_runs = False
@@ -93,7 +86,10 @@ class SlurmBackend:
         submitted: list[Path] = []
         try:
             for tasks in groups:
-                submitted += _submit_array(tasks, ctx)
+                if pool.usable(tasks, ctx.env):
+                    submitted += _submit_pool(tasks, ctx)
+                else:
+                    submitted += _submit_array(tasks, ctx)
         except Exception as exc:  # sbatch refused: undo this call's submissions
             _undo(ctx.started, submitted)
             msg = str(exc).strip().splitlines()
@@ -107,6 +103,10 @@ class SlurmBackend:
 
     def job_state(self, rd: RunDir, rec: JobRecord, polled: Any) -> JobState:
         row = polled.get(rec.job_id)
+        if row is None and rec.pool:
+            state = pool.pool_state(polled, rec.job_id)
+            return JobState(state) if state else JobState("FAILED", error_line(rd, rec)
+                                                          or pool.POOL_ENDED)
         if row is None:
             return JobState("PENDING")  # sacct lags the controller by a few seconds
         state = row["state"]
@@ -136,6 +136,13 @@ class SlurmBackend:
         for tasks in groups:
             members = [p for t in tasks for p in t.runs]
             params = sbatch_parameters(members[0].resources, env)
+            if pool.usable(tasks, env):
+                n, k = pool.pool_size(members, env)
+                lines.append(f"  {len(members)} run(s) in a pool of warm workers: sbatch "
+                             f"{sbatch_flags(params)} --array=0-{n - 1}%{env.max_parallel}, "
+                             f"{k} worker(s) per task taking run after run (warm_workers: "
+                             "true)")
+                continue
             lines.append(f"  {len(members)} run(s) in {len(tasks)} task(s): sbatch "
                          f"{sbatch_flags(params)} --array=0-{len(tasks) - 1}%{env.max_parallel}")
             for i, t in enumerate(tasks):
@@ -167,6 +174,22 @@ def _submit_array(tasks: list[Task], ctx: SubmitContext) -> list[Path]:
         written += write_job_records(task, folder, env, NAME, str(job.job_id), params,
                                      (str(job.paths.stdout), str(job.paths.stderr)))
     return written
+
+
+def _submit_pool(tasks: list[Task], ctx: SubmitContext) -> list[Path]:
+    """A worker pool for tasks with the same resources (launcher.backends.pool)."""
+    import submitit
+
+    env = ctx.env
+    params = sbatch_parameters(tasks[0].runs[0].resources, env)
+    n_runs = sum(len(t.runs) for t in tasks)
+    # Each run may be stopped (time limits, a dead worker) max_requeues + 1 times: the pool's
+    # coordinators count that per run; submitit's count per task must not end the pool first.
+    ex = submitit.AutoExecutor(folder=ctx.jobs_dir / "%j", cluster="slurm",
+                               slurm_max_num_timeout=n_runs * (env.max_requeues + 1))
+    ex.update_parameters(name=f"medsweep-{ctx.sweep_name}-pool", slurm_setup=env_setup_lines(env),
+                         **{k: v for k, v in params.items() if k != "slurm_setup"})
+    return pool.submit_pool(tasks, ctx, params, ex)
 
 
 def _undo(started: list[Task], written: list[Path]) -> None:

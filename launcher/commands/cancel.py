@@ -31,9 +31,15 @@ def add_parser(sub: Any) -> None:
 
 def _job_goes_on(st: RunState, rec: JobRecord, states: list[RunState], chosen: set[str]) -> bool:
     """Whether the run's job holds other active runs that are not being cancelled (a warm
-    worker's job always goes on: it takes the next run of its queue)."""
+    worker's job always goes on: it takes the next run of its queue; a Slurm pool is
+    cancelled whole once every active run it has is)."""
     if rec.worker:
         return True
+    if rec.pool:  # queued in a Slurm pool: the pool goes on while it has other active runs
+        array = rec.job_id.split("_", 1)[0]
+        return any(s.run_id not in chosen and s.state in ACTIVE and s.record is not None
+                   and s.record.pool and (s.job_id or "").split("_", 1)[0] == array
+                   for s in states)
     mates = set(rec.job_mates)
     return any(s.run_id in mates and s.run_id not in chosen and s.state in ACTIVE
                and s.job_id == st.job_id for s in states)
