@@ -113,3 +113,26 @@ def test_cancel_asks_a_queued_pool_run_to_stop_and_cancels_the_pool_only_with_it
     assert _job_goes_on(states[0], states[0].record, states, {"a"})  # b and c go on
     assert _job_goes_on(states[2], states[2].record, states, {"a", "b", "c"})  # a worker's
     assert not _job_goes_on(states[0], states[0].record, states, {"a", "b", "c"})  # scancel
+
+
+def test_at_its_time_limit_a_pool_task_stops_its_workers_queues_their_runs_and_requeues(
+        tmp_path):
+    import subprocess
+    import sys
+
+    from launcher.backends.pool import PoolJob
+
+    q = WorkQueue(tmp_path / "q")
+    q.put(_item(tmp_path / "runs", "a-1"))
+    q.put(_item(tmp_path / "runs", "b-1"))
+    q.claim("7_0-0")
+    job = PoolJob(str(q.root), str(tmp_path / "runs"), 1,
+                  EnvProfile(executor="slurm", max_requeues=2), {}, None)
+    job._names = ["7_0-0"]
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    job._procs = {"7_0-0": worker}
+    again = job.checkpoint()
+    assert worker.poll() is not None  # the worker was stopped
+    assert [i.run_id for i in q.queued()] == ["b-1", "a-1"]  # the run in hand queued again
+    assert q.stopping("7_0-0")  # the task's workers take nothing more before the requeue
+    assert isinstance(again.function, PoolJob) and again.function.queue_root == str(q.root)
