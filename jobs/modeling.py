@@ -206,9 +206,25 @@ def load_model(name_or_path: str, cfg: RunConfig, *, for_training: bool,
     if dm is not None:
         kwargs["device_map"] = dm
     loader = FastModel if (cfg.peft.ft_vision_layers and family.vision) else FastLanguageModel
+    from jobs import warm_model
+
+    keep = for_training and warm_model.wanted(
+        cfg.model.full_finetuning, cfg.model.load_in_4bit or cfg.model.load_in_8bit, dm)
+    key = (name_or_path, loader.__name__, family.name,
+           tuple(sorted((k, str(v)) for k, v in kwargs.items() if k != "token")))
+    if keep:
+        kept = warm_model.take(key)
+        if kept is not None:
+            log("the base model is this worker's, kept from its last run (no load)")
+            return kept
+    elif for_training:
+        warm_model.drop()  # another model to train: the kept one's memory is not held beside it
     model, tokenizer = loader.from_pretrained(name_or_path, **kwargs)
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # processors wrap the tokenizer
-    return model, ensure_chat_template(tokenizer, family)
+    tokenizer = ensure_chat_template(tokenizer, family)
+    if keep:
+        warm_model.keep(key, model, tokenizer)
+    return model, tokenizer
 
 
 def apply_lora(model: Any, cfg: RunConfig, facts: ModelFacts) -> Any:

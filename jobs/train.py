@@ -26,6 +26,7 @@ from core.identity import training_part
 from core.prompts import prompt_literal, prompt_messages, target_json
 from core.results import environment_info, now_iso
 from core.rundir import CHECKPOINTS, TRAIN_STARTED, TRAIN_SUMMARY
+from jobs import warm_model
 from jobs.answer_head import _trainer_class, head_scale, resolved_answer_only
 from jobs.checkpointing import (
     RESUMABLE_EXIT,
@@ -71,7 +72,15 @@ def encode_record(tokenizer: Any, record: Record, system_prompt: str, unique: bo
 
 
 def encode_dataset(tokenizer: Any, ds: Dataset, cfg: RunConfig) -> tuple[list[Encoded], int]:
-    """Encoded examples that fit max_seq_length, and the count of those that did not."""
+    """Encoded examples that fit max_seq_length, and the count of those that did not (a warm
+    worker's kept tokenizer encodes the same records once: jobs.warm_model.encoded)."""
+    settings = (cfg.model.system_prompt, cfg.data.unique_entities, cfg.model.max_seq_length,
+                str(ds.path))
+    return warm_model.encoded(tokenizer, ds.records, settings,
+                              lambda: _encode_all(tokenizer, ds, cfg))
+
+
+def _encode_all(tokenizer: Any, ds: Dataset, cfg: RunConfig) -> tuple[list[Encoded], int]:
     from jobs.modeling import special_strings
 
     kept, too_long = [], 0
@@ -558,8 +567,9 @@ def _run_training(cfg: RunConfig, ds: Dataset, identity: dict[str, Any], output_
                              resumed_from=resumed_from, warmup=warmup, train_s=train_s,
                              answer_only=answer_only,
                              budget=policy.stop_at_epoch if policy.budget_reached else None,
-                             startup=startup_breakdown(loaded.import_s, loaded.load_s,
-                                                       enc.tokenize_s, t1, first.at))
+                             startup={**startup_breakdown(loaded.import_s, loaded.load_s,
+                                                         enc.tokenize_s, t1, first.at),
+                                      "model_kept": warm_model.taken})
     atomic_write_json(output_dir / TRAIN_SUMMARY, summary)
     writer.update(step, step, loss=summary["final_loss"], done=True)
     if policy.stop_reason is not None:
