@@ -136,3 +136,19 @@ def test_at_its_time_limit_a_pool_task_stops_its_workers_queues_their_runs_and_r
     assert [i.run_id for i in q.queued()] == ["b-1", "a-1"]  # the run in hand queued again
     assert q.stopping("7_0-0")  # the task's workers take nothing more before the requeue
     assert isinstance(again.function, PoolJob) and again.function.queue_root == str(q.root)
+
+
+def test_a_pool_runs_elapsed_time_counts_from_when_its_worker_took_it(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from launcher.backends.slurm import SlurmBackend
+    from launcher.jobrecord import JobRecord
+
+    rd = RunDir(tmp_path / "a-1")
+    rd.path.mkdir()
+    took = (datetime.now(timezone.utc) - timedelta(seconds=75)).isoformat()
+    rec = JobRecord("a-1", "slurm", "9_0", worker="9_0-0", pool=True, submitted_at=took)
+    polled = {"9_0": {"elapsed": "02:00:00"}}  # the pool task's whole time
+    assert SlurmBackend().elapsed(rd, rec, "RUNNING", polled) in ("0:01:15", "0:01:16")
+    plain = JobRecord("b-1", "slurm", "9_0")
+    assert SlurmBackend().elapsed(rd, plain, "RUNNING", polled) == "02:00:00"

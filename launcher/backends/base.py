@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -80,3 +81,22 @@ def jobs_dir(folder: Path) -> Path:
         return private_job_files_dir(folder)
     except (ValueError, OSError) as exc:
         raise SubmitError(str(exc)) from None
+
+
+def elapsed_since_record(rd: RunDir, rec: JobRecord, state: str) -> str:
+    """From the record's time (a local job's submission, or when a worker took the run) to its
+    results, or to now while it runs, as H:MM:SS the way sacct writes it ("" otherwise)."""
+    try:
+        start = datetime.fromisoformat(rec.submitted_at)
+    except ValueError:
+        return ""
+    if start.tzinfo is None:  # written without a zone (by hand, or another tool): UTC
+        start = start.replace(tzinfo=timezone.utc)
+    if state == "COMPLETED" and rd.performance.is_file():
+        end = datetime.fromtimestamp(rd.performance.stat().st_mtime, timezone.utc)
+    elif state == "RUNNING":
+        end = datetime.now(timezone.utc)
+    else:
+        return ""
+    secs = max(0, int((end - start).total_seconds()))
+    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"

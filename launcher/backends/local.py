@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import launcher.backends.warm as warm
 from core.fileio import atomic_write_json, read_json
 from core.results import has_results
 from core.rundir import RunDir, job_files_dir
-from launcher.backends.base import JobState, SubmitContext
+from launcher.backends.base import JobState, SubmitContext, elapsed_since_record
 from launcher.backends.procs import (
     NAME,
     PRIVATE_PIDS,
@@ -130,21 +129,7 @@ class LocalBackend:
         return JobState("FAILED", error_line(rd, rec) or "the local job ended without results")
 
     def elapsed(self, rd: RunDir, rec: JobRecord, state: str, polled: Any) -> str:
-        """From its submission to its results (or to now while it runs), as sacct writes it."""
-        try:
-            start = datetime.fromisoformat(rec.submitted_at)
-        except ValueError:
-            return ""
-        if start.tzinfo is None:  # written without a zone (by hand, or another tool): UTC
-            start = start.replace(tzinfo=timezone.utc)
-        if state == "COMPLETED" and rd.performance.is_file():
-            end = datetime.fromtimestamp(rd.performance.stat().st_mtime, timezone.utc)
-        elif state == "RUNNING":
-            end = datetime.now(timezone.utc)
-        else:
-            return ""
-        secs = max(0, int((end - start).total_seconds()))
-        return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+        return elapsed_since_record(rd, rec, state)
 
     def stop(self, records: list[tuple[Path, JobRecord]]) -> tuple[str, str]:
         pids = {r.run_id: confirmed_pid(folder, r) for folder, r in records}

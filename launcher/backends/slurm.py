@@ -14,7 +14,7 @@ import launcher.backends.pool as pool
 from core.fileio import atomic_write_json, read_json
 from core.results import now_iso
 from core.rundir import RunDir
-from launcher.backends.base import JobState, SubmitContext, jobs_dir
+from launcher.backends.base import JobState, SubmitContext, elapsed_since_record, jobs_dir
 from launcher.backends.procs import drop_placeholder
 from launcher.envs import EnvProfile
 from launcher.errors import SubmitError
@@ -116,6 +116,8 @@ class SlurmBackend:
                         if state in RETRYABLE else "")
 
     def elapsed(self, rd: RunDir, rec: JobRecord, state: str, polled: Any) -> str:
+        if rec.worker:  # a pool's run: since its worker took it, not the task's whole time
+            return elapsed_since_record(rd, rec, state)
         return str(polled.get(rec.job_id, {}).get("elapsed", ""))
 
     def stop(self, records: list[tuple[Path, JobRecord]]) -> tuple[str, str]:
