@@ -152,3 +152,18 @@ def test_a_pool_runs_elapsed_time_counts_from_when_its_worker_took_it(tmp_path):
     assert SlurmBackend().elapsed(rd, rec, "RUNNING", polled) in ("0:01:15", "0:01:16")
     plain = JobRecord("b-1", "slurm", "9_0")
     assert SlurmBackend().elapsed(rd, plain, "RUNNING", polled) == "02:00:00"
+
+
+def test_a_failing_decision_step_leaves_the_pool_going_and_says_so_once(tmp_path, capsys):
+    coord, q = _coordinator(tmp_path)
+
+    def broken():
+        raise ValueError("search.json: not a medsweep search record")
+
+    coord.promoter = broken
+    q.put(_item(tmp_path / "runs", "a-1"))
+    assert coord.tick() is False and coord.tick() is False
+    assert capsys.readouterr().err.count("the search's decision step failed") == 1
+    item = q.claim("7_0-0")
+    q.finish("7_0-0", item, "done")
+    assert coord.tick() is True  # nothing left: the pool ends; the next submit decides

@@ -101,23 +101,28 @@ def _search_over(folder: Path) -> bool:
 
 def test_a_run_out_of_memory_fails_alone_and_the_pool_finishes_the_others(
         slurm_cluster, tmp_path, data, capsys):
+    """Also: a queued run cancelled alone ends CANCELLED while its pool goes on."""
     env = env_file(tmp_path, warm_workers=True, max_parallel=2, runs_per_gpu=1,
                    env_vars={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                              "MEDSWEEP_FAULT_OOM_TRAIN_LENGTH_ABOVE": "400"})
     base = {**{k: v for k, v in LONG.items() if k != "model.max_seq_length"},
             "train.max_steps": 3}
     folder = submit(tmp_path, "oom", data, base, env=env,
-                    grid={"model.max_seq_length": [256, 512, 384]})
-    assert "3 run(s) queued for a pool of 2 Slurm task(s)" in capsys.readouterr().out
+                    grid={"model.max_seq_length": [256, 512, 384, 320]})
+    assert "4 run(s) queued for a pool of 2 Slurm task(s)" in capsys.readouterr().out
+    last = next(n for n, j in _jobs(folder).items() if j["varied"]["model.max_seq_length"] == 320)
+    assert main(["cancel", "oom", "--runs-dir", str(tmp_path / "runs"), "--run", last]) == 0
+    assert "asked 1 run(s) to stop (the jobs they share go on)" in capsys.readouterr().out
     states = {s.varied["model.max_seq_length"]: s
               for s in wait_for(folder, all_ended, timeout=600, every=2)}
     assert states[512].state == "FAILED" and "out of GPU memory" in states[512].error, \
         states[512]
     assert states[256].state == states[384].state == "COMPLETED"
-    tasks = {s.job_id for s in states.values()}
+    assert states[320].state == "CANCELLED", states[320]
+    tasks = {s.job_id for s in states.values() if s.state != "CANCELLED"}
     array = next(iter(tasks)).split("_")[0]
     assert tasks <= {f"{array}_0", f"{array}_1"}, tasks  # the pool's two tasks took them
     logs = {Path(json.loads((s.path / "job.json").read_text())["stderr"]).read_text()
-            for s in states.values()}
+            for s in states.values() if s.state != "CANCELLED"}
     assert any("failed (TrainError); the worker goes on" in t for t in logs)
     assert not any("starting it again" in t for t in logs)  # no worker died of it

@@ -184,6 +184,7 @@ class Coordinator:
         self.array = task_id.split("_", 1)[0]
         self._claimed: set[str] = set()
         self._ended = -1
+        self._promote_failed = False
 
     def tick(self) -> bool:
         """One look at the queue; True once this pool's work is over (nothing queued, nothing
@@ -251,7 +252,15 @@ class Coordinator:
     def _promote(self) -> bool:
         """The search's decision step; its promoted runs queued. Whether any came."""
         assert self.promoter is not None
-        runs = self.promoter()
+        try:
+            runs = self.promoter()
+        except Exception as exc:  # noqa: BLE001 - the user's next submit says it in one line
+            if not self._promote_failed:
+                print(f"[medsweep] the search's decision step failed ({exc}); the runs in "
+                      "hand go on, and `launcher submit` decides the rung once they end",
+                      file=sys.stderr, flush=True)
+            self._promote_failed = True
+            return False
         for p in runs:
             item = self.queue.put(item_of(p, self.folder, self.env, self.params))
             write_records(self.folder, item, self.array)
