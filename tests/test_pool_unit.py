@@ -167,3 +167,16 @@ def test_a_failing_decision_step_leaves_the_pool_going_and_says_so_once(tmp_path
     item = q.claim("7_0-0")
     q.finish("7_0-0", item, "done")
     assert coord.tick() is True  # nothing left: the pool ends; the next submit decides
+
+
+def test_a_queued_record_written_after_a_worker_took_the_run_is_put_right(tmp_path):
+    from launcher.backends.pool import write_records
+
+    coord, q = _coordinator(tmp_path)
+    q.put(_item(tmp_path / "runs", "a-1"))
+    item = q.claim("7_0-0")
+    coord.tick()
+    write_records(tmp_path / "runs", item, "7")  # the submit's record, late
+    coord.tick()
+    rec = json.loads(RunDir(tmp_path / "runs" / "a-1").job.read_text())
+    assert (rec["job_id"], rec["worker"]) == ("7_0", "7_0-0")

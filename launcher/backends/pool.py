@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from core.fileio import atomic_write_json
+from core.fileio import atomic_write_json, read_json
 from core.results import has_results, now_iso
 from core.rundir import RunDir
 from core.workqueue import WorkItem, WorkQueue
@@ -201,14 +201,23 @@ class Coordinator:
         return idle
 
     def _record_claims(self) -> None:
+        """Job records of the runs this task's workers hold: written when a worker takes a
+        run, and again if the submit's queued record landed after that (they race)."""
         logs = self._logs()
         for name in self.names:
             for item in self.queue.running(name):
-                if item.name in self._claimed:
+                if item.name in self._claimed and self._names_me(item):
                     continue
                 self._claimed.add(item.name)
                 write_records(Path(item.run_dir).parent, item, self.task_id, worker=name,
                               stdout=logs[0], stderr=logs[1])
+
+    def _names_me(self, item: WorkItem) -> bool:
+        try:
+            doc = read_json(RunDir(Path(item.run_dir)).job)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and doc.get("job_id") == self.task_id
 
     def _logs(self) -> tuple[str, str]:
         try:
