@@ -8,11 +8,14 @@ MEDSWEEP_FAULT_OOM_TRAIN_BATCH_ABOVE=N   training micro-batches larger than N ru
 MEDSWEEP_FAULT_OOM_EVAL_BATCH_ABOVE=N    generation batches larger than N run out of memory
 MEDSWEEP_FAULT_OOM_TRAIN_LENGTH_ABOVE=N  training with max_seq_length above N runs out of memory
                                          at every batch (one run of a sweep fails, not all)
+MEDSWEEP_FAULT_STEP_SLEEP_S=S            each training step takes S seconds more (a run as long
+                                         as a time-limit test needs, on a fast or a slow machine)
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 
@@ -32,7 +35,8 @@ def check_eval_batch(size: int) -> None:
 def train_callbacks() -> list[Any]:
     limit = _limit("MEDSWEEP_FAULT_OOM_TRAIN_BATCH_ABOVE")
     length = _limit("MEDSWEEP_FAULT_OOM_TRAIN_LENGTH_ABOVE")
-    if limit is None and length is None:
+    sleep_s = float(os.environ.get("MEDSWEEP_FAULT_STEP_SLEEP_S") or 0)
+    if limit is None and length is None and not sleep_s:
         return []
     import torch
     from transformers import TrainerCallback
@@ -47,5 +51,7 @@ def train_callbacks() -> list[Any]:
             if length is not None and (args.max_length or 0) > length:
                 raise torch.OutOfMemoryError(
                     f"CUDA out of memory (injected: length {args.max_length} > {length})")
+            if sleep_s:
+                time.sleep(sleep_s)
 
     return [_OOM()]

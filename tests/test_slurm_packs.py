@@ -106,12 +106,16 @@ def test_a_pack_shares_one_task_and_each_run_ends_on_its_own(slurm_cluster, tmp_
 
 
 def test_a_time_limited_pack_is_requeued_and_every_run_resumes(slurm_cluster, tmp_path, data):
-    folder = submit(tmp_path, "packlimit", data, LONG,
-                    env=env_file(tmp_path, time_limit_min=3, signal_delay_s=60,
-                                 max_requeues=10),
-                    # Long enough that neither run ends before the first time limit, even on an
-                    # idle machine (5,000 steps once did).
-                    grid={"train.max_steps": [8000, 8200]})
+    # Each step sleeps 50 ms more: a run's length hardly depends on the machine's speed
+    # (without it, 5,000 steps once ended before the first time limit on an idle machine, and
+    # 8,000 took four time limits, 945 s, on a loaded one). 2,200 steps take at least 121 s,
+    # more than the first allocation trains (about 105 s), and two or three allocations here.
+    env = env_file(tmp_path, time_limit_min=3, signal_delay_s=60, max_requeues=10,
+                   env_vars={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                             "TOKENIZERS_PARALLELISM": "false",
+                             "MEDSWEEP_FAULT_STEP_SLEEP_S": "0.05"})
+    folder = submit(tmp_path, "packlimit", data, LONG, env=env,
+                    grid={"train.max_steps": [2200, 2300]})
     states = wait_for(folder, all_ended, timeout=2400, every=5)
     # A requeued pack's runs end with it: no run trains on as an orphan beside its restart.
     wait_gone(folder)
