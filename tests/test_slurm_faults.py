@@ -76,20 +76,24 @@ def adapter_tensors(folder: Path):
 
 def test_time_limit_requeues_and_resumes_equal_to_an_uninterrupted_run(slurm_cluster, tmp_path,
                                                                        data):
-    base = {**LONG, "train.max_steps": 8000}
+    base = {**LONG, "train.max_steps": 2200}
     # The uninterrupted reference, run beside the Slurm job with the same config and seed.
     ref = subprocess.Popen(
         [sys.executable, "-m", "jobs.train", "--train-dataset-file", str(data[0]),
          "--output-dir", str(tmp_path / "ref"), "--model-name", "scratch:llama-tiny",
          "--model-load-in-4bit", "false", "--model-max-seq-length", "256",
          "--train-per-device-batch-size", "1", "--train-gradient-accumulation-steps", "1",
-         "--train-save-steps", "200", "--train-max-steps", "8000"],
+         "--train-save-steps", "200", "--train-max-steps", "2200"],
         cwd=ROOT, env=job_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # Requeues to spare: on a loaded machine each 3-minute attempt trains fewer steps, and the
     # test is about resuming exactly, not about how many attempts the run needs (one or more).
-    folder = submit(tmp_path, "timelimit", data, base,
-                    env=env_file(tmp_path, time_limit_min=3, signal_delay_s=60,
-                                 max_requeues=10))
+    # Each step of the Slurm run sleeps 50 ms more, so 2,200 steps outlast the first
+    # allocation on a fast machine too (tests/test_slurm_packs.py says why).
+    env = env_file(tmp_path, time_limit_min=3, signal_delay_s=60, max_requeues=10,
+                   env_vars={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                             "TOKENIZERS_PARALLELISM": "false",
+                             "MEDSWEEP_FAULT_STEP_SLEEP_S": "0.05"})
+    folder = submit(tmp_path, "timelimit", data, base, env=env)
     states = wait_for(folder, all_ended, timeout=2400, every=5)
     _, err = ref.communicate(timeout=900)
     assert ref.returncode == 0, err[-2000:]
@@ -99,7 +103,7 @@ def test_time_limit_requeues_and_resumes_equal_to_an_uninterrupted_run(slurm_clu
     assert "requeued, will resume from the last checkpoint" in log
     assert re.search(r"resuming from checkpoint-\d+", log)
     summary = json.loads((run.path / "adapter" / TRAIN_SUMMARY).read_text())
-    assert summary["global_step"] == 8000 and summary["resumed_from"]
+    assert summary["global_step"] == 2200 and summary["resumed_from"]
     got, want = adapter_tensors(run.path / "adapter"), adapter_tensors(tmp_path / "ref")
     assert got.keys() == want.keys()
     worst = max((got[k].float() - want[k].float()).abs().max().item() for k in got)
