@@ -3,8 +3,8 @@
 1. ``submit --dry-run`` of a 1,000-run sweep (10 models x 10 ranks x 10 epoch counts,
    against envs/slurm.yaml);
 2. a real ``submit`` of 200 runs to the local Slurm (one job array; jobs are cancelled after
-   the measurements, so they are trivially short);
-3. ``status`` of those 200 (one sacct call);
+   the measurements, so they are trivially short), and of the same 200 to a worker pool;
+3. ``status`` of those 200 (one sacct call), and ``cancel``;
 4. ``leaderboard`` over 10,000 generated result files.
 
     python benchmarks/launcher_scale.py --out /tmp/scale      # starts a local Slurm if needed
@@ -31,6 +31,13 @@ MODELS = ["unsloth/Llama-3.2-1B-Instruct", "unsloth/Llama-3.2-3B-Instruct",
           "unsloth/Llama-3.1-8B-Instruct", "unsloth/llama-3-8b-Instruct",
           "unsloth/gemma-3-4b-it", "unsloth/gemma-3-270m-it", "unsloth/gemma-3n-E2B-it",
           "unsloth/gemma-3n-E4B-it", "unsloth/medgemma-4b-it", "unsloth/gemma-3-27b-it"]
+
+
+def _counts(status: str) -> str:
+    """status's line of run counts (e.g. "184 PENDING, 16 RUNNING")."""
+    return next((ln.strip() for ln in status.splitlines()
+                 if ln.strip() and ln.strip()[0].isdigit() and ("PENDING" in ln
+                                                                 or "RUNNING" in ln)), "")
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -114,11 +121,38 @@ def main() -> int:
         wall, stdout = timed([py, "-m", "launcher", "status", "scale200", "--runs-dir", runs],
                              env)
         figures["status_200_s"] = round(wall, 2)
-        figures["status_200_counts"] = stdout.strip().splitlines()[-1]
+        figures["status_200_counts"] = _counts(stdout)
         print(f"status 200 runs: {wall:.2f} s ({figures['status_200_counts']})", flush=True)
         wall, stdout = timed([py, "-m", "launcher", "cancel", "scale200", "--runs-dir", runs],
                              env)
         figures["cancel_200_s"] = round(wall, 2)
+        # The same 200 runs through a worker pool (warm_workers: true, the Slurm default):
+        # one queue of 200 items and an array of max_parallel tasks; measured once the
+        # cancelled array has left the machine (its jobs' processes would share the cores).
+        deadline = time.time() + 120
+        while time.time() < deadline and subprocess.run(
+                ["squeue", "-h"], capture_output=True, text=True, env=env).stdout.strip():
+            time.sleep(1)
+        pool_env = yaml.safe_load((ROOT / "envs" / "localci.yaml").read_text())
+        pool_env.update(name="localci-pool", warm_workers=True)
+        (out / "localci-pool.yaml").write_text(yaml.safe_dump(pool_env))
+        sweep200.update(name="scale200pool", env=str(out / "localci-pool.yaml"))
+        (out / "scale200pool.yaml").write_text(yaml.safe_dump(sweep200))
+        wall, stdout = timed([py, "-m", "launcher", "submit", str(out / "scale200pool.yaml"),
+                              "--runs-dir", runs], env)
+        assert "200 run(s) queued for a pool" in stdout, stdout
+        figures["submit_200_pool_s"] = round(wall, 2)
+        print(f"submit 200 runs to a pool: {wall:.2f} s", flush=True)
+        time.sleep(5)
+        wall, stdout = timed([py, "-m", "launcher", "status", "scale200pool", "--runs-dir",
+                              runs], env)
+        figures["status_200_pool_s"] = round(wall, 2)
+        figures["status_200_pool_counts"] = _counts(stdout)
+        print(f"status 200 pooled runs: {wall:.2f} s ({figures['status_200_pool_counts']})",
+              flush=True)
+        wall, stdout = timed([py, "-m", "launcher", "cancel", "scale200pool", "--runs-dir",
+                              runs], env)
+        figures["cancel_200_pool_s"] = round(wall, 2)
     finally:
         if state is not None:
             subprocess.run(["bash", str(ROOT / "ci" / "slurm-local-down.sh"), str(state),
