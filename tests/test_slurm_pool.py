@@ -81,8 +81,8 @@ def test_an_asha_search_runs_in_one_pool_task_and_a_killed_worker_resumes_its_ru
     jobs = _jobs(folder)
     assert {j["job_id"] for j in jobs.values()} == {task}, jobs
     assert all(j["worker"].startswith(f"{task}-") for j in jobs.values()), jobs
-    items = sorted(_startup(folder, r)["startup"]["worker_item"] for r in promoted)
-    assert items[-1] >= 3, items  # a promoted run was a later item of a warm worker
+    items = [_startup(folder, r)["startup"]["worker_item"] for r in promoted]
+    assert min(items) >= 2, items  # each promoted run was a later item of a warm worker
     # The killed run was queued again and resumed from its checkpoint.
     assert _startup(folder, victim).get("resumed_from") not in (None, "")
     log = Path(taken["stderr"]).read_text()
