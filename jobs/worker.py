@@ -35,6 +35,7 @@ from jobs.joblog import log
 
 POLL_S = 0.2
 CANCEL_POLL_S = 0.5
+REFIRE_S = 5.0
 
 
 class WorkerJob:
@@ -75,13 +76,18 @@ def run_item(item: WorkItem, n: int) -> str:
 
     jobs.STARTED_AT, jobs.WORKER_ITEM = time.time(), n
     log(f"worker item {n}: {item.run_id}")
+    from jobs.runcontrol import CANCELLED_ERROR, write_error
+
+    rd = RunDir(Path(item.run_dir))
+    if rd.cancel_request.exists():  # cancelled while it was queued
+        write_error(rd, CANCELLED_ERROR, cancelled=True)
+        return "cancelled"
     if _needs_own_process(item):
         return _in_child(item)
     from jobs.checkpointing import StoppedToResume
     from jobs.pipeline import run_pipeline
-    from jobs.runcontrol import CANCELLED_ERROR, write_error
 
-    watch = _CancelWatch(RunDir(Path(item.run_dir)))
+    watch = _CancelWatch(rd)
     try:
         with watch:
             run_pipeline(item.run_dir, item.identities)
@@ -101,11 +107,15 @@ def run_item(item: WorkItem, n: int) -> str:
 
 
 class _CancelWatch:
-    """Interrupts the main thread when the run's cancel.request appears."""
+    """Interrupts the main thread when the run's cancel.request appears, again every
+    REFIRE_S until the run has stopped: an interrupt that lands in a weakref callback or a
+    __del__ is printed as "Exception ignored" and lost (seen on the local Slurm). No interrupt
+    is sent once the with block is left."""
 
     def __init__(self, rd: RunDir) -> None:
         self.rd, self.fired = rd, False
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def __enter__(self) -> _CancelWatch:
@@ -113,15 +123,20 @@ class _CancelWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         self._thread.join()
 
     def _watch(self) -> None:
-        while not self._stop.wait(CANCEL_POLL_S):
+        wait = CANCEL_POLL_S
+        while not self._stop.wait(wait):
             if self.rd.cancel_request.exists():
-                self.fired = True
-                _thread.interrupt_main()
-                return
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    self.fired = True
+                    _thread.interrupt_main()
+                wait = REFIRE_S
 
 
 def _release() -> None:

@@ -56,6 +56,45 @@ def test_a_failing_item_is_its_own_and_the_worker_takes_the_next(tmp_path):
     assert r.stderr.count("the worker goes on") == 2
 
 
+def test_a_run_cancelled_while_queued_is_not_started(tmp_path):
+    q = WorkQueue(tmp_path / "q")
+    rd = RunDir(tmp_path / "runs" / "a-00000000")
+    rd.path.mkdir(parents=True)
+    rd.cancel_request.write_text("7\n")
+    q.put(WorkItem(str(rd.path), {"a-00000000": "0" * 64}))
+    q.close()
+    r = subprocess.run([sys.executable, "-m", "jobs.worker", str(q.root), "w0"], cwd=ROOT,
+                       env=job_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert q.outcomes() == {"a-00000000": "cancelled"}
+    assert json.loads(rd.error.read_text())["cancelled"] is True
+
+
+def test_a_cancel_watch_fires_again_when_its_interrupt_is_lost(tmp_path, monkeypatch):
+    """An interrupt that lands where Python ignores exceptions (a weakref callback) is lost;
+    the watch sends another until the run stops."""
+    import jobs.worker as worker
+
+    monkeypatch.setattr(worker, "CANCEL_POLL_S", 0.05)
+    monkeypatch.setattr(worker, "REFIRE_S", 0.1)
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.cancel_request.write_text("7\n")
+    swallowed = 0
+    with pytest.raises(KeyboardInterrupt):
+        with worker._CancelWatch(rd):
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    time.sleep(0.01)
+                except KeyboardInterrupt:
+                    if swallowed == 0:  # what "Exception ignored in ..." does to the first
+                        swallowed += 1
+                        continue
+                    raise
+    assert swallowed == 1
+
+
 def _sweep_file(tmp_path: Path, name: str, strategy: str | None, steps: int = 0,
                 lrs: tuple[float, ...] = (0.003, 0.001, 0.0003)) -> Path:
     doc = {"name": name, "env": "local", "data": {"demo": True},
