@@ -404,3 +404,54 @@ def test_launcher_submit_on_a_gpu_workstation_trains_each_run_on_its_card(bc5, t
         assert summary["step_time"]["steps"] == 6
         assert check_performance(json.loads((run / "results" / "performance.json").read_text()))\
             == []
+
+
+def test_a_warm_workers_kept_model_trains_like_a_fresh_load_on_the_card(bc5, tmp_path):
+    """jobs.warm_model on CUDA (Unsloth's GPU path): one worker on the card takes two full
+    fine-tuning runs of one model; the second takes the kept model and trains as the same run
+    does in a process of its own (losses within GPU non-determinism; on the CPU the weights are
+    byte-identical, tests/test_warm_model.py)."""
+    import shutil
+
+    import torch
+    import yaml
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a real CUDA card: the local executor reads nvidia-smi")
+    train, dev = bc5
+    env_doc = yaml.safe_load((ROOT / "envs" / "workstation.yaml").read_text())
+    env_doc.update(name="ws-one", runs_per_gpu=1)
+    (tmp_path / "ws-one.yaml").write_text(yaml.safe_dump(env_doc))
+    doc = {"name": "kept", "env": str(tmp_path / "ws-one.yaml"),
+           "data": {"train": str(train), "eval": str(dev)},
+           "base": {"model.name_or_path": f"scratch:llama-{SIZE}", "model.load_in_4bit": False,
+                    "model.full_finetuning": True, "train.max_steps": 8,
+                    "eval.max_new_tokens": 16, "eval.max_examples": 8},
+           "grid": {"train.learning_rate": [1e-5, 2e-5]}}
+    sweep = tmp_path / "kept.yaml"
+    sweep.write_text(yaml.safe_dump(doc))
+    env = job_env(MEDSWEEP_SCRATCH_DIR=os.environ["MEDSWEEP_SCRATCH_DIR"])
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    r = subprocess.run([sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-dir",
+                        str(tmp_path / "runs")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = {p: json.loads((p / "adapter" / TRAIN_SUMMARY).read_text())
+            for p in (tmp_path / "runs" / "kept").iterdir() if (p / "config.yaml").is_file()}
+    second, s2 = max(runs.items(), key=lambda kv: kv[1]["startup"]["worker_item"])
+    assert s2["startup"]["model_kept"] is True, s2["startup"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(second / "config.yaml", alone / "config.yaml")
+    p = subprocess.run([sys.executable, "-m", "jobs.pack", str(alone)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stderr[-3000:]
+    fresh = json.loads((alone / "adapter" / TRAIN_SUMMARY).read_text())
+    assert fresh["startup"]["model_kept"] is False
+    kept_losses = [h["loss"] for h in json.loads((second / "progress.json").read_text())[
+        "history"] if "loss" in h]
+    fresh_losses = [h["loss"] for h in json.loads((alone / "progress.json").read_text())[
+        "history"] if "loss" in h]
+    assert kept_losses and len(kept_losses) == len(fresh_losses)
+    assert kept_losses[0] == pytest.approx(fresh_losses[0], rel=1e-3)  # the same start
+    assert s2["final_loss"] == pytest.approx(fresh["final_loss"], rel=2e-2)
