@@ -7,6 +7,9 @@
 #   grid        the same grid in warm workers
 #   asha        search: {strategy: asha, rungs: [1, 2, 4], keep: 1/3} in warm workers
 #   sh          the same rungs, strategy successive-halving, in warm workers
+#   grid24      24 small runs (the six learning rates x 4 seeds, one epoch each) in warm workers;
+#               then python benchmarks/warm_outside.py runs/wb-grid24 util-grid24.csv wall-grid24
+#               gives the share of wall time outside training loops and of busy GPU samples
 #   bash benchmarks/warm_bench.sh chain "grid asha grid-cold"   # setsid, one after another
 #   bash benchmarks/warm_bench.sh wait SECONDS                   # then tar the results to $OUT
 set -uo pipefail
@@ -28,6 +31,9 @@ doc = {"name": f"wb-{name}", "env": str(w / f"env-{name}.yaml"),
                 "train.per_device_batch_size": 64, "train.gradient_accumulation_steps": 1,
                 "eval.batch_size": 1024},
        "grid": {"train.learning_rate": [2.0e-5, 5.0e-5, 1.0e-4, 2.0e-4, 5.0e-4, 1.0e-3]}}
+if name == "grid24":  # issue 44's 24 small runs: 6 learning rates x 4 seeds, one epoch each
+    doc["base"]["train.num_epochs"] = 1
+    doc["seeds"] = [1, 2, 3, 4]
 if name in ("asha", "sh"):
     del doc["base"]["train.num_epochs"]  # the search's budget: its top rung
     doc["search"] = {"strategy": "asha" if name == "asha" else "successive-halving",
