@@ -40,6 +40,27 @@ def _counts(status: str) -> str:
                                                                  or "RUNNING" in ln)), "")
 
 
+def _submit_status_cancel(py: str, out: Path, runs: str, env: dict[str, str],
+                          sweep: dict[str, object], tag: str, said: str,
+                          figures: dict[str, object]) -> None:
+    """A real submit of the sweep, its status once sacct lists it, then cancel: each timed
+    into figures as submit_200{tag}_s, status_200{tag}_s (and _counts), cancel_200{tag}_s."""
+    name = str(sweep["name"])
+    (out / f"{name}.yaml").write_text(yaml.safe_dump(sweep))
+    wall, stdout = timed([py, "-m", "launcher", "submit", str(out / f"{name}.yaml"),
+                          "--runs-dir", runs], env)
+    assert said in stdout, stdout
+    figures[f"submit_200{tag}_s"] = round(wall, 2)
+    print(f"submit 200 runs{tag}: {wall:.2f} s", flush=True)
+    time.sleep(5)  # let sacct see the array
+    wall, stdout = timed([py, "-m", "launcher", "status", name, "--runs-dir", runs], env)
+    figures[f"status_200{tag}_s"] = round(wall, 2)
+    figures[f"status_200{tag}_counts"] = _counts(stdout)
+    print(f"status 200 runs{tag}: {wall:.2f} s ({_counts(stdout)})", flush=True)
+    wall, _ = timed([py, "-m", "launcher", "cancel", name, "--runs-dir", runs], env)
+    figures[f"cancel_200{tag}_s"] = round(wall, 2)
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -105,27 +126,13 @@ def main() -> int:
                        capture_output=True)
         env["SLURM_CONF"] = str(state / "etc" / "slurm.conf")
     try:
-        sweep200 = {"name": "scale200", "env": "localci",
-                    "data": {"train": str(train), "eval": str(dev)},
-                    "base": {"model.name_or_path": "scratch:llama-tiny",
-                             "model.load_in_4bit": False, "train.max_steps": 1},
-                    "seeds": list(range(200))}
-        (out / "scale200.yaml").write_text(yaml.safe_dump(sweep200))
+        sweep200: dict[str, object] = {
+            "name": "scale200", "env": "localci", "data": {"train": str(train), "eval": str(dev)},
+            "base": {"model.name_or_path": "scratch:llama-tiny", "model.load_in_4bit": False,
+                     "train.max_steps": 1},
+            "seeds": list(range(200))}
         runs = str(out / "runs")
-        wall, stdout = timed([py, "-m", "launcher", "submit", str(out / "scale200.yaml"),
-                              "--runs-dir", runs], env)
-        assert "200 submit" in stdout, stdout
-        figures["submit_200_s"] = round(wall, 2)
-        print(f"submit 200 runs: {wall:.2f} s", flush=True)
-        time.sleep(5)  # let sacct see the array
-        wall, stdout = timed([py, "-m", "launcher", "status", "scale200", "--runs-dir", runs],
-                             env)
-        figures["status_200_s"] = round(wall, 2)
-        figures["status_200_counts"] = _counts(stdout)
-        print(f"status 200 runs: {wall:.2f} s ({figures['status_200_counts']})", flush=True)
-        wall, stdout = timed([py, "-m", "launcher", "cancel", "scale200", "--runs-dir", runs],
-                             env)
-        figures["cancel_200_s"] = round(wall, 2)
+        _submit_status_cancel(py, out, runs, env, sweep200, "", "200 submit", figures)
         # The same 200 runs through a worker pool (warm_workers: true, the Slurm default):
         # one queue of 200 items and an array of max_parallel tasks; measured once the
         # cancelled array has left the machine (its jobs' processes would share the cores).
@@ -137,22 +144,8 @@ def main() -> int:
         pool_env.update(name="localci-pool", warm_workers=True)
         (out / "localci-pool.yaml").write_text(yaml.safe_dump(pool_env))
         sweep200.update(name="scale200pool", env=str(out / "localci-pool.yaml"))
-        (out / "scale200pool.yaml").write_text(yaml.safe_dump(sweep200))
-        wall, stdout = timed([py, "-m", "launcher", "submit", str(out / "scale200pool.yaml"),
-                              "--runs-dir", runs], env)
-        assert "200 run(s) queued for a pool" in stdout, stdout
-        figures["submit_200_pool_s"] = round(wall, 2)
-        print(f"submit 200 runs to a pool: {wall:.2f} s", flush=True)
-        time.sleep(5)
-        wall, stdout = timed([py, "-m", "launcher", "status", "scale200pool", "--runs-dir",
-                              runs], env)
-        figures["status_200_pool_s"] = round(wall, 2)
-        figures["status_200_pool_counts"] = _counts(stdout)
-        print(f"status 200 pooled runs: {wall:.2f} s ({figures['status_200_pool_counts']})",
-              flush=True)
-        wall, stdout = timed([py, "-m", "launcher", "cancel", "scale200pool", "--runs-dir",
-                              runs], env)
-        figures["cancel_200_pool_s"] = round(wall, 2)
+        _submit_status_cancel(py, out, runs, env, sweep200, "_pool",
+                              "200 run(s) queued for a pool", figures)
     finally:
         if state is not None:
             subprocess.run(["bash", str(ROOT / "ci" / "slurm-local-down.sh"), str(state),

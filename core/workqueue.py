@@ -173,6 +173,18 @@ class WorkQueue:
         """Whether an item of this run is queued or in a worker's hands."""
         return any(i.run_id == run_id for i in (*self.queued(), *self.running()))
 
+    def ended_count(self) -> int:
+        """How many items have finished (a directory listing, no file read)."""
+        done = self._done
+        return sum(p.suffix == ".json" for p in done.iterdir()) if done.is_dir() else 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing in any worker's hands (listings, no file read)."""
+        dirs = [self._queue, *self._running_dirs()]
+        return not any(p.suffix == ".json" and not p.name.startswith(".")
+                       for d in dirs if d.is_dir() for p in d.iterdir())
+
     def ended(self) -> list[dict[str, Any]]:
         """Every finished item's record, in queue order (outcome and worker included)."""
         done = self._done
@@ -202,11 +214,15 @@ class WorkQueue:
 
 
 def _item(path: Path) -> WorkItem:
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    return item_from_doc(json.loads(path.read_text(encoding="utf-8")))
+
+
+def item_from_doc(doc: dict[str, Any]) -> WorkItem:
+    """The item a queued, running or finished item's file holds."""
     records = doc.get("records")
     return WorkItem(str(doc["run_dir"]), {str(k): str(v) for k, v in
                                           dict(doc["identities"]).items()},
-                    int(doc["seq"]), float(doc.get("queued_at", 0.0)),
+                    int(doc.get("seq", 0)), float(doc.get("queued_at", 0.0)),
                     dict(records) if isinstance(records, dict) else {})
 
 

@@ -95,7 +95,7 @@ def run_item(item: WorkItem, n: int) -> str:
     except KeyboardInterrupt:
         if not watch.fired:
             raise
-        write_error(RunDir(Path(item.run_dir)), CANCELLED_ERROR, cancelled=True)
+        write_error(rd, CANCELLED_ERROR, cancelled=True)
         return "cancelled"
     except StoppedToResume:
         raise

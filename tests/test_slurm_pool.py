@@ -16,6 +16,7 @@ from launcher.cli import main
 
 from .test_slurm import all_ended, wait_for
 from .test_slurm_faults import LONG, env_file, submit
+from .test_slurm_packs import _jobs
 from .test_warm_workers import _worker_pids
 
 pytestmark = pytest.mark.slurm
@@ -26,11 +27,6 @@ def data(tmp_path):
     from core.demo_data import write_demo_data
 
     return write_demo_data(tmp_path / "data", n_train=120, n_dev=6)
-
-
-def _jobs(folder: Path) -> dict[str, dict]:
-    return {d.name: json.loads((d / "job.json").read_text()) for d in folder.iterdir()
-            if (d / "job.json").is_file()}
 
 
 def _startup(folder: Path, run: str) -> dict:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from core.fileio import atomic_write_json, read_json
 from core.results import has_results, now_iso
 from core.rundir import RunDir
-from core.workqueue import WorkItem, WorkQueue
+from core.workqueue import WorkItem, WorkQueue, item_from_doc
 from launcher.backends.base import SubmitContext
 from launcher.backends.procs import drop_placeholder
 from launcher.backends.warm import slots_per_card
@@ -99,7 +99,7 @@ def write_records(folder: Path, item: WorkItem, job_id: str, **extra: Any) -> li
     written = []
     for run_id, doc in item.records.items():
         rd = RunDir(folder / run_id)
-        new = {k: v for k, v in doc.items() if k not in ("worker",)}
+        new = {k: v for k, v in doc.items() if k != "worker"}
         new.update(job_id=job_id, submitted_at=now_iso(), **extra)
         atomic_write_json(rd.job, new)
         written.append(rd.job)
@@ -185,25 +185,28 @@ class Coordinator:
         self._claimed: set[str] = set()
         self._ended = -1
         self._promote_failed = False
+        self._task_logs: tuple[str, str] | None = None
 
     def tick(self) -> bool:
         """One look at the queue; True once this pool's work is over (nothing queued, nothing
         in any worker's hands, nothing more promoted)."""
         self._record_claims()
-        with self.queue.locked():
-            self.requeue_interrupted()
-        ended = len(self.queue.ended())
-        idle = not self.queue.queued() and not self.queue.running()
-        if self.promoter is not None and (ended != self._ended or idle):
-            self._ended = ended
-            if self._promote():
-                return False
+        ended = self.queue.ended_count()
+        changed, self._ended = ended != self._ended, ended
+        if changed:  # an item ended (or was interrupted) since the last look
+            with self.queue.locked():
+                self.requeue_interrupted()
+        idle = self.queue.idle
+        if self.promoter is not None and (changed or idle) and self._promote():
+            return False
         return idle
 
     def _record_claims(self) -> None:
         """Job records of the runs this task's workers hold: written when a worker takes a
         run, and again if the submit's queued record landed after that (they race)."""
-        logs = self._logs()
+        if self._task_logs is None:
+            self._task_logs = self._logs()
+        logs = self._task_logs
         for name in self.names:
             for item in self.queue.running(name):
                 if item.name in self._claimed and self._names_me(item):
@@ -250,10 +253,7 @@ class Coordinator:
                             "or workers that died); `launcher resubmit` runs it again from "
                             "its last checkpoint")
                 continue
-            records = doc.get("records")
-            item = WorkItem(str(doc["run_dir"]), dict(doc["identities"]),
-                            records=dict(records) if isinstance(records, dict) else {})
-            self.queue.put(item)
+            item = self.queue.put(item_from_doc(doc))
             write_records(rd.path.parent, item, self.array)
             print(f"[medsweep] {rid}: stopped before it finished; queued again (it resumes)",
                   file=sys.stderr, flush=True)

@@ -158,14 +158,10 @@ class SlurmBackend:
 
 def _submit_array(tasks: list[Task], ctx: SubmitContext) -> list[Path]:
     """One job array for tasks with the same resources; the job records written."""
-    import submitit
 
     env, folder = ctx.env, ctx.folder
     params = sbatch_parameters(tasks[0].runs[0].resources, env)
-    ex = submitit.AutoExecutor(folder=ctx.jobs_dir / "%j", cluster="slurm",
-                               slurm_max_num_timeout=env.max_requeues)
-    ex.update_parameters(name=f"medsweep-{ctx.sweep_name}", slurm_setup=env_setup_lines(env),
-                         **{k: v for k, v in params.items() if k != "slurm_setup"})
+    ex = _executor(ctx, params, f"medsweep-{ctx.sweep_name}", env.max_requeues)
     with ex.batch():
         jobs = [ex.submit(job_function(t, folder, env)) for t in tasks]
     drop_placeholder(folder)
@@ -180,18 +176,25 @@ def _submit_array(tasks: list[Task], ctx: SubmitContext) -> list[Path]:
 
 def _submit_pool(tasks: list[Task], ctx: SubmitContext) -> list[Path]:
     """A worker pool for tasks with the same resources (launcher.backends.pool)."""
-    import submitit
-
     env = ctx.env
     params = sbatch_parameters(tasks[0].runs[0].resources, env)
     n_runs = sum(len(t.runs) for t in tasks)
     # Each run may be stopped (time limits, a dead worker) max_requeues + 1 times: the pool's
     # coordinators count that per run; submitit's count per task must not end the pool first.
-    ex = submitit.AutoExecutor(folder=ctx.jobs_dir / "%j", cluster="slurm",
-                               slurm_max_num_timeout=n_runs * (env.max_requeues + 1))
-    ex.update_parameters(name=f"medsweep-{ctx.sweep_name}-pool", slurm_setup=env_setup_lines(env),
-                         **{k: v for k, v in params.items() if k != "slurm_setup"})
+    ex = _executor(ctx, params, f"medsweep-{ctx.sweep_name}-pool",
+                   n_runs * (env.max_requeues + 1))
     return pool.submit_pool(tasks, ctx, params, ex)
+
+
+def _executor(ctx: SubmitContext, params: dict[str, Any], name: str, max_requeues: int) -> Any:
+    """A submitit Slurm executor for one resource group's parameters."""
+    import submitit
+
+    ex = submitit.AutoExecutor(folder=ctx.jobs_dir / "%j", cluster="slurm",
+                               slurm_max_num_timeout=max_requeues)
+    ex.update_parameters(name=name, slurm_setup=env_setup_lines(ctx.env),
+                         **{k: v for k, v in params.items() if k != "slurm_setup"})
+    return ex
 
 
 def _undo(started: list[Task], written: list[Path]) -> None:

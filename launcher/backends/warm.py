@@ -20,7 +20,7 @@ from typing import Any
 from core.fileio import atomic_write_json
 from core.results import has_results
 from core.rundir import RunDir
-from core.workqueue import WorkItem, WorkQueue
+from core.workqueue import WorkItem, WorkQueue, item_from_doc
 from launcher.backends.base import SubmitContext
 from launcher.backends.procs import (
     NAME,
@@ -201,8 +201,7 @@ def _new_outcomes(queue: WorkQueue, ended: set[str]) -> list[tuple[str, str, str
 
 
 def _item_named(queue: WorkQueue, name: str) -> WorkItem:
-    doc = json.loads((queue.root / "done" / name).read_text())
-    return WorkItem(str(doc["run_dir"]), dict(doc["identities"]), int(doc["seq"]))
+    return item_from_doc(json.loads((queue.root / "done" / name).read_text()))
 
 
 def _taken(item: WorkItem, worker: str, card: CardJob, planned: dict[str, PlannedRun],
