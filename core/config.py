@@ -36,6 +36,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 VALID_METRICS = ("exact", "relaxed", "overlap")
 GENERATION_MODES = ("greedy", "model-presets")
+DECODERS = ("auto", "static", "generate")
 PADDING_CHOICES = ("auto", "padded", "padding-free")
 SCRATCH_SIZES = ("tiny", "small", "1b", "8b")
 """Sizes of scratch:<family>-<size> models (jobs.scratch builds them)."""
@@ -179,6 +180,11 @@ class EvalConfig:
                          "scoring (counted; the ungrounded scores are reported beside).")
     constrained: bool = _f(False, "Constrained decoding: inside a JSON text value the model can "
                            "only write a span of the input, inside label only a training label.")
+    decoder: str = _f("auto", "Greedy decoding: static (a static KV cache, each step a captured "
+                      "CUDA graph on a card), generate (transformers' generate) or auto "
+                      "(static on a CUDA card where it applies: no sampling, no constrained "
+                      "decoding, a 16-bit model on one device; generate elsewhere).",
+                      choices=DECODERS)
     max_item_repeats: int = _f(0, "End an answer at an entity item given for the N+1-th time (a "
                                "greedy answer caught in a loop runs to the token budget "
                                "otherwise); the items before it are kept and the list closed, "

@@ -35,7 +35,8 @@ EVAL_KEYS = ["data.eval_dataset_file", "model.max_seq_length", "model.load_in_4b
              "model.load_in_8bit", "model.system_prompt", "model.family", "model.hf_token",
              "eval.batch_size", "eval.unique_entities", "eval.metrics", "eval.generation",
              "eval.max_new_tokens", "eval.seed", "eval.max_examples", "eval.grounding",
-             "eval.constrained", "eval.max_item_repeats", "data.context_sentences",
+             "eval.constrained", "eval.decoder", "eval.max_item_repeats",
+             "data.context_sentences",
              "data.context_after"]
 
 
@@ -69,7 +70,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
                  max_new_tokens: int, gen_kwargs: dict[str, Any], progress: Any = None,
                  oom_log: list[dict[str, Any]] | None = None,
                  constraint: Callable[[list[int], int, Any], Any] | None = None,
-                 decode: dict[str, int] | None = None,
+                 decode: dict[str, Any] | None = None,
                  release: Callable[[int], int] | None = None) -> tuple[list[str], int]:
     """Outputs in input order, generated in length-sorted left-padded batches, and the tokens
     the rows generated (up to each row's stop token or end of answer, not the padding a batch
@@ -89,11 +90,17 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
     the budget they have left. Greedy answers come out the same token for token, up to the
     rounding that any change of batch makes. Not with a constraint (its state lives in the
     batch that started it).
+
+    The decoder is cfg.eval.decoder's (jobs.fastdecode.choose): greedy batches on a CUDA card
+    go through the static cache and a captured decoding step, others through generate();
+    decode["engine"] says which ran (and decode["engine_reason"] why generate, where it did).
     """
+    from jobs import fastdecode
     from jobs.constrained import TokenPieces
 
+    engine = fastdecode.choose(model, cfg.eval.decoder, gen_kwargs, constraint is not None)
     gen = _BatchGenerator(model, tokenizer, gen_kwargs, TokenPieces(tokenizer), constraint,
-                          oom_log, cfg.eval.max_item_repeats)
+                          oom_log, cfg.eval.max_item_repeats, engine)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     rel = (release or straggler_release) if constraint is None else (lambda rows: 0)
     done: dict[int, list[int]] = {}
@@ -107,6 +114,10 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
         left = sorted(partial, key=lambda i: -(len(prompts[i]) + len(partial[i])))
         gen.run(left, prompts, partial, gen.bs, max_new_tokens, lambda rows: 0, done, decode,
                 None)
+    if decode is not None:
+        decode["engine"] = gen.engine.name
+        if gen.engine.reason:
+            decode["engine_reason"] = gen.engine.reason
     outputs: list[str] = [""] * len(prompts)
     generated_tokens = 0
     for i, toks in done.items():
@@ -118,7 +129,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: RunC
     return outputs, generated_tokens
 
 
-def cut_loops(outputs: list[str], max_repeats: int, decode: dict[str, int] | None) -> None:
+def cut_loops(outputs: list[str], max_repeats: int, decode: dict[str, Any] | None) -> None:
     """Each answer that looped, ended before its first over-repeated item and closed
     (core.parsing.close_loop), in place; counted in decode["loops_cut"]."""
     for i, text in enumerate(outputs):
@@ -146,8 +157,12 @@ class _BatchGenerator:
 
     def __init__(self, model: Any, tokenizer: Any, gen_kwargs: dict[str, Any], pieces: Any,
                  constraint: Callable[[list[int], int, Any], Any] | None,
-                 oom_log: list[dict[str, Any]] | None, max_repeats: int = 0):
+                 oom_log: list[dict[str, Any]] | None, max_repeats: int = 0,
+                 engine: Any = None):
+        from jobs import fastdecode
+
         self.model, self.gen_kwargs, self.pieces = model, gen_kwargs, pieces
+        self.engine = engine or fastdecode.Engine("generate")
         self.max_repeats = max_repeats
         self.constraint, self.oom_log = constraint, oom_log
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
@@ -156,10 +171,12 @@ class _BatchGenerator:
         self.stops = set(gen_kwargs.get("eos_token_id", []))
         self.ends = self.stops | {self.pad_id}  # a finished row is padded to the batch's length
         self.bs = 0
+        self.static = None if self.engine.name == "generate" else fastdecode.StaticDecoder(
+            model, self.pad_id, graphs=self.engine.name == "static-graphs")
 
     def run(self, order: list[int], prompts: list[list[int]], partial: dict[int, list[int]],
             bs: int, max_new_tokens: int, release: Callable[[int], int],
-            done: dict[int, list[int]], decode: dict[str, int] | None,
+            done: dict[int, list[int]], decode: dict[str, Any] | None,
             progress: Any) -> dict[int, list[int]]:
         """Generate the rows of order (prompt + partial[i] so far) in batches of up to bs; put
         finished rows' answers in done and return the rows a batch left unfinished."""
@@ -206,6 +223,10 @@ class _BatchGenerator:
         for row, seq in enumerate(seqs):
             ids[row, width - len(seq):] = torch.tensor(seq)
             mask[row, width - len(seq):] = 1
+        if self.static is not None:
+            new = self._static_batch(ids, mask, have, budget, release)
+            if new is not None:
+                return new
         stop = AnswerStop(self.pieces, width, self.stops, have, release, self.max_repeats)
         extra: dict[str, Any] = {"stopping_criteria": _criteria(stop)}
         if self.constraint is not None:
@@ -216,6 +237,29 @@ class _BatchGenerator:
                                       max_new_tokens=budget, pad_token_id=self.pad_id,
                                       **self.gen_kwargs, **extra)
         return out[:, width:].tolist(), stop
+
+    def _static_batch(self, ids: Any, mask: Any, have: list[list[int]], budget: int,
+                      release: int) -> tuple[list[list[int]], AnswerStop] | None:
+        """The batch through the static decoder; None, and generate() from then on, where it
+        fails for another reason than memory (said once, recorded as the engine's reason)."""
+        import torch
+
+        from jobs import fastdecode, modeling
+
+        stop = AnswerStop(self.pieces, ids.shape[1], self.stops, have, release,
+                          self.max_repeats)
+        try:
+            with torch.inference_mode():
+                return self.static.generate(ids, mask, budget, stop), stop  # type: ignore
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the fast path: generate()
+            why = f"static decoder failed: {type(exc).__name__}: {str(exc)[:200]}"
+            modeling.log(f"{why}; decoding with transformers generate() instead")
+            self.static, self.engine = None, fastdecode.Engine("generate", why)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            return None
 
     def _halve(self, exc: BaseException, at: int) -> None:
         import torch
@@ -235,30 +279,66 @@ class _BatchGenerator:
 
 
 class AnswerStop:
-    """Per-row end of answer for one generate() call over rows left-padded to width: a stop
-    token, or the JSON answer closed or caught in a loop (core.parsing.AnswerEnd, max_repeats),
-    counting the tokens each row had before (have). Stops the batch once at most release rows
-    are unfinished."""
+    """Per-row end of answer for one batch of rows left-padded to width: a stop token, or the
+    JSON answer closed or caught in a loop (core.parsing.AnswerEnd, max_repeats), counting the
+    tokens each row had before (have). The batch stops once at most release rows are
+    unfinished.
+
+    Called by generate() at each step (__call__), or fed rows of new tokens by the static
+    decoder (feed_rows), which then asks where the batch ended (end_step): both give the same
+    rows finished at the same step."""
 
     def __init__(self, pieces: Any, width: int, stops: set[int], have: list[list[int]],
                  release: int = 0, max_repeats: int = 0):
         self.pieces, self.seen, self.stops, self.release = pieces, width, stops, release
         self.ends = [AnswerEnd(max_repeats) for _ in have]
         self.stopped = [False] * len(have)
+        self.fed = [0] * len(have)  # new tokens fed per row
+        self.ended: list[int | None] = [None] * len(have)  # new tokens up to a row's end
+        self.cut: int | None = None  # the step the batch stopped at, once known
         for row, toks in enumerate(have):
-            self._feed(row, toks)
+            self._feed(row, toks, new=False)
 
-    def _feed(self, row: int, toks: list[int]) -> None:
+    def _feed(self, row: int, toks: list[int], new: bool = True) -> None:
         for t in toks:
             if self.stopped[row] or self.ends[row].done:
                 return
+            if new:
+                self.fed[row] += 1
             if t in self.stops:
                 self.stopped[row] = True
             else:
                 self.ends[row].feed(self.pieces(t))
+            if (self.stopped[row] or self.ends[row].done) and new:
+                self.ended[row] = self.fed[row]
 
     def finished(self, row: int) -> bool:
+        end = self.ended[row]
+        if self.cut is not None:
+            return end is not None and end <= self.cut
         return self.stopped[row] or self.ends[row].done
+
+    def ended_at(self, row: int) -> int | None:
+        """The new tokens up to and including the one that ended this row (None: unfinished),
+        within the step the batch stopped at."""
+        return self.ended[row] if self.finished(row) else None
+
+    def feed_rows(self, new: list[list[int]]) -> None:
+        """The next tokens of every row (the same number for each)."""
+        for row, toks in enumerate(new):
+            self._feed(row, toks)
+
+    def end_step(self) -> int | None:
+        """The step at which generate() would have stopped this batch, once the tokens fed
+        reach it: the first at which at most release rows are unfinished (then kept as
+        self.cut); None while it is not reached."""
+        ends = sorted(e for e in self.ended if e is not None)
+        need = len(self.ended) - self.release
+        if need <= 0:
+            self.cut = 1
+        elif len(ends) >= need:
+            self.cut = ends[need - 1]
+        return self.cut
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
@@ -387,7 +467,7 @@ class _Generated:
     gen_tokens: int
     eval_s: float
     oom_log: list[dict[str, Any]]
-    decode: dict[str, int]
+    decode: dict[str, Any]
     constraints: list[Any]
 
 
@@ -404,14 +484,39 @@ def _generate(model: Any, tokenizer: Any, records: list[Any], pr: _Prompts, cfg:
                                                    greedy=not gen_kwargs.get("do_sample"))
     t1 = time.time()
     oom_log: list[dict[str, Any]] = []
-    decode: dict[str, int] = {}
-    outs, gen_tokens = generate_all(model, tokenizer, [pr.ids[i] for i in pr.keep], cfg,
-                                    pr.budget, gen_kwargs, writer, oom_log, constraint, decode)
+    decode: dict[str, Any] = {}
+    outs, gen_tokens = _profiled(lambda: generate_all(
+        model, tokenizer, [pr.ids[i] for i in pr.keep], cfg, pr.budget, gen_kwargs, writer,
+        oom_log, constraint, decode))
     eval_s = time.time() - t1
     raw = [""] * len(records)
     for i, o in zip(pr.keep, outs, strict=False):
         raw[i] = o
     return _Generated(raw, gen_tokens, eval_s, oom_log, decode, constraints)
+
+
+PROFILE_ENV = "MEDSWEEP_TORCH_PROFILE"
+"""A file to write a torch.profiler table of the generation to (benchmarks, issue 46)."""
+
+
+def _profiled(generate: Callable[[], Any]) -> Any:
+    """generate(), under torch.profiler when PROFILE_ENV names a file: the operators and
+    kernels by their own time, written there."""
+    import os
+
+    path = os.environ.get(PROFILE_ENV)
+    if not path:
+        return generate()
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        out = generate()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    Path(path).write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+    return out
 
 
 def evaluate(cfg: RunConfig, model_dir: Path, results_dir: Path, *,

@@ -98,6 +98,24 @@ def test_train_then_evaluate_then_rescore(model, demo_data, tmp_path):
     tp = json.loads((res / "true_pred_entities.json").read_text())
     assert set(tp) >= {"true_ents", "pred_ents", "texts", "raw_outputs"}
     assert len(tp["true_ents"]) == len(tp["pred_ents"]) == len(tp["raw_outputs"]) == 12
+    assert dec["engine"] == "generate" and "4- or 8-bit" in dec["engine_reason"]
+    if "gemma" in model:  # the static decoder, asked for on the CPU: generate()'s answers
+        got = {}
+        for decoder in ("generate", "static"):
+            r = run_module("jobs.evaluate", "--eval-dataset-file", str(dev_file),
+                           "--results-dir", str(tmp_path / decoder), "--model-dir", str(out),
+                           "--model-max-seq-length", "512", "--eval-batch-size", "4",
+                           "--eval-max-new-tokens", "24", "--eval-decoder", decoder,
+                           "--model-load-in-4bit", "false")
+            assert r.returncode == 0, r.stderr[-3000:]
+            got[decoder] = (
+                json.loads((tmp_path / decoder / "true_pred_entities.json").read_text()),
+                json.loads((tmp_path / decoder / "performance.json").read_text()))
+        assert got["static"][0]["raw_outputs"] == got["generate"][0]["raw_outputs"]
+        sdec, gdec = (got[d][1]["generation"]["decode"] for d in ("static", "generate"))
+        assert (sdec["engine"], gdec["engine"]) == ("static", "generate")
+        assert sdec["steps"] == gdec["steps"] and gdec["engine_reason"] == \
+            "eval.decoder: generate"
 
     # Re-scoring the file without a model gives the same numbers.
     r = run_module("jobs.score", "--true-pred-file", str(res / "true_pred_entities.json"),

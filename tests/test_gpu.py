@@ -245,6 +245,53 @@ def test_batched_left_padded_generation_equals_one_at_a_time(bc5, tmp_path):
     assert len(differ) <= len(prompts) // 4, [(batched[i], single[i]) for i in differ]
 
 
+@pytest.mark.parametrize("family", ["gemma", "llama"])
+def test_the_static_decoder_answers_as_generate_on_the_card(family, bc5, tmp_path):
+    """eval.decoder auto on a card: the static cache and the captured CUDA graph step
+    (jobs.fastdecode) give generate()'s greedy answers, up to bf16 near-ties."""
+    import torch
+    from unsloth import FastLanguageModel
+
+    from core.data import load_dataset
+    from core.prompts import prompt_messages
+    from jobs.evaluate import generate_all
+    from jobs.modeling import stop_token_ids
+    from jobs.train import train_model
+
+    cfg = cfg_for(family, "16bit-lora", bc5, **{"train.max_steps": 30,
+                                                "train.learning_rate": 2e-3,
+                                                "eval.batch_size": 32})
+    res = train_model(cfg, tmp_path / "model")
+    model, tok = res.model, res.tokenizer
+    FastLanguageModel.for_inference(model)
+    tok.padding_side = "left"
+    records = load_dataset(cfg.data.eval_dataset_file).records[:32]
+    prompts = [tok(tok.apply_chat_template(prompt_messages(r, cfg.model.system_prompt),
+                                           tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False)["input_ids"] for r in records]
+    kw = {"eos_token_id": stop_token_ids(tok), "do_sample": False}
+    runs = {}
+    for decoder in ("generate", "auto"):
+        decode: dict = {}
+        t0 = time.time()
+        out, n = generate_all(model, tok, prompts, cfg.replace({"eval.decoder": decoder}), 48,
+                              kw, decode=decode)
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        runs[decoder] = (out, n, decode, time.time() - t0)
+    (ref, _, dref, tref), (got, _, dgot, tgot) = runs["generate"], runs["auto"]
+    want = "static-graphs" if torch.cuda.is_available() else "generate"
+    assert dgot["engine"] == want, dgot
+    differ = [i for i, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b]
+    print(f"\n{family}: static == generate for {len(prompts) - len(differ)}/{len(prompts)} "
+          f"prompts; generate {tref:.2f}s, static {tgot:.2f}s; steps {dref['steps']} / "
+          f"{dgot['steps']}")
+    for i in differ:
+        margin, logit = _margin_where_they_part(model, tok, prompts[i], got[i], kw)
+        print(f"  prompt {i}: parts where generate's top-2 logits differ by {margin:.4f}")
+        assert margin <= max(0.125, 0.02 * abs(logit)), (i, got[i], ref[i], margin)
+    assert len(differ) <= len(prompts) // 4, [(got[i], ref[i]) for i in differ]
+
+
 def _margin_where_they_part(model, tok, prompt, other_text, kw):
     """Single-row greedy decoding of prompt: the top-1 minus top-2 logit at the first token
     whose text leaves other_text."""
