@@ -95,6 +95,53 @@ def _text_config(model: Any) -> Any:
     return getattr(config, "text_config", None) or config
 
 
+GROUPED = "medsweep_grouped"
+"""The attention implementation the static decoder registers with transformers and sets while
+it decodes (grouped_attention)."""
+
+
+def grouped_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+                      dropout: float = 0.0, scaling: float | None = None, **kwargs: Any
+                      ) -> tuple[Any, None]:
+    """Attention for the static decoder. A decoding step (one query per row) with grouped
+    key/value heads reads each cached key/value head once: the query heads of a group are
+    taken as that head's queries, where transformers first copies every cached key and value
+    once per query head (repeat_kv), the largest memory traffic of a step over a long cache.
+    Prompts (several queries) go through PyTorch's scaled_dot_product_attention with the keys
+    repeated, as transformers' sdpa does."""
+    import torch.nn.functional as F
+
+    b, heads, q, d = query.shape
+    groups = heads // key.shape[1]
+    if q == 1 and groups > 1:
+        out = F.scaled_dot_product_attention(query.reshape(b, key.shape[1], groups, d), key,
+                                             value, attn_mask=attention_mask, scale=scaling)
+        return out.reshape(b, heads, 1, d).transpose(1, 2), None
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                         scale=scaling)
+    return out.transpose(1, 2), None
+
+
+class _Grouped:
+    """Within: the model's attention is grouped_attention (registered once with
+    transformers); its own afterwards."""
+
+    def __init__(self, config: Any):
+        self.config, self.before = config, config._attn_implementation
+
+    def __enter__(self) -> None:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(GROUPED, grouped_attention)
+        self.config._attn_implementation = GROUPED
+
+    def __exit__(self, *exc: Any) -> None:
+        self.config._attn_implementation = self.before
+
+
 class StaticDecoder:
     """Greedy decoding of left-padded batches (see the module's docstring)."""
 
@@ -111,6 +158,7 @@ class StaticDecoder:
         self.kinds = sorted(set(kinds))
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
+        self.config = config
 
     def generate(self, ids: Any, mask: Any, budget: int, stop: Any) -> list[list[int]]:
         """The new tokens of each row (ids, mask: left-padded CPU tensors), as generate returns
@@ -120,8 +168,9 @@ class StaticDecoder:
         if budget <= 0:
             return [[] for _ in range(rows)]
         state = _State.make(self, ids, mask, budget)
-        state.begin(self._prefill(state, ids.to(self.device)))
-        ran = self._decode(state, stop, budget)
+        with _Grouped(self.config):
+            state.begin(self._prefill(state, ids.to(self.device)))
+            ran = self._decode(state, stop, budget)
         out: list[list[int]] = state.out[:, :ran].tolist()
         return _padded_after_end(out, stop, self.pad_id)
 

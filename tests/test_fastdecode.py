@@ -75,12 +75,26 @@ def _common_tokens(model, prompts):
 
 @pytest.mark.parametrize("make", [_llama, _gemma, lambda: _gemma("eager")],
                          ids=["llama", "gemma3-sliding", "gemma3-eager"])
-def test_the_static_decoder_answers_as_generate_does(make):
+def test_the_static_decoder_answers_as_generate_does(make, monkeypatch):
+    from jobs import fastdecode
+
     model = make()
+    before = model.config._attn_implementation
     prompts = _prompts(20, 3, 14)  # longer than the sliding window of 5
     stops = _common_tokens(model, prompts)
     ref, n_ref, d_ref = _run(model, prompts, "generate", eos=stops)
+    steps = []
+
+    def counted(module, query, *args, **kwargs):
+        steps.append(query.shape[2])
+        return grouped(module, query, *args, **kwargs)
+
+    grouped = fastdecode.grouped_attention
+    monkeypatch.setattr(fastdecode, "grouped_attention", counted)
     got, n_got, d_got = _run(model, prompts, "static", eos=stops)
+    # Decoding steps went through the grouped attention, and the model has its own back.
+    assert steps.count(1) > 0 and max(steps) > 1
+    assert model.config._attn_implementation == before
     assert d_got["engine"] == "static" and d_ref["engine"] == "generate"
     assert len({len(o) for o in ref}) > 2, "the rows should end at different steps"
     assert got == ref and n_got == n_ref
