@@ -217,26 +217,46 @@ class StaticDecoder:
 
     def _decode(self, state: _State, stop: Any, budget: int) -> int:
         """Decoding steps until the stop rules end the batch or the budget is spent; the number
-        of answer tokens the batch keeps."""
+        of answer tokens the batch keeps. The tokens of the steps run so far are copied off the
+        card and fed to the stop rules while the card runs the next check_every steps."""
         step = state.step_fn(self)
         ran, fed, graph = 1, 0, None  # the prefill gave the first token
         while True:
-            stop.feed_rows(state.out[:, fed:ran].tolist())
+            tokens = _Copy(state.out[:, fed:ran])
+            launched = min(self.check_every, budget - ran)
+            if self.graphs and graph is None and ran > 1 and launched:
+                graph = _capture(step)  # after eager steps: lazy set-up is done
+            for _ in range(launched):
+                graph.replay() if graph is not None else step()
+            stop.feed_rows(tokens.rows())
             fed = ran
             end = stop.end_step()
             if end is not None:
                 return int(end)
-            if ran >= budget:
+            if not launched:
                 return budget
-            todo = min(self.check_every, budget - ran)
-            if self.graphs and graph is None and ran > 1:  # captured after eager warm-up steps
-                graph = _capture(step)
-            for _ in range(todo):
-                if graph is not None:
-                    graph.replay()
-                else:
-                    step()
-            ran += todo
+            ran += launched
+
+
+class _Copy:
+    """Tokens on their way off the card: queued before later steps are launched, read after."""
+
+    def __init__(self, tokens: Any):
+        import torch
+
+        self.event = None
+        if tokens.is_cuda:
+            self.host = tokens.to("cpu", non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = tokens.clone()
+
+    def rows(self) -> list[list[int]]:
+        if self.event is not None:
+            self.event.synchronize()
+        out: list[list[int]] = self.host.tolist()
+        return out
 
 
 def _capture(step: Callable[[], None]) -> Any:
