@@ -49,7 +49,7 @@ evaluate() {  # CORPUS MODEL_DIR DECODER TAG [MORE FLAGS]
 case "${1:-}" in
 tests)  # the GPU tier's static-decoder and kept-model tests; Unsloth's import, by module
     MEDSWEEP_SHARED_DATA="$B/data" python3 -m pytest -p no:cacheprovider -m gpu -s -q \
-        tests/test_gpu.py -k "static_decoder or kept_model" > "$W/gputests.log" 2>&1
+        tests/test_gpu.py -k "static_decoder and llama or kept_model" > "$W/gputests.log" 2>&1
     echo $? > "$W/rc-gputests"
     python3 -X importtime -c "import unsloth" 2> "$W/importtime.txt" > /dev/null
     echo $? > "$W/rc-importtime" ;;
