@@ -31,9 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-CHECKED_MODEL_TYPES = ("gemma3_text", "llama", "qwen2", "qwen3", "mistral")
-"""Architectures whose forward takes a prepared 4-D mask (or a per-kind mapping) and a static
-cache as transformers writes them; others keep ``generate``."""
+CHECKED_MODEL_TYPES = ("gemma3_text",)
+"""Architectures eval.decoder auto decodes with the static decoder: checked on the card against
+generate() under Unsloth (Gemma 3 keeps transformers' modules there). Unsloth replaces the
+Llama family's forward with its own, mask and cache included, so the others keep generate()
+unless eval.decoder is static (their transformers modules pass the CPU tests)."""
 
 MASK_ELEMENTS = 1 << 28
 """The most attention scores (rows x heads x prompt chunk x cache length) one prefill chunk
