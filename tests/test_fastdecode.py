@@ -142,8 +142,9 @@ def test_where_the_static_decoder_does_not_apply_generate_runs():
     model = _llama()
     greedy = {"do_sample": False}
     assert choose(model, "static", greedy, False).name == "static"
-    auto = choose(model, "auto", greedy, False)
+    auto = choose(_gemma(), "auto", greedy, False)
     assert auto.name == "generate" and "no CUDA card" in auto.reason
+    assert "architecture llama" in choose(model, "auto", greedy, False).reason
     assert "sampled" in choose(model, "static", {"do_sample": True}, False).reason
     assert "constrained" in choose(model, "static", greedy, True).reason
     assert choose(model, "generate", greedy, False).reason == "eval.decoder: generate"
