@@ -40,8 +40,10 @@ evaluate() {  # CORPUS MODEL_DIR DECODER TAG [MORE FLAGS]
     ( nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
         --format=csv,noheader,nounits -l 1 > "$W/util-$tag.csv" ) &
     local mon=$!
+    # The recipe's own evaluation keys: a model folder records its training keys only.
     python3 -m jobs.evaluate --model-dir "$m" --results-dir "$W/ev-$tag" \
-        --eval-dataset-file "$B/data/$c/dev.json" --eval-decoder "$d" "$@" \
+        --eval-dataset-file "$B/data/$c/dev.json" --eval-decoder "$d" \
+        --eval-batch-size 1024 --eval-max-item-repeats 1 "$@" \
         > "$W/eval-$tag.log" 2>&1
     echo $? > "$W/rc-$tag"
     kill $mon 2>/dev/null
@@ -60,6 +62,9 @@ run)  # CORPUS STEPS
     python3 -m launcher submit "$W/$c.yaml" > "$W/submit-$c.log" 2>&1
     echo $? > "$W/rc-submit-$c"
     python3 -c "import time; print(round(time.time() - $t0, 1))" > "$W/wall-submit-$c"
+    bash benchmarks/decode_bench.sh evals "$c" ;;
+evals)  # CORPUS: the evaluations of the model its run trained
+    c=$2
     run=$(ls -d "$W"/runs/db-"$c"/*/ | head -1)
     for d in generate auto; do evaluate "$c" "$run/adapter" "$d" "$c-$d"; done
     for d in generate auto; do
@@ -69,8 +74,8 @@ run)  # CORPUS STEPS
 chain)
     setsid bash -c "for c in ${2:-bc5cdr maccrobat}; do if [ \$c = tests ]; then \
         bash benchmarks/decode_bench.sh tests > $W/run-tests.out 2>&1; else \
-        bash benchmarks/decode_bench.sh run \$c ${3:-150} > $W/run-\$c.out 2>&1; fi; done; \
-        touch $W/chain-done" \
+        bash benchmarks/decode_bench.sh ${4:-run} \$c ${3:-150} > $W/run-\$c.out 2>&1; fi; \
+        done; touch $W/chain-done" \
         < /dev/null > /dev/null 2>&1 &
     echo "chain started: ${2:-bc5cdr maccrobat}" ;;
 wait)
