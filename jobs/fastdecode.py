@@ -115,6 +115,10 @@ def grouped_attention(module: Any, query: Any, key: Any, value: Any, attention_m
 
     b, heads, q, d = query.shape
     groups = heads // key.shape[1]
+    # A prompt chunk's mask covers the keys up to its last query only: the cache beyond is
+    # empty, and attending over it would cost as much again. (A decoding step's covers all.)
+    keys = attention_mask.shape[-1] if attention_mask is not None else key.shape[2]
+    key, value = key[:, :, :keys], value[:, :, :keys]
     if q == 1 and groups > 1:
         out = F.scaled_dot_product_attention(query.reshape(b, key.shape[1], groups, d), key,
                                              value, attn_mask=attention_mask, scale=scaling)
@@ -322,10 +326,12 @@ class _State:
                    step_index=torch.ones((1,), dtype=torch.long, device=dev))
 
     def prefill_masks(self, dec: StaticDecoder, start: int, end: int) -> Any:
-        query = self.keys[start:end]
-        allowed = self.valid[:, None, :] & (self.keys[None, None, :] <= query[None, :, None])
-        allowed = allowed | (self.keys[None, None, :] == query[None, :, None])
-        return dec.masks_for(allowed, query, self.keys)
+        """The masks of the prompt positions start..end over the keys before end (the cache
+        after them is empty: grouped_attention reads the keys the mask covers)."""
+        query, keys = self.keys[start:end], self.keys[:end]
+        allowed = self.valid[:, None, :end] & (keys[None, None, :] <= query[None, :, None])
+        allowed = allowed | (keys[None, None, :] == query[None, :, None])
+        return dec.masks_for(allowed, query, keys)
 
     def begin(self, first: Any) -> None:
         self.out[:, 0] = first

@@ -178,3 +178,14 @@ def test_the_generation_can_be_profiled_into_a_file(monkeypatch, tmp_path):
         64.0 * 64 * 64
     table = (tmp_path / "prof.txt").read_text()
     assert "aten::matmul" in table or "aten::mm" in table
+
+
+def test_a_prompt_prefilled_in_chunks_answers_as_in_one(monkeypatch):
+    from jobs import fastdecode
+
+    model = _gemma()
+    prompts = _prompts(12, 3, 14)
+    ref, _, _ = _run(model, prompts, "generate")
+    monkeypatch.setattr(fastdecode, "MASK_ELEMENTS", 1)  # one prompt position per chunk
+    got, _, decode = _run(model, prompts, "static")
+    assert decode["engine"] == "static" and got == ref
