@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 CHECKED_MODEL_TYPES = ("gemma3_text",)
 """Architectures eval.decoder auto decodes with the static decoder: checked on the card against
-generate() under Unsloth (Gemma 3 keeps transformers' modules there). Unsloth replaces the
+generate() under Unsloth (Gemma 3's text models, 270M and 1B, keep transformers' modules
+there; the multimodal 4B and up are model_type gemma3 and not checked). Unsloth replaces the
 Llama family's forward with its own, mask and cache included, so the others keep generate()
 unless eval.decoder is static (their transformers modules pass the CPU tests)."""
 
@@ -86,7 +87,7 @@ def unsupported(model: Any, gen_kwargs: dict[str, Any], constrained: bool,
     device_map = getattr(model, "hf_device_map", None)
     if isinstance(device_map, dict) and len(set(map(str, device_map.values()))) > 1:
         return "a model split over several devices"
-    kind = getattr(config, "model_type", "")
+    kind = getattr(model.config, "model_type", "")  # Gemma 3 4B and up: gemma3, multimodal
     if not any_architecture and kind not in CHECKED_MODEL_TYPES:
         return f"architecture {kind} not checked with the static decoder"
     return ""

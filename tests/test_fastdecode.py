@@ -145,6 +145,9 @@ def test_where_the_static_decoder_does_not_apply_generate_runs():
     auto = choose(_gemma(), "auto", greedy, False)
     assert auto.name == "generate" and "no CUDA card" in auto.reason
     assert "architecture llama" in choose(model, "auto", greedy, False).reason
+    multimodal = _gemma()
+    multimodal.config.model_type = "gemma3"  # Gemma 3 4B and up: not checked on the card
+    assert "architecture gemma3 " in choose(multimodal, "auto", greedy, False).reason
     assert "sampled" in choose(model, "static", {"do_sample": True}, False).reason
     assert "constrained" in choose(model, "static", greedy, True).reason
     assert choose(model, "generate", greedy, False).reason == "eval.decoder: generate"
