@@ -258,7 +258,11 @@ class _BatchGenerator:
             modeling.log(f"{why}; decoding with transformers generate() instead")
             self.static, self.engine = None, fastdecode.Engine("generate", why)
             if torch.cuda.is_available():
-                torch.cuda.synchronize()
+                try:  # a capture that failed may have left an error on the stream
+                    torch.cuda.synchronize()
+                    torch.cuda.empty_cache()
+                except RuntimeError as late:
+                    modeling.log(f"after the static decoder's failure: {late}")
             return None
 
     def _halve(self, exc: BaseException, at: int) -> None:
