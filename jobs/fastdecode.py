@@ -312,10 +312,10 @@ class _State:
         rows, width = ids.shape
         length = width + budget - 1
         dev = dec.device
-        attn = mask.to(dev).bool()
+        mask = mask.to(dev)
         valid = torch.ones((rows, length), dtype=torch.bool, device=dev)
-        valid[:, :width] = attn
-        positions = (mask.to(dev).long().cumsum(-1) - 1).clamp(min=0)
+        valid[:, :width] = mask.bool()
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         cache = Cache(layers=[StaticLayer(length) for _ in range(dec.layers)])
         return cls(cache=cache, length=length, width=width, valid=valid,
                    positions=positions,

@@ -105,3 +105,26 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = old
+
+
+class IdTokenizer:
+    """The little of a tokenizer jobs.evaluate.generate_all reads: ids decode to <id>."""
+
+    pad_token_id = 0
+    eos_token_id = 1
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(f"<{i}>" for i in ids if not (skip_special_tokens and i in (0, 1)))
+
+
+def tiny_llama():
+    """A random 2-layer Llama (float32, CPU, eval mode) over IdTokenizer's ids."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, pad_token_id=0, bos_token_id=2,
+                      eos_token_id=1)
+    return LlamaForCausalLM(cfg).eval()

@@ -9,28 +9,10 @@ import pytest
 
 from core.config import build_config
 
+from .conftest import IdTokenizer as _Tok
+from .conftest import tiny_llama
+
 torch = pytest.importorskip("torch")
-
-
-class _Tok:
-    """The little of a tokenizer generate_all reads: ids decode to <id>."""
-
-    pad_token_id = 0
-    eos_token_id = 1
-
-    def decode(self, ids, skip_special_tokens=False):
-        return "".join(f"<{i}>" for i in ids if not (skip_special_tokens and i in (0, 1)))
-
-
-def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, pad_token_id=0, bos_token_id=2,
-                      eos_token_id=1)
-    return LlamaForCausalLM(cfg).eval()
 
 
 def _gemma(attn="sdpa"):
@@ -73,7 +55,7 @@ def _common_tokens(model, prompts):
     return sorted(set(common))[:6]
 
 
-@pytest.mark.parametrize("make", [_llama, _gemma, lambda: _gemma("eager")],
+@pytest.mark.parametrize("make", [tiny_llama, _gemma, lambda: _gemma("eager")],
                          ids=["llama", "gemma3-sliding", "gemma3-eager"])
 def test_the_static_decoder_answers_as_generate_does(make, monkeypatch):
     from jobs import fastdecode
@@ -139,7 +121,7 @@ def test_answer_end_rules_cut_rows_where_generate_cuts_them():
 def test_where_the_static_decoder_does_not_apply_generate_runs():
     from jobs.fastdecode import choose
 
-    model = _llama()
+    model = tiny_llama()
     greedy = {"do_sample": False}
     assert choose(model, "static", greedy, False).name == "static"
     auto = choose(_gemma(), "auto", greedy, False)
@@ -158,7 +140,7 @@ def test_where_the_static_decoder_does_not_apply_generate_runs():
 def test_a_failing_static_decoder_falls_back_to_generate_with_the_same_answers(monkeypatch):
     from jobs import fastdecode
 
-    model = _llama()
+    model = tiny_llama()
     prompts = _prompts(10)
     ref, _, _ = _run(model, prompts, "generate")
 

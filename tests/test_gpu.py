@@ -210,27 +210,33 @@ def test_reloaded_adapter_gives_the_same_logits(bc5, tmp_path):
     assert diff < 0.05 * max(1.0, here.abs().max().item())
 
 
-def test_batched_left_padded_generation_equals_one_at_a_time(bc5, tmp_path):
+def _answering_model(family, bc5, tmp_path, n, **extra):
+    """A 16-bit LoRA model trained enough to answer with peaked distributions (greedy ties are
+    noise), ready for generation, with its config, the first n dev prompts and greedy kwargs."""
     from unsloth import FastLanguageModel
 
     from core.data import load_dataset
     from core.prompts import prompt_messages
-    from jobs.evaluate import generate_all
     from jobs.modeling import stop_token_ids
     from jobs.train import train_model
 
-    # A model trained enough to answer with peaked distributions (greedy ties are noise).
-    cfg = cfg_for("llama", "16bit-lora", bc5, **{"train.max_steps": 30,
-                                                 "train.learning_rate": 2e-3})
+    cfg = cfg_for(family, "16bit-lora", bc5, **{"train.max_steps": 30,
+                                                "train.learning_rate": 2e-3, **extra})
     res = train_model(cfg, tmp_path / "model")
     model, tok = res.model, res.tokenizer
     FastLanguageModel.for_inference(model)
     tok.padding_side = "left"
-    records = load_dataset(cfg.data.eval_dataset_file).records[:16]
+    records = load_dataset(cfg.data.eval_dataset_file).records[:n]
     prompts = [tok(tok.apply_chat_template(prompt_messages(r, cfg.model.system_prompt),
                                            tokenize=False, add_generation_prompt=True),
                    add_special_tokens=False)["input_ids"] for r in records]
-    kw = {"eos_token_id": stop_token_ids(tok), "do_sample": False}
+    return model, tok, cfg, prompts, {"eos_token_id": stop_token_ids(tok), "do_sample": False}
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(bc5, tmp_path):
+    from jobs.evaluate import generate_all
+
+    model, tok, cfg, prompts, kw = _answering_model("llama", bc5, tmp_path, 16)
     batched, _ = generate_all(model, tok, prompts, cfg, 32, kw)
     single, _ = generate_all(model, tok, prompts, cfg.replace({"eval.batch_size": 1}), 32, kw)
     differ = [i for i, (a, b) in enumerate(zip(batched, single, strict=True)) if a != b]
@@ -251,26 +257,11 @@ def test_the_static_decoder_answers_as_generate_on_the_card(family, bc5, tmp_pat
     for Gemma 3, static asked for Llama) give generate()'s greedy answers, up to bf16
     near-ties."""
     import torch
-    from unsloth import FastLanguageModel
 
-    from core.data import load_dataset
-    from core.prompts import prompt_messages
     from jobs.evaluate import generate_all
-    from jobs.modeling import stop_token_ids
-    from jobs.train import train_model
 
-    cfg = cfg_for(family, "16bit-lora", bc5, **{"train.max_steps": 30,
-                                                "train.learning_rate": 2e-3,
-                                                "eval.batch_size": 32})
-    res = train_model(cfg, tmp_path / "model")
-    model, tok = res.model, res.tokenizer
-    FastLanguageModel.for_inference(model)
-    tok.padding_side = "left"
-    records = load_dataset(cfg.data.eval_dataset_file).records[:32]
-    prompts = [tok(tok.apply_chat_template(prompt_messages(r, cfg.model.system_prompt),
-                                           tokenize=False, add_generation_prompt=True),
-                   add_special_tokens=False)["input_ids"] for r in records]
-    kw = {"eos_token_id": stop_token_ids(tok), "do_sample": False}
+    model, tok, cfg, prompts, kw = _answering_model(family, bc5, tmp_path, 32,
+                                                    **{"eval.batch_size": 32})
     runs = {}
     fast = "auto" if family == "gemma" else "static"  # auto: Gemma 3 only (fastdecode)
     for decoder in ("generate", fast):

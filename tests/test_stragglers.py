@@ -6,29 +6,15 @@ import pytest
 
 from core.config import build_config
 
+from .conftest import IdTokenizer as _Tok
+from .conftest import tiny_llama
+
 torch = pytest.importorskip("torch")
-
-
-class _Tok:
-    """The little of a tokenizer generate_all reads: ids decode to <id>."""
-
-    pad_token_id = 0
-    eos_token_id = 1
-
-    def decode(self, ids, skip_special_tokens=False):
-        return "".join(f"<{i}>" for i in ids if not (skip_special_tokens and i in (0, 1)))
 
 
 @pytest.fixture(scope="module")
 def model():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, pad_token_id=0, bos_token_id=2,
-                      eos_token_id=1)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama()
 
 
 def _prompts(n):
